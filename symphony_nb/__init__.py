@@ -1,0 +1,62 @@
+"""symphony_nb: notebook-friendly persistence for AI-agent systems.
+
+Async repositories over pydantic models (memory, files, SQLite, PostgreSQL), the Task and
+AgentConfig models, the services that use them, and sync facades for notebook cells::
+
+    from symphony_nb import InMemoryRepository, Task
+    repo = InMemoryRepository(Task)
+    task_id = await repo.save(Task(name="hello"))       # or repo.sync.save(...)
+"""
+
+from ._errors import (
+    ConflictError,
+    CorruptEntityError,
+    FilterError,
+    InvalidIdError,
+    NotFoundError,
+    RowValidationError,
+    StorageError,
+    SymphonyError,
+    TemplateError,
+)
+from ._models import AgentConfig, Task, TaskPriority, TaskStatus
+from ._repository import CorruptEntityWarning, Repository
+from ._storage import open_repository
+from ._sync import SyncUsageError, get_sync_mode, set_sync_mode
+from .backends.filesystem import FileSystemRepository
+from .backends.memory import InMemoryRepository
+from .services.agent import Agent, AgentFactory, LanguageModel, offline_model
+from .services.registry import ServiceRegistry
+from .services.tasks import TaskManager
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Agent",
+    "AgentConfig",
+    "AgentFactory",
+    "ConflictError",
+    "CorruptEntityError",
+    "CorruptEntityWarning",
+    "FileSystemRepository",
+    "FilterError",
+    "InMemoryRepository",
+    "InvalidIdError",
+    "LanguageModel",
+    "NotFoundError",
+    "Repository",
+    "RowValidationError",
+    "ServiceRegistry",
+    "StorageError",
+    "SymphonyError",
+    "SyncUsageError",
+    "Task",
+    "TaskManager",
+    "TaskPriority",
+    "TaskStatus",
+    "TemplateError",
+    "get_sync_mode",
+    "offline_model",
+    "open_repository",
+    "set_sync_mode",
+]

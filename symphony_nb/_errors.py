@@ -1,0 +1,84 @@
+"""The errors symphony_nb raises.
+
+Every error derives from :class:`SymphonyError`, and each also derives from the builtin it
+resembles, so ``except ValueError`` keeps working in code that does not know this package::
+
+    SymphonyError
+    ├── InvalidIdError        (ValueError)   an id that cannot be stored safely
+    ├── FilterError           (ValueError)   a filter or ordering that does not fit the model
+    ├── TemplateError         (ValueError)   an instruction template that cannot be rendered
+    ├── RowValidationError    (ValueError)   rows of a batch that do not validate
+    ├── CorruptEntityError    (ValueError)   stored data that does not parse or validate
+    ├── ConflictError                        a write based on a stale version
+    ├── NotFoundError         (LookupError)  a missing entity, repository or service
+    └── StorageError          (OSError)      the storage itself failed or cannot be reached
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+
+class SymphonyError(Exception):
+    """Base class of every error raised by symphony_nb."""
+
+
+class InvalidIdError(SymphonyError, ValueError):
+    """An entity id that could escape, confuse or collide in a storage backend."""
+
+
+class FilterError(SymphonyError, ValueError):
+    """A filter, ordering or column selection that does not fit the model."""
+
+
+class TemplateError(SymphonyError, ValueError):
+    """An instruction template with a placeholder that has no value."""
+
+
+class CorruptEntityError(SymphonyError, ValueError):
+    """Stored data that does not parse or validate; ``location`` says where it is."""
+
+    def __init__(self, location: str, reason: str) -> None:
+        self.location = location
+        self.reason = reason
+        super().__init__(f"corrupt entity at {location}: {reason}")
+
+
+class ConflictError(SymphonyError):
+    """A write whose version is not the stored one: someone else changed the entity first."""
+
+    def __init__(self, entity_id: str, given: int | None, stored: int | None) -> None:
+        self.entity_id = entity_id
+        self.given = given
+        self.stored = stored
+        super().__init__(
+            f"version conflict on {entity_id!r}: the write is based on version {given}, "
+            f"but version {stored} is stored; reload it, reapply the change and save again"
+        )
+
+
+class NotFoundError(SymphonyError, LookupError):
+    """A missing entity, repository or service."""
+
+    def __str__(self) -> str:  # LookupError would otherwise quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class StorageError(SymphonyError, OSError):
+    """The storage failed (I/O error, unreachable database); the message says what is known."""
+
+
+class RowValidationError(SymphonyError, ValueError):
+    """Several rows failed validation; ``problems`` maps each row id to its field errors."""
+
+    def __init__(self, problems: Mapping[str, Sequence[tuple[str, str]]]) -> None:
+        self.problems = {key: list(value) for key, value in problems.items()}
+        lines = [
+            f"  {row_id}: {field}: {message}"
+            for row_id, errors in self.problems.items()
+            for field, message in errors
+        ]
+        super().__init__(
+            f"{len(self.problems)} row(s) failed validation; nothing was saved:\n"
+            + "\n".join(lines)
+        )

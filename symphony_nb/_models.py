@@ -1,0 +1,176 @@
+"""Domain models: :class:`Task` and :class:`AgentConfig`, and the types they share."""
+
+from __future__ import annotations
+
+import string
+import uuid
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated, Any
+
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    StringConstraints,
+)
+
+from ._errors import TemplateError
+
+
+def utc_now() -> datetime:
+    """The current time as a timezone-aware UTC datetime."""
+    return datetime.now(UTC)
+
+
+def _to_utc(value: datetime) -> datetime:
+    return value.astimezone(UTC)
+
+
+def _format_utc(value: datetime) -> str:
+    # Fixed width, always with microseconds: stored timestamps then sort as text in every
+    # backend exactly as they sort as instants.
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+UTCDateTime = Annotated[
+    AwareDatetime,
+    AfterValidator(_to_utc),
+    PlainSerializer(_format_utc, return_type=str, when_used="json"),
+]
+"""A timezone-aware datetime, normalised to UTC; naive datetimes are rejected, not guessed."""
+
+NonBlank = Annotated[str, StringConstraints(strip_whitespace=False, min_length=1, pattern=r"\S")]
+
+
+def new_id() -> str:
+    """A new random id (a uuid4 string)."""
+    return str(uuid.uuid4())
+
+
+class TaskStatus(StrEnum):
+    """Where a task is in its life."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class TaskPriority(StrEnum):
+    """How urgent a task is; ordering by priority follows this declaration order."""
+
+    LOW = "low"
+    MEDIUM = "medium"
+    HIGH = "high"
+    CRITICAL = "critical"
+
+
+class Entity(BaseModel):
+    """Base of the stored models: an id, a version for optimistic concurrency, timestamps.
+
+    Unknown fields are rejected (a typo is an error, and data written by a newer schema is
+    noticed instead of silently dropped); assignments are validated.
+    """
+
+    model_config = ConfigDict(
+        extra="forbid",
+        validate_assignment=True,
+        validate_by_name=True,
+        validate_by_alias=True,
+        serialize_by_alias=True,
+        protected_namespaces=(),
+        use_enum_values=False,
+    )
+
+    id: NonBlank = Field(
+        default_factory=new_id, description="Unique id (a uuid4 string by default)."
+    )
+    version: int = Field(default=0, ge=0, description="Bumped by every successful write.")
+    created_at: UTCDateTime = Field(
+        default_factory=utc_now, description="When it was created (UTC)."
+    )
+    updated_at: UTCDateTime = Field(
+        default_factory=utc_now, description="When it was last written (UTC)."
+    )
+
+
+class Task(Entity):
+    """A unit of work that an agent executes."""
+
+    name: NonBlank = Field(description="Short human-readable name.")
+    description: str = ""
+    status: TaskStatus = TaskStatus.PENDING
+    priority: TaskPriority = TaskPriority.MEDIUM
+    input_data: dict[str, Any] = Field(default_factory=dict)
+    output_data: dict[str, Any] | None = None
+    error: str | None = None
+    tags: list[str] = Field(default_factory=list)
+    agent_id: str | None = None
+    parent_task_id: str | None = None
+    workflow_id: str | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    started_at: UTCDateTime | None = None
+    completed_at: UTCDateTime | None = None
+
+
+class AgentConfig(Entity):
+    """A stored agent configuration.
+
+    The spec names the language-model settings ``model_config``, which pydantic reserves;
+    they are the attribute ``llm_config`` and the constructor argument / JSON key
+    ``model_config``: ``AgentConfig(name=..., instruction_template=..., model_config={...})``.
+    """
+
+    name: NonBlank = Field(description="The agent's name, available as {name} in the template.")
+    role: str = ""
+    description: str = ""
+    instruction_template: NonBlank = Field(
+        description="Instructions; placeholders such as {name} or {role} are filled by render."
+    )
+    llm_config: dict[str, Any] = Field(
+        default_factory=dict,
+        alias="model_config",
+        description="Language-model settings (model name, temperature, ...).",
+    )
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+    def render_instructions(self, **values: Any) -> str:
+        """Fill ``instruction_template`` with this config's fields and ``values``.
+
+        ``{name}``, ``{role}``, ``{description}``, ``{id}`` and every other field are
+        available; ``values`` add to or override them. Raises :class:`TemplateError`
+        naming any placeholder that has no value.
+        """
+        context: dict[str, Any] = {name: getattr(self, name) for name in type(self).model_fields}
+        context["model_config"] = self.llm_config
+        context.update(values)
+        formatter = string.Formatter()
+        try:
+            fields = [
+                field
+                for _, field, _, _ in formatter.parse(self.instruction_template)
+                if field is not None
+            ]
+        except ValueError as exc:
+            raise TemplateError(f"instruction_template is malformed: {exc}") from None
+        unsafe = sorted({f for f in fields if not f.isidentifier()})
+        if unsafe:
+            raise TemplateError(
+                f"instruction_template placeholders must be plain names such as {{name}}; "
+                f"got {unsafe}"
+            )
+        missing = sorted(set(fields) - context.keys())
+        if missing:
+            raise TemplateError(
+                f"instruction_template uses unknown placeholder(s) {missing}; "
+                f"known: {sorted(context)} (pass extra values as keyword arguments)"
+            )
+        try:
+            return formatter.vformat(self.instruction_template, (), context)
+        except (AttributeError, KeyError, IndexError, ValueError) as exc:
+            raise TemplateError(f"cannot render instruction_template: {exc!r}") from None

@@ -1,0 +1,349 @@
+"""The :class:`Repository` contract: public methods written once over a few backend hooks."""
+
+from __future__ import annotations
+
+import gc
+import warnings
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Generic, Literal, Self, TypeVar
+
+from pydantic import BaseModel, ValidationError
+from pydantic_core import PydanticSerializationError
+
+from ._errors import CorruptEntityError, InvalidIdError, SymphonyError
+from ._filters import (
+    Condition,
+    Query,
+    check_paging,
+    parse_columns,
+    parse_filter,
+    parse_order,
+)
+from ._ids import check_id
+from ._models import utc_now
+
+if TYPE_CHECKING:
+    from ._sync import SyncFacade
+
+T = TypeVar("T", bound=BaseModel)
+OnCorrupt = Literal["raise", "warn"]
+Filter = Mapping[str, Any]
+OrderBy = str | Sequence[str]
+Data = str | bytes | CorruptEntityError
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One document to write.
+
+    ``expected`` is the version the writer read (None: do not check); a backend refuses the
+    write with ConflictError when the stored version differs from it.
+    """
+
+    id: str
+    json: str
+    version: int | None
+    expected: int | None
+
+
+class CorruptEntityWarning(UserWarning):
+    """Issued for each corrupt entity skipped by a read with ``on_corrupt="warn"``."""
+
+
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    # Decoding many documents allocates many young objects; the collector's passes over them
+    # cost more than the decoding itself (measured: 17.9 -> 7.2 us per Task).
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+class Repository(ABC, Generic[T]):
+    """Async storage of one pydantic model type.
+
+    Subclasses implement six small hooks (``_get``, ``_write``, ``_remove``, ``_select``,
+    ``_count``, ``_close``) that move JSON documents; validation, id checks, versions, filter
+    parsing and error messages are done here, once, for every backend.
+
+    Models with an integer ``version`` field get optimistic concurrency: a write whose version
+    is not the stored one raises :class:`ConflictError`, and a successful write bumps the
+    version of the object you passed, so saving it again just works.
+    """
+
+    model: type[T]
+
+    def __init__(self, model: type[T]) -> None:
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            raise TypeError(f"a repository stores a pydantic model class, got {model!r}")
+        if "id" not in model.model_fields:
+            raise TypeError(f"{model.__name__} has no 'id' field; a repository needs one")
+        self.model = model
+        self._versioned = "version" in model.model_fields
+        self._stamped = "updated_at" in model.model_fields
+
+    # ------------------------------------------------------------------ backend hooks
+
+    @abstractmethod
+    async def _get(self, entity_id: str) -> str | bytes | None:
+        """The stored JSON of ``entity_id``, or None."""
+
+    @abstractmethod
+    async def _write(self, records: Sequence[Record], *, create: bool) -> list[bool]:
+        """Store ``records``, all or nothing where the backend allows.
+
+        Check every record before writing any: raise ConflictError when a stored version
+        differs from ``record.expected`` (unless it is None). With ``create=False`` a record
+        whose id is not stored is skipped and reported False; otherwise True.
+        """
+
+    @abstractmethod
+    async def _remove(self, entity_id: str) -> bool:
+        """Delete ``entity_id``; False if it was not stored."""
+
+    @abstractmethod
+    async def _select(self, query: Query) -> list[tuple[str, Data]]:
+        """``(id, json)`` of the entities matching ``query``, in its order and page.
+
+        A document that cannot even be parsed for filtering is returned as a
+        CorruptEntityError in place of its JSON, so the caller reports it.
+        """
+
+    @abstractmethod
+    async def _count(self, conditions: tuple[Condition, ...]) -> int:
+        """How many entities satisfy ``conditions``."""
+
+    async def _close(self) -> None:
+        """Release connections, threads and files."""
+
+    def _location(self, entity_id: str) -> str:
+        """Where ``entity_id`` is stored, for error messages."""
+        return f"{type(self).__name__}({self.model.__name__}) id {entity_id!r}"
+
+    # ------------------------------------------------------------------ conversions
+
+    def _decode(self, entity_id: str, data: str | bytes) -> T:
+        try:
+            entity = self.model.model_validate_json(data)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(map(str, err['loc'])) or '<document>'}: {err['msg']}"
+                for err in exc.errors()[:5]
+            )
+            raise CorruptEntityError(self._location(entity_id), problems) from None
+        stored_id = getattr(entity, "id", None)
+        if stored_id != entity_id:
+            raise CorruptEntityError(
+                self._location(entity_id), f"the document's id {stored_id!r} differs from its key"
+            )
+        return entity
+
+    def _decode_many(self, rows: Iterable[tuple[str, Data]], on_corrupt: OnCorrupt) -> list[T]:
+        if on_corrupt not in ("raise", "warn"):
+            raise ValueError(f"on_corrupt must be 'raise' or 'warn', got {on_corrupt!r}")
+        out: list[T] = []
+        with _gc_paused():
+            for entity_id, data in rows:
+                try:
+                    if isinstance(data, CorruptEntityError):
+                        raise data
+                    out.append(self._decode(entity_id, data))
+                except CorruptEntityError as exc:
+                    if on_corrupt == "raise":
+                        raise
+                    warnings.warn(str(exc), CorruptEntityWarning, stacklevel=4)
+        return out
+
+    def _record(self, entity: T, now: Any) -> Record:
+        if not isinstance(entity, self.model):
+            raise TypeError(
+                f"{type(self).__name__} stores {self.model.__name__}, got {type(entity).__name__}"
+            )
+        entity_id = check_id(getattr(entity, "id", None))
+        expected = getattr(entity, "version", None) if self._versioned else None
+        version = None if expected is None else expected + 1
+        update: dict[str, Any] = {}
+        if version is not None:
+            update["version"] = version
+        if self._stamped:
+            update["updated_at"] = now
+        try:
+            data = entity.model_copy(update=update).model_dump_json(by_alias=True)
+        except PydanticSerializationError as exc:
+            raise SymphonyError(
+                f"cannot serialise {self.model.__name__} {entity_id!r}: {exc}"
+            ) from None
+        return Record(entity_id, data, version, expected)
+
+    def _written(self, entity: T, record: Record, now: Any) -> None:
+        # The values were validated when the entity was built; bypass assignment validation.
+        fields = entity.__dict__
+        if record.version is not None:
+            fields["version"] = record.version
+        if self._stamped:
+            fields["updated_at"] = now
+        entity.__pydantic_fields_set__.update(
+            ("version", "updated_at") if self._stamped else ("version",)
+        )
+
+    def _query(
+        self,
+        filter_criteria: Filter | None,
+        order_by: OrderBy | None = None,
+        limit: int | None = None,
+        offset: int = 0,
+        columns: Sequence[str] | None = None,
+    ) -> Query:
+        check_paging(limit, offset)
+        return Query(
+            conditions=parse_filter(self.model, filter_criteria),
+            order=parse_order(self.model, order_by),
+            limit=limit,
+            offset=offset,
+            columns=parse_columns(self.model, columns),
+        )
+
+    # ------------------------------------------------------------------ public API
+
+    async def save(self, entity: T) -> str:
+        """Insert or replace ``entity``; return its id.
+
+        Raises :class:`ConflictError` if the stored version is not ``entity.version``; on
+        success ``entity.version`` and ``entity.updated_at`` are updated in place.
+        """
+        now = utc_now()
+        record = self._record(entity, now)
+        await self._write([record], create=True)
+        self._written(entity, record, now)
+        return record.id
+
+    async def save_many(self, entities: Iterable[T]) -> list[str]:
+        """Save several entities, all or nothing where the backend allows; return their ids."""
+        now = utc_now()
+        items = list(entities)
+        records = [self._record(entity, now) for entity in items]
+        seen: set[str] = set()
+        for record in records:
+            if record.id in seen:
+                raise InvalidIdError(f"id {record.id!r} appears more than once in save_many")
+            seen.add(record.id)
+        if records:
+            await self._write(records, create=True)
+        for entity, record in zip(items, records, strict=True):
+            self._written(entity, record, now)
+        return [record.id for record in records]
+
+    async def find_by_id(self, id: str) -> T | None:
+        """The entity with this id, or None if there is none."""
+        entity_id = check_id(id)
+        data = await self._get(entity_id)
+        return None if data is None else self._decode(entity_id, data)
+
+    async def get(self, id: str) -> T:
+        """The entity with this id; raise :class:`NotFoundError` if there is none."""
+        from ._errors import NotFoundError
+
+        entity = await self.find_by_id(id)
+        if entity is None:
+            raise NotFoundError(f"no {self.model.__name__} with id {id!r} in {self!r}")
+        return entity
+
+    async def find_all(
+        self,
+        filter_criteria: Filter | None = None,
+        *,
+        order_by: OrderBy | None = None,
+        limit: int | None = None,
+        offset: int = 0,
+        on_corrupt: OnCorrupt = "raise",
+    ) -> list[T]:
+        """Entities matching ``filter_criteria`` (see :mod:`symphony_nb.filters`).
+
+        ``order_by`` is a field, ``"-field"`` for descending, or a list of them (id order by
+        default); ``limit`` and ``offset`` page the result. ``on_corrupt="warn"`` skips corrupt
+        entities with a :class:`CorruptEntityWarning` instead of raising.
+        """
+        query = self._query(filter_criteria, order_by, limit, offset)
+        return self._decode_many(await self._select(query), on_corrupt)
+
+    async def count(self, filter_criteria: Filter | None = None) -> int:
+        """How many entities match ``filter_criteria``."""
+        return await self._count(parse_filter(self.model, filter_criteria))
+
+    async def iter_all(
+        self,
+        filter_criteria: Filter | None = None,
+        *,
+        order_by: OrderBy | None = None,
+        batch_size: int = 1000,
+        on_corrupt: OnCorrupt = "raise",
+    ) -> AsyncIterator[T]:
+        """Iterate over matches in batches of ``batch_size``, keeping memory bounded.
+
+        Without ``order_by`` it pages by id, so entities added or removed while iterating
+        never cause duplicates or skips of the others.
+        """
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
+        query = self._query(filter_criteria, order_by, batch_size, 0)
+        while True:
+            rows = await self._select(query)
+            for entity in self._decode_many(rows, on_corrupt):
+                yield entity
+            if len(rows) < batch_size:
+                return
+            if query.order:
+                query = Query(query.conditions, query.order, batch_size, query.offset + batch_size)
+            else:
+                query = Query(query.conditions, (), batch_size, 0, after_id=rows[-1][0])
+
+    async def update(self, entity: T) -> bool:
+        """Replace a stored entity; False (and nothing created) if its id is not stored."""
+        now = utc_now()
+        record = self._record(entity, now)
+        (written,) = await self._write([record], create=False)
+        if written:
+            self._written(entity, record, now)
+        return written
+
+    async def delete(self, id: str) -> bool:
+        """Delete the entity with this id; False if there was none."""
+        return await self._remove(check_id(id))
+
+    async def close(self) -> None:
+        """Release the backend's resources; safe to call more than once."""
+        await self._close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    @property
+    def sync(self) -> SyncFacade[Self]:
+        """The same methods, called without ``await`` (for scripts and notebook cells)."""
+        from ._sync import SyncFacade
+
+        return SyncFacade(self)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.model.__name__})"
+
+
+def model_name(model: type[BaseModel]) -> str:
+    """The folder / table name of a model: its class name, lower-cased."""
+    return model.__name__.lower()

@@ -1,0 +1,278 @@
+"""One human-readable JSON file per entity, in a folder per model."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import fcntl
+import os
+import threading
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, suppress
+from pathlib import Path
+
+import orjson
+
+from .._errors import ConflictError, CorruptEntityError, StorageError
+from .._filters import Condition, Query, apply_query, matches
+from .._ids import filename_to_id, id_to_filename
+from .._repository import Data, Record, Repository, T, model_name
+
+TEMP_PREFIX = ".tmp-"
+LOCK_NAME = ".lock"
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+_TEMP_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+class FileSystemRepository(Repository[T]):
+    """Stores each entity as ``<directory>/<model name>/<id>.json`` (pretty-printed JSON).
+
+    Several models can share one ``directory``. Writes are atomic and durable: a temp file in
+    the same folder, fsync, rename, fsync of the folder; a crash leaves the old or the new
+    version, never a torn file, and leftover temp files are removed on open. Writers in
+    several processes are serialised by a lock file; readers never wait. Symbolic links are
+    never followed; folders are created 0700 and files 0600. File I/O runs in worker threads.
+    """
+
+    def __init__(self, model: type[T], directory: str | os.PathLike[str]) -> None:
+        super().__init__(model)
+        self.directory = Path(directory)
+        self.path = self.directory / model_name(model)
+        self._lock = threading.Lock()
+        self._opened = False
+
+    def __repr__(self) -> str:
+        return f"FileSystemRepository({self.model.__name__}, {str(self.directory)!r})"
+
+    def _location(self, entity_id: str) -> str:
+        return str(self.path / id_to_filename(entity_id))
+
+    # ------------------------------------------------------------------ folder access
+
+    @contextmanager
+    def _folder(self) -> Iterator[int]:
+        if not self._opened:
+            self._open()
+        try:
+            fd = os.open(self.path, _DIR_FLAGS)
+        except OSError as exc:
+            raise self._refuse(exc) from None
+        try:
+            yield fd
+        finally:
+            os.close(fd)
+
+    def _refuse(self, exc: OSError) -> StorageError:
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+            return StorageError(
+                f"{self.path} is not a real folder (a symbolic link?); refusing to use it"
+            )
+        return StorageError(f"cannot open {self.path}: {exc.strerror or exc}")
+
+    def _open(self) -> None:
+        try:
+            self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            with suppress(FileExistsError):
+                os.mkdir(self.path, 0o700)
+            fd = os.open(self.path, _DIR_FLAGS)
+        except OSError as exc:
+            raise self._refuse(exc) from None
+        try:
+            for name in os.listdir(fd):
+                if name.startswith(TEMP_PREFIX):
+                    os.unlink(name, dir_fd=fd)
+        finally:
+            os.close(fd)
+        self._opened = True
+
+    @contextmanager
+    def _writer_lock(self, folder: int) -> Iterator[None]:
+        with self._lock:
+            fd = os.open(
+                LOCK_NAME,
+                os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
+                0o600,
+                dir_fd=folder,
+            )
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                yield
+            finally:
+                os.close(fd)
+
+    def _read(self, folder: int, filename: str) -> bytes | None:
+        try:
+            fd = os.open(filename, _READ_FLAGS, dir_fd=folder)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise CorruptEntityError(
+                    str(self.path / filename), "it is a symbolic link; not followed"
+                ) from None
+            raise StorageError(
+                f"cannot read {self.path / filename}: {exc.strerror or exc}"
+            ) from None
+        with os.fdopen(fd, "rb") as file:
+            return file.read()
+
+    def _stored_version(self, folder: int, entity_id: str) -> tuple[bool, int | None]:
+        data = self._read(folder, id_to_filename(entity_id))
+        if data is None:
+            return False, None
+        try:
+            doc = orjson.loads(data)
+        except orjson.JSONDecodeError as exc:
+            raise CorruptEntityError(
+                self._location(entity_id), f"not valid JSON ({exc}); delete it to replace it"
+            ) from None
+        version = doc.get("version") if isinstance(doc, dict) else None
+        return True, version if isinstance(version, int) else None
+
+    # ------------------------------------------------------------------ hooks
+
+    async def _get(self, entity_id: str) -> bytes | None:
+        return await asyncio.to_thread(self._get_sync, entity_id)
+
+    def _get_sync(self, entity_id: str) -> bytes | None:
+        with self._folder() as folder:
+            return self._read(folder, id_to_filename(entity_id))
+
+    async def _write(self, records: Sequence[Record], *, create: bool) -> list[bool]:
+        return await asyncio.to_thread(self._write_sync, records, create)
+
+    def _write_sync(self, records: Sequence[Record], create: bool) -> list[bool]:
+        with self._folder() as folder, self._writer_lock(folder):
+            written: list[bool] = []
+            for record in records:
+                if record.expected is None and create:
+                    written.append(True)
+                    continue
+                exists, stored = self._stored_version(folder, record.id)
+                if exists and record.expected is not None and stored != record.expected:
+                    raise ConflictError(record.id, record.expected, stored)
+                written.append(exists or create)
+            todo = [record for record, write in zip(records, written, strict=True) if write]
+            self._replace_files(folder, todo)
+            return written
+
+    def _replace_files(self, folder: int, records: Sequence[Record]) -> None:
+        temps: list[str] = []
+        try:
+            for record in records:
+                temp = f"{TEMP_PREFIX}{uuid.uuid4().hex}"
+                fd = os.open(temp, _TEMP_FLAGS, 0o600, dir_fd=folder)
+                temps.append(temp)
+                with os.fdopen(fd, "wb") as file:
+                    file.write(orjson.dumps(orjson.loads(record.json), option=orjson.OPT_INDENT_2))
+                    file.write(b"\n")
+                    file.flush()
+                    os.fsync(file.fileno())
+        except OSError as exc:
+            self._discard(folder, temps)
+            raise StorageError(
+                f"could not write to {self.path} ({exc.strerror or exc}); nothing was changed"
+            ) from exc
+        done = 0
+        try:
+            for temp, record in zip(temps, records, strict=True):
+                os.replace(temp, id_to_filename(record.id), src_dir_fd=folder, dst_dir_fd=folder)
+                done += 1
+        except OSError as exc:
+            self._discard(folder, temps[done:])
+            kept = [record.id for record in records[:done]]
+            raise StorageError(
+                f"could not rename into {self.path} ({exc.strerror or exc}); "
+                f"written before the error: {kept or 'nothing'}; the rest is unchanged"
+            ) from exc
+        try:
+            os.fsync(folder)
+        except OSError as exc:
+            raise StorageError(
+                f"wrote {[record.id for record in records]} in {self.path} but could not sync the "
+                f"folder ({exc.strerror or exc}): durability after a power loss is unknown"
+            ) from exc
+
+    @staticmethod
+    def _discard(folder: int, temps: Sequence[str]) -> None:
+        for temp in temps:
+            with suppress(OSError):  # otherwise cleaned on the next open
+                os.unlink(temp, dir_fd=folder)
+
+    async def _remove(self, entity_id: str) -> bool:
+        return await asyncio.to_thread(self._remove_sync, entity_id)
+
+    def _remove_sync(self, entity_id: str) -> bool:
+        with self._folder() as folder, self._writer_lock(folder):
+            try:
+                os.unlink(id_to_filename(entity_id), dir_fd=folder)
+            except FileNotFoundError:
+                return False
+            try:
+                os.fsync(folder)
+            except OSError as exc:
+                raise StorageError(
+                    f"deleted {entity_id!r} but could not sync {self.path}: {exc}"
+                ) from exc
+            return True
+
+    def _scan(self) -> Iterator[tuple[str, bytes, object]]:
+        """Every entity file as ``(id, raw, parsed)``; ``parsed`` is an error when unusable."""
+        with self._folder() as folder:
+            for name in sorted(os.listdir(folder)):
+                if name.startswith(".") or not name.endswith(".json"):
+                    continue
+                entity_id = filename_to_id(name)
+                if entity_id is None:
+                    yield (
+                        name,
+                        b"",
+                        CorruptEntityError(
+                            str(self.path / name), "the file name is not a valid entity id"
+                        ),
+                    )
+                    continue
+                try:
+                    raw = self._read(folder, name)
+                except CorruptEntityError as exc:
+                    yield entity_id, b"", exc
+                    continue
+                if raw is None:  # deleted while scanning
+                    continue
+                try:
+                    yield entity_id, raw, orjson.loads(raw)
+                except orjson.JSONDecodeError as exc:
+                    yield (
+                        entity_id,
+                        raw,
+                        CorruptEntityError(str(self.path / name), f"not valid JSON: {exc}"),
+                    )
+
+    async def _select(self, query: Query) -> list[tuple[str, Data]]:
+        return await asyncio.to_thread(self._select_sync, query)
+
+    def _select_sync(self, query: Query) -> list[tuple[str, Data]]:
+        raws: dict[str, bytes] = {}
+        docs: list[tuple[str, object]] = []
+        broken: list[tuple[str, Data]] = []
+        for entity_id, raw, doc in self._scan():
+            if isinstance(doc, CorruptEntityError):
+                broken.append((entity_id, doc))
+            else:
+                raws[entity_id] = raw
+                docs.append((entity_id, doc))
+        rows: list[tuple[str, Data]] = [(key, raws[key]) for key in apply_query(query, docs)]
+        return broken + rows
+
+    async def _count(self, conditions: tuple[Condition, ...]) -> int:
+        return await asyncio.to_thread(self._count_sync, conditions)
+
+    def _count_sync(self, conditions: tuple[Condition, ...]) -> int:
+        total = 0
+        for _, _, doc in self._scan():
+            if isinstance(doc, CorruptEntityError):
+                raise doc
+            total += matches(conditions, doc)
+        return total

@@ -1,0 +1,1 @@
+"""Services built on the repositories: agents, tasks and the registry."""

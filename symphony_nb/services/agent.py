@@ -1,0 +1,143 @@
+"""Agents: an :class:`AgentConfig` plus a language model, and the factory that builds them."""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+from collections.abc import Awaitable, Mapping
+from typing import TYPE_CHECKING, Any, Protocol
+
+from pydantic import ValidationError
+
+from .._errors import NotFoundError, SymphonyError
+from .._models import AgentConfig, Task
+from .._repository import Repository
+
+if TYPE_CHECKING:
+    from .._sync import SyncFacade
+
+Message = dict[str, str]
+
+
+class LanguageModel(Protocol):
+    """What an agent calls: chat messages and settings in, reply text out (sync or async).
+
+    Plug a real client with one function, for example::
+
+        async def openai_model(messages, settings):
+            reply = await client.chat.completions.create(messages=messages, **settings)
+            return reply.choices[0].message.content
+    """
+
+    def __call__(
+        self, messages: list[Message], settings: Mapping[str, Any]
+    ) -> str | Awaitable[str]: ...
+
+
+def offline_model(messages: list[Message], settings: Mapping[str, Any]) -> str:
+    """A deterministic stand-in for a language model, so everything runs without a network.
+
+    It answers with the last user message and a short digest of the whole conversation.
+    """
+    digest = hashlib.sha256(repr((messages, sorted(settings.items()))).encode()).hexdigest()[:8]
+    question = messages[-1]["content"] if messages else ""
+    return f"(offline answer {digest}) You asked: {question}"
+
+
+class Agent:
+    """A configured agent: renders its instructions and asks its language model."""
+
+    def __init__(self, config: AgentConfig, llm: LanguageModel | None = None) -> None:
+        self.config = config
+        self.llm: LanguageModel = llm or offline_model
+        self.instructions = config.render_instructions()
+
+    def __repr__(self) -> str:
+        return f"Agent(name={self.config.name!r}, id={self.config.id!r})"
+
+    def messages(self, input_data: Mapping[str, Any]) -> list[Message]:
+        """The chat messages sent for ``input_data`` (its ``query``, or the whole dict)."""
+        query = input_data.get("query")
+        content = query if isinstance(query, str) else repr(dict(input_data))
+        return [
+            {"role": "system", "content": self.instructions},
+            {"role": "user", "content": content},
+        ]
+
+    async def run(self, input_data: Mapping[str, Any]) -> dict[str, Any]:
+        """Ask the language model about ``input_data``; return the output to store on a task."""
+        reply = self.llm(self.messages(input_data), dict(self.config.llm_config))
+        if inspect.isawaitable(reply):
+            reply = await reply
+        if not isinstance(reply, str):
+            raise SymphonyError(f"the language model returned {type(reply).__name__}, not str")
+        return {"response": reply, "agent": self.config.name, "agent_id": self.config.id}
+
+    async def execute(self, task: Task) -> dict[str, Any]:
+        """Run this agent on ``task``'s input data."""
+        return await self.run(task.input_data)
+
+    @property
+    def sync(self) -> SyncFacade[Agent]:
+        """The same methods without ``await``."""
+        from .._sync import SyncFacade
+
+        return SyncFacade(self)
+
+
+class AgentFactory:
+    """Creates :class:`Agent` objects from stored :class:`AgentConfig` entries."""
+
+    def __init__(
+        self,
+        repository: Repository[AgentConfig] | None = None,
+        *,
+        llm: LanguageModel | None = None,
+    ) -> None:
+        self.repository = repository
+        self.llm = llm
+
+    def __repr__(self) -> str:
+        return f"AgentFactory({self.repository!r})"
+
+    async def create_agent(
+        self, config_id: str, *, llm: LanguageModel | None = None, **overrides: Any
+    ) -> Agent:
+        """Load config ``config_id`` and build an agent, with ``overrides`` for its fields.
+
+        ``llm`` replaces the factory's language model for this agent. Raises
+        :class:`NotFoundError` for an unknown id.
+        """
+        if self.repository is None:
+            raise SymphonyError(
+                "this AgentFactory has no repository: pass one, AgentFactory(repo), or register "
+                "'agent_config' in the ServiceRegistry and use registry.get_agent_factory()"
+            )
+        config = await self.repository.find_by_id(config_id)
+        if config is None:
+            raise NotFoundError(f"no AgentConfig with id {config_id!r} in {self.repository!r}")
+        if overrides:
+            config = _override(config, overrides)
+        return Agent(config, llm or self.llm)
+
+    @property
+    def sync(self) -> SyncFacade[AgentFactory]:
+        """The same methods without ``await``."""
+        from .._sync import SyncFacade
+
+        return SyncFacade(self)
+
+
+def _override(config: AgentConfig, overrides: Mapping[str, Any]) -> AgentConfig:
+    fields = type(config).model_fields
+    aliases = {name: info.alias or name for name, info in fields.items()}
+    known = set(aliases) | set(aliases.values())
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise SymphonyError(f"unknown AgentConfig field(s) {unknown}; fields: {sorted(known)}")
+    data = config.model_dump(by_alias=True)
+    data.update({aliases.get(key, key): value for key, value in overrides.items()})
+    try:
+        return AgentConfig.model_validate(data)
+    except ValidationError as exc:
+        raise SymphonyError(f"invalid override for AgentConfig {config.id!r}: {exc}") from None

@@ -1,0 +1,36 @@
+"""Factories for every backend, so one behavioural suite runs over all of them.
+
+Each factory is an async context manager ``make(model, where)`` yielding a fresh, empty
+repository of ``model``; ``where`` is a temp folder the factory may use. A backend whose
+service is not reachable raises ``BackendUnavailable`` with the reason.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+from symphony_nb import FileSystemRepository, InMemoryRepository, Repository
+
+Factory = Callable[[type[Any], Path], contextlib.AbstractAsyncContextManager[Repository[Any]]]
+
+
+class BackendUnavailable(Exception):
+    """The backend's service cannot be reached; the message says why."""
+
+
+@contextlib.asynccontextmanager
+async def memory(model: type[Any], where: Path) -> AsyncIterator[Repository[Any]]:
+    async with InMemoryRepository(model) as repo:
+        yield repo
+
+
+@contextlib.asynccontextmanager
+async def files(model: type[Any], where: Path) -> AsyncIterator[Repository[Any]]:
+    async with FileSystemRepository(model, where / "store") as repo:
+        yield repo
+
+
+BACKENDS: dict[str, Factory] = {"memory": memory, "files": files}

@@ -1,0 +1,48 @@
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from symphony_nb import Repository, ServiceRegistry, Task
+from tests.backends import BACKENDS, BackendUnavailable
+
+
+@pytest.fixture(autouse=True)
+def _fresh_registry() -> Any:
+    ServiceRegistry.get_instance().reset()
+    yield
+    ServiceRegistry.get_instance().reset()
+
+
+@pytest.fixture(params=sorted(BACKENDS))
+def backend_name(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+async def make_repo(
+    backend_name: str, tmp_path: Path
+) -> AsyncIterator[Callable[[type[Any]], Any]]:
+    """``await make_repo(Model)``: a fresh repository of the current backend."""
+    import contextlib
+
+    stack = contextlib.AsyncExitStack()
+    factory = BACKENDS[backend_name]
+
+    async def make(model: type[Any]) -> Repository[Any]:
+        try:
+            return await stack.enter_async_context(factory(model, tmp_path))
+        except BackendUnavailable as exc:
+            pytest.skip(f"{backend_name} backend unavailable: {exc}")
+
+    async with stack:
+        yield make
+
+
+@pytest.fixture
+async def repo(make_repo: Callable[[type[Any]], Any]) -> Repository[Task]:
+    """A fresh Task repository of the current backend."""
+    return await make_repo(Task)  # type: ignore[no-any-return]
