@@ -27,6 +27,8 @@ from ._ids import check_id
 from ._models import utc_now
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from ._sync import SyncFacade
 
 T = TypeVar("T", bound=BaseModel)
@@ -317,6 +319,36 @@ class Repository(ABC, Generic[T]):
     async def delete(self, id: str) -> bool:
         """Delete the entity with this id; False if there was none."""
         return await self._remove(check_id(id))
+
+    async def to_dataframe(
+        self,
+        filter_criteria: Filter | None = None,
+        *,
+        columns: Sequence[str] | None = None,
+        order_by: OrderBy | None = None,
+        limit: int | None = None,
+        flatten: bool = False,
+    ) -> pd.DataFrame:
+        """Matching entities as a pandas DataFrame indexed by id (see :mod:`symphony_nb.dataframes`).
+
+        Enum columns are categoricals, datetimes stay UTC, dict fields stay dicts unless
+        ``flatten=True`` (dotted column names); ``columns`` selects fields.
+        """
+        from .dataframes import repository_to_dataframe
+
+        return await repository_to_dataframe(
+            self, filter_criteria, columns=columns, order_by=order_by, limit=limit, flatten=flatten
+        )
+
+    async def save_dataframe(self, df: pd.DataFrame) -> list[str]:
+        """Write edited rows of ``df`` (as made by :meth:`to_dataframe`) back; return their ids.
+
+        Every row is validated first; if any is invalid, :class:`RowValidationError` lists each
+        bad row and field and nothing is saved. Stale rows raise :class:`ConflictError`.
+        """
+        from .dataframes import save_dataframe
+
+        return await save_dataframe(self, df)
 
     async def close(self) -> None:
         """Release the backend's resources; safe to call more than once."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import re
 from collections.abc import Callable
@@ -13,6 +14,12 @@ from ._repository import Repository, T
 
 Opener = Callable[[type[Any], str], Repository[Any]]
 _OPENERS: dict[str, Opener] = {}
+# Backends whose module provides ``open_url(model, url)``, imported on first use.
+_LAZY = {
+    "sqlite": "symphony_nb.backends.sqlite",
+    "postgresql": "symphony_nb.backends.postgres",
+    "postgres": "symphony_nb.backends.postgres",
+}
 DEFAULT_URL = "file://./symphony_data"
 URL_ENV = "SYMPHONY_NB_URL"
 
@@ -49,6 +56,9 @@ def open_repository(model: type[T], url: str) -> Repository[T]:
 
         return InMemoryRepository(model)
     opener = _OPENERS.get(scheme)
+    if opener is None and scheme in _LAZY:
+        module = importlib.import_module(_LAZY[scheme])
+        opener = module.open_url
     if opener is None:
         known = sorted({"memory", "file", *_OPENERS})
         raise SymphonyError(

@@ -23,9 +23,7 @@ def backend_name(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-async def make_repo(
-    backend_name: str, tmp_path: Path
-) -> AsyncIterator[Callable[[type[Any]], Any]]:
+async def make_repo(backend_name: str, tmp_path: Path) -> AsyncIterator[Callable[[type[Any]], Any]]:
     """``await make_repo(Model)``: a fresh repository of the current backend."""
     import contextlib
 
@@ -46,3 +44,25 @@ async def make_repo(
 async def repo(make_repo: Callable[[type[Any]], Any]) -> Repository[Task]:
     """A fresh Task repository of the current backend."""
     return await make_repo(Task)  # type: ignore[no-any-return]
+
+
+_REQUIRED = {
+    "SYMPHONY_NB_REQUIRE_POSTGRES": "postgres",
+    "SYMPHONY_NB_REQUIRE_BROWSER": "browser",
+}
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """Where CI requires a service, a skip for its absence is a failure."""
+    import os
+
+    outcome = yield
+    report = outcome.get_result()
+    if not report.skipped:
+        return
+    reason = str(report.longrepr[-1] if isinstance(report.longrepr, tuple) else report.longrepr)
+    for variable, word in _REQUIRED.items():
+        if os.environ.get(variable) == "1" and word in reason.lower():
+            report.outcome = "failed"
+            report.longrepr = f"{variable}=1 but the test was skipped: {reason}"
