@@ -148,7 +148,9 @@ def model_fields(model: type[BaseModel]) -> dict[str, FieldSpec]:
     specs: dict[str, FieldSpec] = {}
     for python_name, info in model.model_fields.items():
         key = info.serialization_alias or info.alias or python_name
-        specs[key] = _spec(key, info.annotation)
+        # pydantic moves Annotated metadata (validators, serializers) out of the annotation
+        annotation = Annotated[(info.annotation, *info.metadata)] if info.metadata else info.annotation
+        specs[key] = _spec(key, annotation)
     for python_name, info in model.model_fields.items():
         key = info.serialization_alias or info.alias or python_name
         specs.setdefault(python_name, specs[key])
