@@ -8,6 +8,7 @@ AgentConfig models, the services that use them, and sync facades for notebook ce
     task_id = await repo.save(Task(name="hello"))       # or repo.sync.save(...)
 """
 
+from ._copy import copy_repository
 from ._errors import (
     ConflictError,
     CorruptEntityError,
@@ -55,6 +56,7 @@ __all__ = [
     "TaskPriority",
     "TaskStatus",
     "TemplateError",
+    "copy_repository",
     "get_sync_mode",
     "offline_model",
     "open_repository",

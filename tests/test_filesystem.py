@@ -1,0 +1,115 @@
+"""What is specific to the file-system backend: layout, permissions, temp files, corrupt files."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from symphony_nb import (
+    CorruptEntityError,
+    CorruptEntityWarning,
+    FileSystemRepository,
+    StorageError,
+    Task,
+)
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> FileSystemRepository[Task]:
+    return FileSystemRepository(Task, tmp_path / "data")
+
+
+async def test_layout_is_one_readable_file_per_entity(
+    repo: FileSystemRepository[Task], tmp_path: Path
+) -> None:
+    await repo.save(Task(id="t-1", name="Readable", input_data={"q": "ü"}))
+    await repo.save(Task(id="Upper", name="Case"))
+    folder = tmp_path / "data" / "task"
+    assert sorted(p.name for p in folder.iterdir()) == [".lock", "^upper.json", "t-1.json"]
+    text = (folder / "t-1.json").read_text("utf-8")
+    assert text.startswith("{\n  ") and json.loads(text)["input_data"] == {"q": "ü"}
+    assert stat.S_IMODE(os.stat(folder).st_mode) == 0o700
+    assert stat.S_IMODE(os.stat(folder / "t-1.json").st_mode) == 0o600
+
+
+async def test_leftover_temp_files_are_removed_and_never_read(tmp_path: Path) -> None:
+    folder = tmp_path / "data" / "task"
+    folder.mkdir(parents=True)
+    (folder / ".tmp-deadbeef").write_text('{"id": "ghost", "name": "half"')
+    repo = FileSystemRepository(Task, tmp_path / "data")
+    assert await repo.find_all() == []
+    assert not (folder / ".tmp-deadbeef").exists()
+
+
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [
+        (b'{"id": "bad", "name": "trunc', "Invalid JSON|not valid JSON|EOF"),
+        (b'{"id": "bad", "name": 5}', "name"),
+        (b'{"id": "other", "name": "x"}', "differs from its key"),
+        (b'{"id": "bad", "name": "\xff\xfe"}', "UTF-8|utf-8|JSON"),
+        (b'{"id": "bad", "name": "x", "field_from_the_future": 1}', "field_from_the_future"),
+    ],
+)
+async def test_corrupt_files_are_reported_with_their_path(
+    repo: FileSystemRepository[Task], tmp_path: Path, content: bytes, reason: str
+) -> None:
+    await repo.save(Task(id="good", name="fine"))
+    path = tmp_path / "data" / "task" / "bad.json"
+    path.write_bytes(content)
+    with pytest.raises(CorruptEntityError, match=reason) as info:
+        await repo.find_by_id("bad")
+    assert str(path) in str(info.value)
+    with pytest.raises(CorruptEntityError, match="bad.json"):
+        await repo.find_all()
+    with pytest.warns(CorruptEntityWarning, match="bad.json"):
+        found = await repo.find_all(on_corrupt="warn")
+    assert [t.id for t in found] == ["good"]
+    assert (await repo.find_by_id("good")).name == "fine"
+
+
+async def test_json_file_with_invalid_name_is_reported(
+    repo: FileSystemRepository[Task], tmp_path: Path
+) -> None:
+    await repo.save(Task(id="good", name="fine"))
+    (tmp_path / "data" / "task" / "Bad Name.json").write_text("{}")
+    with pytest.raises(CorruptEntityError, match="not a valid entity id"):
+        await repo.find_all()
+
+
+async def test_symlinks_are_not_followed(repo: FileSystemRepository[Task], tmp_path: Path) -> None:
+    await repo.save(Task(id="good", name="fine"))
+    secret = tmp_path / "secret.json"
+    secret.write_text(Task(id="planted", name="outside").model_dump_json())
+    os.symlink(secret, tmp_path / "data" / "task" / "planted.json")
+    with pytest.raises(CorruptEntityError, match="symbolic link"):
+        await repo.find_by_id("planted")
+    with pytest.raises(CorruptEntityError, match="symbolic link"):
+        await repo.save(Task(id="planted", name="would write through the link"))
+    assert await repo.delete("planted") is True
+    assert secret.exists()
+    await repo.save(Task(id="planted", name="a real file now"))
+    assert json.loads(secret.read_text())["name"] == "outside"
+    assert not (tmp_path / "data" / "task" / "planted.json").is_symlink()
+
+
+async def test_symlinked_collection_folder_is_refused(tmp_path: Path) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (tmp_path / "data").mkdir()
+    os.symlink(elsewhere, tmp_path / "data" / "task")
+    repo = FileSystemRepository(Task, tmp_path / "data")
+    with pytest.raises(StorageError, match="not a real folder"):
+        await repo.save(Task(name="x"))
+    assert list(elsewhere.iterdir()) == []
+
+
+async def test_unwritable_folder_raises_storage_error(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("not a folder")
+    repo = FileSystemRepository(Task, tmp_path / "file")
+    with pytest.raises(StorageError, match="file"):
+        await repo.save(Task(name="x"))
