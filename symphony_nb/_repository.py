@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Generic, Literal, Self, TypeVar
 from pydantic import BaseModel, ValidationError
 from pydantic_core import PydanticSerializationError
 
-from ._errors import CorruptEntityError, InvalidIdError, SymphonyError
+from ._errors import CorruptEntityError, InvalidIdError, NotFoundError, SymphonyError
 from ._filters import (
     Condition,
     Query,
@@ -251,8 +251,6 @@ class Repository(ABC, Generic[T]):
 
     async def get(self, id: str) -> T:
         """The entity with this id; raise :class:`NotFoundError` if there is none."""
-        from ._errors import NotFoundError
-
         entity = await self.find_by_id(id)
         if entity is None:
             raise NotFoundError(f"no {self.model.__name__} with id {id!r} in {self!r}")
