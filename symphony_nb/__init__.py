@@ -26,6 +26,7 @@ from ._storage import open_repository
 from ._sync import SyncUsageError, get_sync_mode, set_sync_mode
 from .backends.filesystem import FileSystemRepository
 from .backends.memory import InMemoryRepository
+from .backends.postgres import PostgresRepository
 from .services.agent import Agent, AgentFactory, LanguageModel, offline_model
 from .services.registry import ServiceRegistry
 from .services.tasks import TaskManager
@@ -45,6 +46,7 @@ __all__ = [
     "InvalidIdError",
     "LanguageModel",
     "NotFoundError",
+    "PostgresRepository",
     "Repository",
     "RowValidationError",
     "ServiceRegistry",

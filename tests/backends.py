@@ -34,3 +34,24 @@ async def files(model: type[Any], where: Path) -> AsyncIterator[Repository[Any]]
 
 
 BACKENDS: dict[str, Factory] = {"memory": memory, "files": files}
+
+
+@contextlib.asynccontextmanager
+async def postgres(model: type[Any], where: Path) -> AsyncIterator[Repository[Any]]:
+    """A repository in its own schema on the test server, dropped afterwards."""
+    from symphony_nb.backends.postgres import PostgresRepository
+    from tests import pg
+
+    try:
+        schema_ctx = pg.schema()
+        name = await schema_ctx.__aenter__()
+    except pg.ServerUnavailable as exc:
+        raise BackendUnavailable(str(exc)) from exc
+    try:
+        async with PostgresRepository(model, pg.dsn(), schema=name) as repo:
+            yield repo
+    finally:
+        await schema_ctx.__aexit__(None, None, None)
+
+
+BACKENDS["postgres"] = postgres
