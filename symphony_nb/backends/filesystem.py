@@ -80,9 +80,12 @@ class FileSystemRepository(Repository[T]):
         except OSError as exc:
             raise self._refuse(exc) from None
         try:
-            for name in os.listdir(fd):
-                if name.startswith(TEMP_PREFIX):
-                    os.unlink(name, dir_fd=fd)
+            # Under the writer lock no other process is between writing a temp file and
+            # renaming it, so every temp file seen is a leftover of a crash.
+            with self._writer_lock(fd):
+                for name in os.listdir(fd):
+                    if name.startswith(TEMP_PREFIX):
+                        os.unlink(name, dir_fd=fd)
         finally:
             os.close(fd)
         self._opened = True
