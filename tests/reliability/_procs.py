@@ -23,13 +23,15 @@ def environment() -> dict[str, str]:
     return env
 
 
-def start(module: str, *args: str, prefix: tuple[str, ...] = ()) -> subprocess.Popen[str]:
+def start(
+    module: str, *args: str, prefix: tuple[str, ...] = (), stdin: int = subprocess.DEVNULL
+) -> subprocess.Popen[str]:
     """Start a helper with piped text stdout/stderr; the caller waits for it and closes pipes."""
     return subprocess.Popen(
         [*prefix, *command(module, *args)],
         cwd=ROOT,
         env=environment(),
-        stdin=subprocess.DEVNULL,
+        stdin=stdin,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
