@@ -27,6 +27,7 @@ from ._sync import SyncUsageError, get_sync_mode, set_sync_mode
 from .backends.filesystem import FileSystemRepository
 from .backends.memory import InMemoryRepository
 from .backends.postgres import PostgresRepository
+from .dataframes import from_dataframe, to_dataframe
 from .services.agent import Agent, AgentFactory, LanguageModel, offline_model
 from .services.registry import ServiceRegistry
 from .services.tasks import TaskManager
@@ -59,8 +60,10 @@ __all__ = [
     "TaskStatus",
     "TemplateError",
     "copy_repository",
+    "from_dataframe",
     "get_sync_mode",
     "offline_model",
     "open_repository",
     "set_sync_mode",
+    "to_dataframe",
 ]

@@ -1,0 +1,376 @@
+"""pandas round-trip: entities to a DataFrame and edited rows back.
+
+A frame made here is indexed by entity id (index name ``id``) and has one column per model
+field, named by its JSON key (``AgentConfig.llm_config`` is the column ``model_config``):
+
+* enum fields are ``pd.Categorical`` with every member as a category, in declaration order,
+  so an invalid edit is refused by pandas itself;
+* datetimes are ``datetime64[us, UTC]``; ints ``int64`` (``Int64`` when optional), floats
+  ``float64``, bools ``bool`` (``boolean`` when optional), text the pandas ``str`` dtype;
+* dict, list and nested-model fields hold the Python objects, unless ``flatten=True`` turns
+  each dict field into dotted columns (``input_data.query``);
+* an empty result still has every column with these dtypes.
+
+Writing back converts NaN/NaT/NA to None, pandas timestamps to datetimes and numpy scalars to
+Python values, and validates every row before anything is written.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from enum import Enum
+from operator import itemgetter
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import numpy as np
+import orjson
+import pandas as pd
+from pydantic import AwareDatetime, BaseModel, FutureDatetime, NaiveDatetime, PastDatetime
+from pydantic import ValidationError as PydanticValidationError
+
+from ._errors import CorruptEntityError, RowValidationError
+from ._filters import Query, _unwrap
+from ._repository import _gc_paused
+
+if TYPE_CHECKING:
+    from ._repository import Filter, OrderBy, Repository
+
+M = TypeVar("M", bound=BaseModel)
+
+_DATETIMES: tuple[Any, ...] = (datetime, AwareDatetime, NaiveDatetime, PastDatetime, FutureDatetime)
+_SKIP_ON_COMPARE = ("version", "updated_at")
+
+
+@dataclass(frozen=True)
+class Column:
+    """How one model field becomes a column: its JSON key, python name and pandas dtype."""
+
+    key: str
+    name: str
+    dtype: Any
+    categories: tuple[Any, ...] | None = None
+    is_dict: bool = False
+    optional: bool = False
+
+
+def _column(name: str, key: str, annotation: Any) -> Column:
+    inner, optional = _unwrap(annotation)
+    origin = getattr(inner, "__origin__", None) or inner
+    if isinstance(origin, type) and issubclass(origin, Enum):
+        return Column(key, name, "category", tuple(member.value for member in origin))
+    if inner in _DATETIMES:
+        return Column(key, name, "datetime64[us, UTC]", optional=optional)
+    if inner is bool:
+        return Column(key, name, "boolean" if optional else "bool", optional=optional)
+    if inner is int:
+        return Column(key, name, "Int64" if optional else "int64", optional=optional)
+    if inner is float:
+        return Column(key, name, "float64", optional=optional)
+    if inner is str:
+        return Column(key, name, "str", optional=optional)
+    is_dict = inner is Any or origin in (dict, Mapping)
+    return Column(key, name, object, is_dict=is_dict, optional=optional)
+
+
+def model_columns(model: type[BaseModel]) -> dict[str, Column]:
+    """The columns of ``model`` by JSON key, in field order (the id included)."""
+    columns: dict[str, Column] = {}
+    for name, info in model.model_fields.items():
+        key = info.serialization_alias or info.alias or name
+        columns[key] = _column(name, key, info.annotation)
+    return columns
+
+
+# --------------------------------------------------------------------------- documents -> frame
+
+
+def _series_data(column: Column, values: list[Any]) -> Any:
+    if column.categories is not None:
+        return pd.Categorical(values, categories=list(column.categories))
+    if column.dtype == "datetime64[us, UTC]":
+        return pd.to_datetime(values, utc=True, format="ISO8601").as_unit("us")
+    if column.dtype is object:
+        array = np.empty(len(values), dtype=object)
+        for index, value in enumerate(values):
+            array[index] = value
+        return array
+    return pd.array(values, dtype=column.dtype)
+
+
+def _flatten(prefix: str, value: Any, out: dict[str, Any]) -> None:
+    if isinstance(value, dict) and value:
+        for sub, item in value.items():
+            _flatten(f"{prefix}.{sub}", item, out)
+    elif prefix:
+        out[prefix] = value
+
+
+def _flat_columns(key: str, values: list[Any]) -> dict[str, Any]:
+    rows: list[dict[str, Any]] = []
+    names: dict[str, None] = {}
+    for value in values:
+        flat: dict[str, Any] = {}
+        if isinstance(value, dict):
+            for sub, item in value.items():
+                _flatten(f"{key}.{sub}", item, flat)
+        rows.append(flat)
+        names.update(dict.fromkeys(flat))
+    return {name: pd.Series([row.get(name) for row in rows]).array for name in names}
+
+
+def _transpose(docs: Sequence[Mapping[str, Any]], keys: Sequence[str]) -> list[list[Any]]:
+    if not keys:
+        return []
+    if not docs:
+        return [[] for _ in keys]
+    try:
+        rows = list(map(itemgetter(*keys), docs))
+    except KeyError:
+        return [[doc.get(key) for doc in docs] for key in keys]
+    if len(keys) == 1:
+        return [rows]
+    return [list(column) for column in zip(*rows, strict=True)]
+
+
+def documents_frame(
+    model: type[BaseModel],
+    ids: Sequence[str],
+    docs: Sequence[Mapping[str, Any]],
+    *,
+    columns: Sequence[str] | None = None,
+    flatten: bool = False,
+) -> pd.DataFrame:
+    """A frame from JSON-form documents of ``model`` (as stored); see the module docstring."""
+    specs = model_columns(model)
+    keys = [key for key in (columns or specs) if key != "id"]
+    data: dict[str, Any] = {}
+    for key, values in zip(keys, _transpose(docs, keys), strict=True):
+        column = specs[key]
+        if flatten and column.is_dict:
+            data.update(_flat_columns(key, values))
+        else:
+            data[key] = _series_data(column, values)
+    index = pd.Index(list(ids), name="id", dtype="str")
+    return pd.DataFrame(data, index=index, columns=list(data) if data else None)
+
+
+def to_dataframe(
+    models: Iterable[M], model: type[M] | None = None, *, flatten: bool = False
+) -> pd.DataFrame:
+    """A DataFrame of ``models`` indexed by id (see :mod:`symphony_nb.dataframes`).
+
+    ``model`` is the model class, needed only when ``models`` may be empty.
+    """
+    items = list(models)
+    kind = model or (type(items[0]) if items else None)
+    if kind is None:
+        raise TypeError("to_dataframe of an empty list needs the model: to_dataframe([], Task)")
+    docs = [item.model_dump(mode="json", by_alias=True) for item in items]
+    return documents_frame(kind, [str(doc["id"]) for doc in docs], docs, flatten=flatten)
+
+
+async def repository_to_dataframe(
+    repo: Repository[Any],
+    filter_criteria: Filter | None = None,
+    *,
+    columns: Sequence[str] | None = None,
+    order_by: OrderBy | None = None,
+    limit: int | None = None,
+    flatten: bool = False,
+) -> pd.DataFrame:
+    """The entities of ``repo`` matching ``filter_criteria`` as a DataFrame.
+
+    Filtering, ordering and column selection run in the backend; the frame is built from the
+    stored JSON without a model object per row (a document that lacks a field, as written by
+    an older schema, is validated to fill in its defaults).
+    """
+    query = repo._query(filter_criteria, order_by, limit, 0, columns)
+    rows = await repo._select(query)
+    wanted = query.columns or tuple(model_columns(repo.model))
+    ids, docs = await _parse_rows(repo, rows, frozenset(wanted))
+    with _gc_paused():
+        return documents_frame(repo.model, ids, docs, columns=wanted, flatten=flatten)
+
+
+async def _parse_rows(
+    repo: Repository[Any], rows: Sequence[tuple[str, Any]], wanted: frozenset[str]
+) -> tuple[list[str], list[dict[str, Any]]]:
+    ids = [entity_id for entity_id, _ in rows]
+    with _gc_paused():
+        try:
+            docs = list(map(orjson.loads, [data for _, data in rows]))
+        except (orjson.JSONDecodeError, TypeError):
+            docs = [_parse_one(repo, entity_id, data) for entity_id, data in rows]
+    for position, doc in enumerate(docs):
+        if isinstance(doc, dict) and doc.keys() >= wanted:
+            continue
+        # Written by an older schema (or projected too far): validate to fill in defaults.
+        entity_id = ids[position]
+        data = await repo._get(entity_id)
+        if data is not None:
+            entity = repo._decode(entity_id, data)
+            docs[position] = entity.model_dump(mode="json", by_alias=True)
+    return ids, docs
+
+
+def _parse_one(repo: Repository[Any], entity_id: str, data: Any) -> Any:
+    if isinstance(data, CorruptEntityError):
+        raise data
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        repo._decode(entity_id, data)  # raises CorruptEntityError saying what is wrong
+        raise
+
+
+# --------------------------------------------------------------------------- frame -> entities
+
+
+def _python(value: Any) -> Any:
+    """A cell value as pydantic expects it: no NaN/NaT/NA, no pandas or numpy scalar types."""
+    if value is None or value is pd.NaT or value is pd.NA:
+        return None
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, pd.Timestamp):
+        return value.to_pydatetime()
+    if isinstance(value, np.generic):
+        return None if isinstance(value, np.floating) and np.isnan(value) else value.item()
+    if isinstance(value, np.ndarray):
+        return [_python(item) for item in value.tolist()]
+    return value
+
+
+def _unflatten(row: dict[str, Any], specs: Mapping[str, Column]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    built: set[str] = set()
+    for name, value in row.items():
+        head, dot, rest = name.partition(".")
+        if not dot or head not in specs or not specs[head].is_dict or head in row:
+            out[name] = value
+            continue
+        built.add(head)
+        target = out.setdefault(head, {})
+        parts = rest.split(".")
+        for part in parts[:-1]:
+            target = target.setdefault(part, {})
+        if value is not None:
+            target[parts[-1]] = value
+    for head in built:
+        if specs[head].optional and out[head] == {}:
+            out[head] = None
+    return out
+
+
+def frame_records(df: pd.DataFrame) -> list[tuple[str, dict[str, Any]]]:
+    """``(id, field values)`` of each row of ``df``, converted to plain Python values."""
+    if "id" in df.columns:
+        ids = [str(value) for value in df["id"]]
+        body = df.drop(columns="id")
+    else:
+        ids = [str(value) for value in df.index]
+        body = df
+    names = [str(name) for name in body.columns]
+    records = []
+    for entity_id, values in zip(ids, body.itertuples(index=False, name=None), strict=True):
+        row = {name: _python(value) for name, value in zip(names, values, strict=True)}
+        records.append((entity_id, row))
+    return records
+
+
+def _validate(model: type[M], records: Sequence[tuple[str, dict[str, Any]]]) -> list[M]:
+    specs = model_columns(model)
+    entities: list[M] = []
+    problems: dict[str, list[tuple[str, str]]] = {}
+    for entity_id, row in records:
+        data = {**_unflatten(row, specs), "id": entity_id}
+        try:
+            entities.append(model.model_validate(data))
+        except PydanticValidationError as exc:
+            problems[entity_id] = [
+                (".".join(map(str, err["loc"])) or "<row>", err["msg"]) for err in exc.errors()
+            ]
+    if problems:
+        raise RowValidationError(problems)
+    return entities
+
+
+def from_dataframe(model: type[M], df: pd.DataFrame) -> list[M]:
+    """Validate each row of ``df`` as a ``model``; :class:`RowValidationError` lists bad rows."""
+    return _validate(model, frame_records(df))
+
+
+async def save_dataframe(repo: Repository[M], df: pd.DataFrame) -> list[str]:
+    """Write the new and edited rows of ``df`` to ``repo``; return the ids written.
+
+    Every row is validated first: if any fails, :class:`RowValidationError` lists each bad
+    row id and field and nothing is saved. Rows equal to what is stored are skipped. Columns
+    missing from ``df`` keep their stored values (so a frame of selected columns can be
+    saved). Versions are checked: a row edited from a stale export raises
+    :class:`ConflictError` and, where the backend is atomic, nothing is written. After a
+    successful save the ``version`` and ``updated_at`` columns of ``df`` are updated in
+    place, as :meth:`Repository.save` updates the object it is given, so the frame can be
+    edited and saved again.
+    """
+    records = frame_records(df)
+    stored = await _stored_documents(repo, [entity_id for entity_id, _ in records])
+    specs = model_columns(repo.model)
+    present = {name.partition(".")[0] for name in df.columns} | {"id"}
+    missing = [key for key in specs if key not in present]
+    merged = []
+    for entity_id, row in records:
+        old = stored.get(entity_id)
+        if old is not None and missing:
+            row = {**{key: old.get(key) for key in missing}, **row}
+        merged.append((entity_id, row))
+    entities = _validate(repo.model, merged)
+    changed = [
+        entity
+        for (entity_id, _), entity in zip(merged, entities, strict=True)
+        if _differs(entity.model_dump(mode="json", by_alias=True), stored.get(entity_id))
+    ]
+    ids = await repo.save_many(changed)
+    _update_frame(df, changed)
+    return ids
+
+
+async def _stored_documents(repo: Repository[Any], ids: Sequence[str]) -> dict[str, Any]:
+    if not ids:
+        return {}
+    query = Query(conditions=repo._query({"id": {"$in": list(dict.fromkeys(ids))}}).conditions)
+    rows = await repo._select(query)
+    found: dict[str, Any] = {}
+    for entity_id, data in rows:
+        if isinstance(data, CorruptEntityError):
+            continue  # replaced by the validated row
+        try:
+            found[entity_id] = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            continue
+    return found
+
+
+def _differs(new: Mapping[str, Any], old: Mapping[str, Any] | None) -> bool:
+    if old is None:
+        return True
+    keys = (set(new) | set(old)) - set(_SKIP_ON_COMPARE)
+    return any(new.get(key) != old.get(key) for key in keys)
+
+
+def _update_frame(df: pd.DataFrame, written: Sequence[BaseModel]) -> None:
+    by_id = {str(getattr(entity, "id", "")): entity for entity in written}
+    if not by_id:
+        return
+    ids = df["id"].astype(str) if "id" in df.columns else pd.Series(df.index.astype(str))
+    rows = ids.isin(by_id).to_numpy()
+    order = ids[rows].tolist()
+    for name in _SKIP_ON_COMPARE:
+        if name not in df.columns:
+            continue
+        values: Any = [getattr(by_id[entity_id], name) for entity_id in order]
+        if name == "updated_at":
+            values = pd.to_datetime(values, utc=True).as_unit("us")
+        df.loc[rows, name] = values
