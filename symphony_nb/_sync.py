@@ -12,18 +12,23 @@ Two modes (see :func:`set_sync_mode`):
   widget callbacks, because it never re-enters the caller's loop; Ctrl-C / kernel interrupt
   cancels the operation on that loop and waits for it to unwind.
 * ``"nested"``: coroutines run on the caller's own running loop, re-entered with
-  nest-asyncio2 (never applied at import time; only when this mode is chosen).
+  nest-asyncio2 (never applied at import time; only when this mode is chosen). Without a
+  running loop, a loop kept for the calling thread is used, so loop-bound resources survive
+  from one call to the next.
 """
 
 from __future__ import annotations
 
 import asyncio
+import atexit
 import concurrent.futures
 import contextlib
+import contextvars
 import functools
 import inspect
 import os
 import threading
+import warnings
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from typing import Any, Generic, Literal, TypeVar
 
@@ -38,7 +43,10 @@ _lock = threading.Lock()
 _loop: asyncio.AbstractEventLoop | None = None
 _thread: threading.Thread | None = None
 _pid = 0
-_CANCEL_GRACE = 5.0
+_own_loops = threading.local()
+# How long an interrupted or timed-out call waits for the operation to unwind (its
+# ``except CancelledError`` / ``finally`` blocks) before giving control back anyway.
+CANCEL_GRACE = 10.0
 
 
 class SyncUsageError(SymphonyError, RuntimeError):
@@ -74,6 +82,9 @@ def _import_nest_asyncio() -> Any:
     return nest_asyncio2
 
 
+# ---------------------------------------------------------------------- thread mode
+
+
 def _loop_thread() -> asyncio.AbstractEventLoop:
     global _loop, _thread, _pid
     with _lock:
@@ -89,8 +100,35 @@ def _loop_thread() -> asyncio.AbstractEventLoop:
             thread = threading.Thread(target=run, name="symphony_nb-loop", daemon=True)
             thread.start()
             ready.wait()
+            if _pid == 0:  # a forked child inherits the parent's registration
+                atexit.register(_stop_loop_thread)
             _loop, _thread, _pid = loop, thread, os.getpid()
         return _loop
+
+
+def _stop_loop_thread() -> None:
+    """Cancel what still runs on the private loop, then stop and close it (at exit)."""
+    global _loop, _thread
+    with _lock:
+        loop, thread = _loop, _thread
+        _loop = _thread = None
+    if loop is None or thread is None or not thread.is_alive():
+        return
+
+    async def wind_down() -> None:
+        tasks = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=CANCEL_GRACE)
+        await loop.shutdown_asyncgens()
+
+    future = asyncio.run_coroutine_threadsafe(wind_down(), loop)
+    concurrent.futures.wait([future], CANCEL_GRACE)
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(CANCEL_GRACE)
+    if not thread.is_alive():
+        loop.close()
 
 
 def in_loop_thread() -> bool:
@@ -98,51 +136,149 @@ def in_loop_thread() -> bool:
     return _thread is not None and threading.current_thread() is _thread
 
 
-def run_sync(coro: Coroutine[Any, Any, R], timeout: float | None = None) -> R:
-    """Run ``coro`` to completion from sync code and return its result.
+class _Job(Generic[R]):
+    """One coroutine running as a task on the private loop, watched from the calling thread.
 
-    ``timeout`` (seconds) cancels it and raises :class:`TimeoutError`. A KeyboardInterrupt
-    cancels it too, and waits for the cancellation to unwind before re-raising.
+    Unlike ``run_coroutine_threadsafe``, whose future reports "cancelled" as soon as it is
+    asked to cancel, ``outcome`` is only set once the task has really finished, so a caller
+    can wait for the cancellation to unwind (a task saved as cancelled, a transaction
+    rolled back) before it moves on.
     """
-    if _mode == "nested":
-        return _run_nested(coro, timeout)
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.outcome: concurrent.futures.Future[R] = concurrent.futures.Future()
+        self._task: asyncio.Task[R] | None = None
+        self._coro: Coroutine[Any, Any, R] | None = None
+
+    def submit(self, coro: Coroutine[Any, Any, R]) -> None:
+        """Start ``coro`` on the loop; the caller's context variables travel with it."""
+        self._coro = coro
+        self.loop.call_soon_threadsafe(self._start, contextvars.copy_context())
+
+    def _start(self, context: contextvars.Context) -> None:
+        coro, self._coro = self._coro, None
+        if coro is None:  # cancelled before it started
+            return
+        self._task = self.loop.create_task(coro, context=context)
+        self._task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[R]) -> None:
+        if task.cancelled():
+            self.outcome.cancel()
+        elif (exc := task.exception()) is not None:
+            self.outcome.set_exception(exc)
+        else:
+            self.outcome.set_result(task.result())
+
+    def _cancel(self) -> None:
+        # Runs on the loop after ``_start`` if that was scheduled (call_soon_threadsafe keeps
+        # order); if an interrupt came before it was, the coroutine is dropped unstarted.
+        if self._task is not None:
+            self._task.cancel()
+            return
+        coro, self._coro = self._coro, None
+        if coro is not None:
+            coro.close()
+        self.outcome.cancel()
+
+    def cancel_and_wait(self) -> None:
+        """Cancel the task and wait (up to CANCEL_GRACE) until it has finished unwinding."""
+        if self.outcome.done():
+            return
+        self.loop.call_soon_threadsafe(self._cancel)
+        # Not concurrent.futures.wait(): it never sees a future cancelled this way as done.
+        with contextlib.suppress(concurrent.futures.CancelledError, TimeoutError):
+            self.outcome.exception(CANCEL_GRACE)
+        if not self.outcome.done():
+            warnings.warn(
+                f"a cancelled symphony_nb operation did not stop within {CANCEL_GRACE} s "
+                "(is it blocked in synchronous code?); it keeps running in the background",
+                RuntimeWarning,
+                stacklevel=4,
+            )
+
+
+def _run_in_thread(coro: Coroutine[Any, Any, R], timeout: float | None) -> R:
     if in_loop_thread():
         coro.close()
         raise SyncUsageError(
             "a sync facade was called from inside the loop that runs symphony_nb's async work; "
             "use 'await' on the async method there instead"
         )
-    loop = _loop_thread()
-    future = asyncio.run_coroutine_threadsafe(coro, loop)
+    job: _Job[R] = _Job(_loop_thread())
     try:
-        return future.result(timeout)
-    except concurrent.futures.TimeoutError:
-        _cancel_and_wait(future)
-        raise TimeoutError(
-            f"operation did not finish within {timeout} s and was cancelled"
-        ) from None
-    except BaseException:
-        _cancel_and_wait(future)
+        job.submit(coro)
+        return job.outcome.result(timeout)
+    except BaseException as exc:
+        if job.outcome.done():  # the operation's own outcome, not an interruption
+            raise
+        job.cancel_and_wait()
+        if isinstance(exc, TimeoutError):
+            raise _timed_out(timeout) from None
         raise
 
 
-def _cancel_and_wait(future: concurrent.futures.Future[Any]) -> None:
-    if future.done():
-        return
-    future.cancel()
-    # The operation's own outcome after cancellation is not the caller's concern.
-    with contextlib.suppress(BaseException):
-        future.result(_CANCEL_GRACE)
+def _timed_out(timeout: float | None) -> TimeoutError:
+    return TimeoutError(f"the operation did not finish within {timeout} s and was cancelled")
+
+
+# ---------------------------------------------------------------------- nested mode
+
+
+def _own_loop() -> asyncio.AbstractEventLoop:
+    loop: asyncio.AbstractEventLoop | None = getattr(_own_loops, "loop", None)
+    if loop is None or loop.is_closed():
+        loop = asyncio.new_event_loop()
+        _own_loops.loop = loop
+        atexit.register(loop.close)
+    return loop
+
+
+async def _bounded(coro: Coroutine[Any, Any, R], timeout: float) -> R:
+    scope = asyncio.timeout(timeout)
+    try:
+        async with scope:
+            return await coro
+    except TimeoutError:
+        if scope.expired():
+            raise _timed_out(timeout) from None
+        raise
 
 
 def _run_nested(coro: Coroutine[Any, Any, R], timeout: float | None) -> R:
-    task_coro: Coroutine[Any, Any, R] = coro if timeout is None else asyncio.wait_for(coro, timeout)
     try:
         loop = asyncio.get_running_loop()
     except RuntimeError:
-        return asyncio.run(task_coro)
+        loop = _own_loop()
     _import_nest_asyncio().apply(loop)
-    return loop.run_until_complete(task_coro)
+    task = loop.create_task(coro if timeout is None else _bounded(coro, timeout))
+    try:
+        return loop.run_until_complete(task)
+    except BaseException:
+        if not task.done():  # interrupted: let the operation unwind before re-raising
+            task.cancel()
+            try:
+                loop.run_until_complete(asyncio.wait([task], timeout=CANCEL_GRACE))
+            finally:
+                if task.done() and not task.cancelled():
+                    task.exception()  # retrieved, so asyncio does not log it as lost
+        raise
+
+
+# ---------------------------------------------------------------------- the facade
+
+
+def run_sync(coro: Coroutine[Any, Any, R], timeout: float | None = None) -> R:
+    """Run ``coro`` to completion from sync code and return its result.
+
+    ``timeout`` (seconds) cancels it and raises :class:`TimeoutError`. A KeyboardInterrupt
+    (kernel interrupt) cancels it too, and waits for the cancellation to unwind before
+    re-raising. Called from inside the private loop it raises :class:`SyncUsageError`.
+    """
+    if _mode == "nested":
+        return _run_nested(coro, timeout)
+    return _run_in_thread(coro, timeout)
 
 
 async def _next(agen: AsyncIterator[R]) -> R:
@@ -162,22 +298,26 @@ def _sync_iterator(agen: AsyncIterator[R], timeout: float | None) -> Iterator[R]
             run_sync(aclose())
 
 
-def _add_timeout(signature: inspect.Signature) -> inspect.Signature:
+def _sync_signature(signature: inspect.Signature, is_agen: bool) -> inspect.Signature:
     params = list(signature.parameters.values())
-    if any(p.name == "timeout" for p in params):
-        return signature
-    timeout = inspect.Parameter(
-        "timeout", inspect.Parameter.KEYWORD_ONLY, default=None, annotation="float | None"
-    )
-    if params and params[-1].kind is inspect.Parameter.VAR_KEYWORD:
-        params.insert(len(params) - 1, timeout)
-    else:
-        params.append(timeout)
-    return signature.replace(parameters=params)
+    if not any(p.name == "timeout" for p in params):
+        timeout = inspect.Parameter(
+            "timeout", inspect.Parameter.KEYWORD_ONLY, default=None, annotation="float | None"
+        )
+        at = len(params) - 1 if params and params[-1].kind is params[-1].VAR_KEYWORD else None
+        params.insert(len(params) if at is None else at, timeout)
+    returns = signature.return_annotation
+    if is_agen and isinstance(returns, str) and returns.startswith("AsyncIterator["):
+        returns = returns.removeprefix("Async")
+    return signature.replace(parameters=params, return_annotation=returns)
 
 
 def syncify(method: Callable[..., Any]) -> Callable[..., Any]:
-    """A blocking version of a bound coroutine (or async generator) method."""
+    """A blocking version of a bound coroutine (or async generator) method.
+
+    The result keeps the method's name, docstring and signature, plus a keyword-only
+    ``timeout`` in seconds; an async generator becomes a plain iterator.
+    """
     is_agen = inspect.isasyncgenfunction(method)
     takes_timeout = "timeout" in inspect.signature(method).parameters
 
@@ -189,12 +329,16 @@ def syncify(method: Callable[..., Any]) -> Callable[..., Any]:
             return _sync_iterator(result, timeout)
         return run_sync(result, timeout)
 
-    call.__signature__ = _add_timeout(inspect.signature(method))  # type: ignore[attr-defined]
+    call.__signature__ = _sync_signature(inspect.signature(method), is_agen)  # type: ignore[attr-defined]
     return call
 
 
 class SyncFacade(Generic[TargetT]):
-    """Blocking access to the async methods of ``target``; other attributes pass through."""
+    """Blocking access to the async methods of ``target``; other attributes pass through.
+
+    ``facade.method(...)`` runs ``await target.method(...)`` to completion (see
+    :func:`run_sync`) and accepts an extra keyword-only ``timeout`` in seconds.
+    """
 
     __slots__ = ("_target",)
 
