@@ -48,6 +48,12 @@ async def connect() -> Any:
         raise ServerUnavailable(f"PostgreSQL at 127.0.0.1:5432 not reachable: {exc}") from exc
 
 
+async def ping() -> None:
+    """Connect once and close (raise ServerUnavailable)."""
+    conn = await connect()
+    await conn.close()
+
+
 async def drop_schema(schema: str) -> None:
     """Drop ``schema`` and everything in it."""
     conn = await connect()
@@ -86,8 +92,7 @@ def _alive(pid: int) -> bool:
 async def schema() -> AsyncIterator[str]:
     """A fresh schema name, dropped with its contents on exit (raise ServerUnavailable)."""
     name = unique_schema()
-    conn = await connect()
-    await conn.close()
+    await ping()
     try:
         yield name
     finally:

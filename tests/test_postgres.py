@@ -1,0 +1,376 @@
+"""What is specific to PostgreSQL: SQL plans, schema setup, loops, processes, driver errors.
+
+The behaviour every backend shares is in ``test_contract.py``; here the server on this machine
+is used directly, each test in its own schema (dropped afterwards).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from concurrent.futures import ProcessPoolExecutor
+from datetime import UTC, datetime, timedelta
+from multiprocessing import get_context
+from typing import Any
+
+import asyncpg
+import pytest
+
+from symphony_nb import (
+    ConflictError,
+    CorruptEntityError,
+    InMemoryRepository,
+    StorageError,
+    Task,
+    TaskPriority,
+    TaskStatus,
+    open_repository,
+)
+from symphony_nb.backends.postgres import SCHEMA_VERSION, PostgresRepository
+from tests import pg
+
+pytestmark = pytest.mark.postgres
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+@pytest.fixture
+async def schema() -> AsyncIterator[str]:
+    """A fresh schema name on the test server, dropped afterwards."""
+    try:
+        async with pg.schema() as name:
+            yield name
+    except pg.ServerUnavailable as exc:
+        pytest.skip(f"postgres: {exc}")
+
+
+@pytest.fixture
+async def repo(schema: str) -> AsyncIterator[PostgresRepository[Task]]:
+    async with PostgresRepository(Task, pg.dsn(), schema=schema) as repository:
+        yield repository
+
+
+async def fetch(sql: str, *args: Any) -> list[Any]:
+    conn = await pg.connect()
+    try:
+        return list(await conn.fetch(sql, *args))
+    finally:
+        await conn.close()
+
+
+def tasks(count: int) -> list[Task]:
+    statuses = list(TaskStatus)
+    priorities = list(TaskPriority)
+    return [
+        Task(
+            id=f"task-{i:05d}",
+            name=f"task {i}",
+            status=statuses[i % len(statuses)],
+            priority=priorities[i % len(priorities)],
+            created_at=T0 + timedelta(minutes=i),
+            input_data={"n": i % 7, "tag": "odd" if i % 2 else "even", "it's": i % 3},
+        )
+        for i in range(count)
+    ]
+
+
+# ---------------------------------------------------------------- queries in the database
+
+
+FILTERS: list[dict[str, Any]] = [
+    {"status": "pending"},
+    {"status": {"$ne": "pending"}, "priority": {"$in": ["high", "critical"]}},
+    {"created_at": {"$gte": T0 + timedelta(minutes=10), "$lt": T0 + timedelta(minutes=50)}},
+    {"input_data.n": {"$gt": 3}},
+    {"input_data.n": {"$in": [1, 2.0, None]}},
+    {"input_data.tag": {"$contains": "dd"}},
+    {"input_data.it's": 2},
+    {"input_data.missing": None},
+    {"input_data.missing": {"$exists": False}, "output_data": {"$exists": False}},
+    {"name": {"$lte": "task 5"}},
+]
+
+
+@pytest.mark.parametrize("criteria", FILTERS)
+async def test_filters_match_the_in_memory_reference(
+    repo: PostgresRepository[Task], criteria: dict[str, Any]
+) -> None:
+    data = tasks(60)
+    reference = InMemoryRepository(Task)
+    await reference.save_many([t.model_copy() for t in data])
+    await repo.save_many(data)
+    for order in (None, "-priority", ["status", "-created_at"]):
+        expected = [t.id for t in await reference.find_all(criteria, order_by=order)]
+        found = [t.id for t in await repo.find_all(criteria, order_by=order, limit=1000)]
+        assert found == expected, (criteria, order)
+    assert await repo.count(criteria) == await reference.count(criteria)
+
+
+async def test_dict_sub_keys_are_bound_parameters_not_sql(repo: PostgresRepository[Task]) -> None:
+    await repo.save_many(tasks(9))
+    hostile = "x') OR true OR ('1"
+    assert await repo.find_all({f"input_data.{hostile}": 1}) == []
+    assert await repo.count({"input_data.it's": 0}) == 3
+    assert await repo.count() == 9
+
+
+async def explain(repo: PostgresRepository[Task], criteria: dict[str, Any]) -> str:
+    from symphony_nb._filters import Query, parse_filter
+    from symphony_nb.backends._pg_sql import select_sql
+
+    sql, params = select_sql(Task, repo._qualified, Query(parse_filter(Task, criteria)))
+    conn = await pg.connect()
+    try:
+        async with conn.transaction():
+            await conn.execute("SET LOCAL enable_seqscan = off")
+            rows = await conn.fetch("EXPLAIN " + sql, *params)
+    finally:
+        await conn.close()
+    return "\n".join(row[0] for row in rows)
+
+
+async def test_indexed_filters_use_the_default_indexes(repo: PostgresRepository[Task]) -> None:
+    await repo.save_many(tasks(50))
+    plan = await explain(repo, {"status": TaskStatus.RUNNING})
+    assert "task_status_idx" in plan, plan
+    plan = await explain(repo, {"priority": {"$in": ["high", "low"]}})
+    assert "task_priority_idx" in plan, plan
+    plan = await explain(repo, {"created_at": {"$gte": T0 + timedelta(minutes=40)}})
+    assert "task_created_at_idx" in plan, plan
+    plan = await explain(repo, {"agent_id": "a1"})
+    assert "agent_id" in plan.split("Filter:")[1], plan  # not indexed unless asked for
+
+
+async def test_more_indexes_can_be_declared(schema: str) -> None:
+    async with PostgresRepository(Task, pg.dsn(), schema=schema, indexes=["agent_id"]) as repo:
+        await repo.save(Task(name="a", agent_id="a1"))
+        assert "task_agent_id_idx" in await explain(repo, {"agent_id": "a1"})
+    with pytest.raises(ValueError, match="only model fields can be indexed"):
+        PostgresRepository(Task, pg.dsn(), schema=schema, indexes=["input_data.query"])
+
+
+# ---------------------------------------------------------------- writes
+
+
+async def test_save_many_is_all_or_nothing(repo: PostgresRepository[Task]) -> None:
+    first = tasks(3)
+    await repo.save_many(first)
+    stale = first[1].model_copy(update={"version": 0})
+    fresh = tasks(6)[3:]
+    with pytest.raises(ConflictError) as info:
+        await repo.save_many([*fresh, stale])
+    assert info.value.entity_id == first[1].id
+    assert (info.value.given, info.value.stored) == (0, 1)
+    assert await repo.count() == 3
+    assert [t.version for t in fresh] == [0, 0, 0]
+
+
+async def test_racing_inserts_of_one_id_do_not_both_win(schema: str) -> None:
+    async with (
+        PostgresRepository(Task, pg.dsn(), schema=schema) as one,
+        PostgresRepository(Task, pg.dsn(), schema=schema) as two,
+    ):
+        await one.count()
+        for round_ in range(10):
+            entity_id = f"race-{round_}"
+            results = await asyncio.gather(
+                one.save(Task(id=entity_id, name="one")),
+                two.save(Task(id=entity_id, name="two")),
+                return_exceptions=True,
+            )
+            assert sorted(type(r).__name__ for r in results) == ["ConflictError", "str"]
+            assert (await one.get(entity_id)).version == 1
+
+
+async def test_driver_errors_become_storage_errors(repo: PostgresRepository[Task]) -> None:
+    with pytest.raises(StorageError, match="writing failed") as info:
+        await repo.save(Task(name="nul", description="a\x00b"))
+    assert not isinstance(info.value, asyncpg.PostgresError)
+    assert await repo.count() == 0
+
+
+# ---------------------------------------------------------------- schema
+
+
+async def test_corrupt_row_names_schema_table_and_id(
+    repo: PostgresRepository[Task], schema: str
+) -> None:
+    await repo.save(Task(id="bad", name="fine"))
+    await fetch(f"UPDATE \"{schema}\".task SET doc = jsonb_set(doc, '{{status}}', '\"bogus\"')")
+    with pytest.raises(CorruptEntityError, match=rf"{schema}\.task id 'bad'.*status"):
+        await repo.find_by_id("bad")
+    with pytest.raises(CorruptEntityError, match=rf"{schema}\.task id 'bad'"):
+        await repo.find_all()
+
+
+async def test_newer_schema_version_is_refused(schema: str) -> None:
+    async with PostgresRepository(Task, pg.dsn(), schema=schema) as repo:
+        await repo.count()
+    await fetch(
+        f"UPDATE \"{schema}\"._symphony_meta SET value = $1 WHERE key = 'schema_version'",
+        str(SCHEMA_VERSION + 1),
+    )
+    async with PostgresRepository(Task, pg.dsn(), schema=schema) as repo:
+        with pytest.raises(StorageError, match=r"layout version 2, newer .* upgrade symphony_nb"):
+            await repo.count()
+
+
+async def test_schema_url_parameter_and_open_repository(schema: str) -> None:
+    repo = open_repository(Task, f"{pg.dsn()}?schema={schema}")
+    assert isinstance(repo, PostgresRepository)
+    async with repo:
+        assert repo.schema == schema
+        await repo.save(Task(id="via-url", name="x"))
+    tables = await fetch(
+        "SELECT table_name FROM information_schema.tables WHERE table_schema = $1 ORDER BY 1",
+        schema,
+    )
+    assert [row[0] for row in tables] == ["_symphony_meta", "task"]
+
+
+def test_several_processes_create_the_schema_at_once() -> None:
+    name = pg.unique_schema()
+    try:
+        with ProcessPoolExecutor(4, mp_context=get_context("spawn")) as pool:
+            futures = [pool.submit(pg.open_worker, pg.dsn(), name, f"p{i}") for i in range(4)]
+            counts = [future.result(timeout=120) for future in futures]
+    except pg.ServerUnavailable as exc:
+        pytest.skip(f"postgres: {exc}")
+    finally:
+        asyncio.run(pg.drop_schema(name))
+    assert all(1 <= count <= 4 for count in counts)
+    assert max(counts) == 4
+
+
+def test_four_processes_increment_without_losing_updates() -> None:
+    name = pg.unique_schema()
+    try:
+
+        async def setup() -> None:
+            async with PostgresRepository(Task, pg.dsn(), schema=name) as repo:
+                await repo.save(Task(id="counter", name="counter", input_data={"n": 0}))
+
+        asyncio.run(setup())
+        with ProcessPoolExecutor(4, mp_context=get_context("spawn")) as pool:
+            futures = [
+                pool.submit(pg.increment_worker, pg.dsn(), name, "counter", 200) for _ in range(4)
+            ]
+            conflicts = sum(future.result(timeout=300) for future in futures)
+
+        async def final() -> Task:
+            async with PostgresRepository(Task, pg.dsn(), schema=name) as repo:
+                return await repo.get("counter")
+
+        counter = asyncio.run(final())
+    finally:
+        asyncio.run(pg.drop_schema(name))
+    assert counter.input_data["n"] == 800
+    assert counter.version == 801
+    print(f"4 x 200 increments: 800/800, {conflicts} conflicts retried")
+
+
+# ---------------------------------------------------------------- event loops
+
+
+async def connections(application: str) -> int:
+    rows = await fetch(
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1", application
+    )
+    return int(rows[0][0])
+
+
+async def test_same_object_with_await_and_sync_in_any_order(schema: str) -> None:
+    application = f"loops_{schema[-10:]}"
+    url = f"{pg.dsn()}?application_name={application}"
+    repo = PostgresRepository(Task, url, schema=schema)
+    try:
+        for round_ in range(3):
+            await repo.save(Task(id=f"a{round_}", name="awaited"))
+            repo.sync.save(Task(id=f"s{round_}", name="sync"))
+            assert await repo.count() == 2 * round_ + 2
+            assert len(repo.sync.find_all()) == 2 * round_ + 2
+        assert len(repo._pools._entries) == 2
+        assert await connections(application) >= 2
+    finally:
+        await repo.close()
+    assert repo._pools._entries == {}
+    assert await connections(application) == 0
+    await repo.close()  # twice is fine
+
+
+async def test_sync_close_closes_the_callers_pool_once_it_is_free(schema: str) -> None:
+    application = f"syncclose_{schema[-10:]}"
+    repo = PostgresRepository(Task, f"{pg.dsn()}?application_name={application}", schema=schema)
+    await repo.save(Task(id="a", name="awaited"))
+    assert repo.sync.count() == 1
+    repo.sync.close()  # this loop is blocked meanwhile: its pool closes when it is free
+    for _ in range(100):
+        if not repo._pools._entries:
+            break
+        await asyncio.sleep(0.05)
+    assert repo._pools._entries == {}
+    assert await connections(application) == 0
+
+
+def test_pools_close_when_their_loop_shuts_down() -> None:
+    async def use(repo: PostgresRepository[Task], entity_id: str) -> int:
+        await repo.save(Task(id=entity_id, name=entity_id))
+        return await repo.count()
+
+    try:
+        name = pg.unique_schema()
+        asyncio.run(pg.ping())
+    except pg.ServerUnavailable as exc:
+        pytest.skip(f"postgres: {exc}")
+    application = f"runs_{name[-10:]}"
+    repo = PostgresRepository(Task, f"{pg.dsn()}?application_name={application}", schema=name)
+    try:
+        assert asyncio.run(use(repo, "one")) == 1
+        assert asyncio.run(use(repo, "two")) == 2  # a new loop: a new pool, the old one closed
+        assert repo.sync.count() == 2
+        assert asyncio.run(connections(application)) == 1  # only the sync facade's pool
+        repo.sync.close()
+        assert asyncio.run(connections(application)) == 0
+    finally:
+        asyncio.run(pg.drop_schema(name))
+
+
+# ---------------------------------------------------------------- bad input
+
+
+async def test_unreachable_server_is_a_storage_error_with_masked_url() -> None:
+    repo = PostgresRepository(Task, "postgresql://alice:s3cret@127.0.0.1:1/test", schema="x")
+    with pytest.raises(StorageError) as info:
+        await repo.count()
+    message = str(info.value)
+    assert "postgresql://alice:***@127.0.0.1:1/test" in message
+    assert "s3cret" not in message
+    assert "connecting failed" in message
+    await repo.close()
+
+
+async def test_bad_database_and_bad_urls_are_storage_errors() -> None:
+    repo = PostgresRepository(Task, "postgresql://postgres@127.0.0.1:5432/no_such_db_here")
+    with pytest.raises(StorageError, match="no_such_db_here"):
+        await repo.find_all()
+    await repo.close()
+    with pytest.raises(StorageError, match="not a PostgreSQL URL"):
+        PostgresRepository(Task, "mysql://u@h/db")
+    with pytest.raises(StorageError, match="invalid PostgreSQL schema name"):
+        PostgresRepository(Task, pg.dsn(), schema='x"; DROP TABLE y; --')
+
+
+def test_package_imports_without_asyncpg_and_says_what_to_install() -> None:
+    code = (
+        "import sys; sys.modules['asyncpg'] = None\n"
+        "import symphony_nb\n"
+        "try:\n"
+        "    symphony_nb.PostgresRepository(symphony_nb.Task, 'postgresql://h/db')\n"
+        "except ImportError as exc:\n"
+        "    print(exc)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert "pip install 'symphony_nb[postgres]'" in result.stdout
