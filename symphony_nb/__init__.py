@@ -27,6 +27,7 @@ from ._sync import SyncUsageError, get_sync_mode, set_sync_mode
 from .backends.filesystem import FileSystemRepository
 from .backends.memory import InMemoryRepository
 from .backends.postgres import PostgresRepository
+from .backends.sqlite import SQLiteRepository
 from .dataframes import from_dataframe, to_dataframe
 from .services.agent import Agent, AgentFactory, LanguageModel, offline_model
 from .services.registry import ServiceRegistry
@@ -50,6 +51,7 @@ __all__ = [
     "PostgresRepository",
     "Repository",
     "RowValidationError",
+    "SQLiteRepository",
     "ServiceRegistry",
     "StorageError",
     "SymphonyError",

@@ -55,3 +55,15 @@ async def postgres(model: type[Any], where: Path) -> AsyncIterator[Repository[An
 
 
 BACKENDS["postgres"] = postgres
+
+
+@contextlib.asynccontextmanager
+async def sqlite(model: type[Any], where: Path) -> AsyncIterator[Repository[Any]]:
+    """A repository in a fresh SQLite file."""
+    from symphony_nb import SQLiteRepository
+
+    async with SQLiteRepository(model, where / "symphony.db") as repo:
+        yield repo
+
+
+BACKENDS["sqlite"] = sqlite

@@ -1,0 +1,256 @@
+"""Compile parsed filters and orderings (:mod:`symphony_nb._filters`) to SQLite SQL.
+
+The SQL reproduces :func:`~symphony_nb._filters.apply_query` on the stored JSON documents.
+Only table and generated-column names (derived from the model, never from a filter) become
+SQL text; every value and every JSON path is a named parameter.
+
+How the semantics map onto SQLite:
+
+* ``json_extract`` returns SQL NULL for a missing key and for JSON ``null``: one "no value".
+* ``json_extract`` turns ``true`` into ``1``, so equality adds a ``json_type`` guard unless the
+  model field can only hold the operand's JSON type (which keeps indexed filters index-only).
+* SQLite orders NULL first ascending and last descending, as the reference does; text
+  compares with the BINARY collation, which on UTF-8 is code point order.
+* A positive condition is 1 when it holds and 0 or NULL otherwise; negations wrap it in
+  ``coalesce(..., 0)`` so that "no value" counts as "does not match".
+"""
+
+# ruff: noqa: S608  (SQL text holds only names derived from the model; values are bound)
+
+from __future__ import annotations
+
+import types
+from collections.abc import Mapping
+from datetime import date, datetime
+from functools import lru_cache
+from typing import Annotated, Any, Union, get_args, get_origin
+
+from pydantic import BaseModel
+
+from .._filters import Condition, OrderKey, Query, model_fields
+
+Path = tuple[str, ...]
+TEXT = frozenset({"text"})
+NUMBER = frozenset({"integer", "real"})
+BOOL = frozenset({"true", "false"})
+ARRAY = frozenset({"array"})
+
+
+def quote(name: str) -> str:
+    """``name`` as an SQL identifier."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def json_path(path: Path) -> str:
+    """The SQLite JSON path of ``path`` (keys quoted, so spaces and unicode are fine)."""
+    return "$" + "".join(f'."{part}"' for part in path)
+
+
+def _json_kinds(annotation: Any) -> frozenset[str] | None:
+    """The JSON types a value of ``annotation`` can have (None: any), ``null`` aside."""
+    while True:
+        origin = get_origin(annotation)
+        if origin is Annotated:
+            annotation = get_args(annotation)[0]
+        elif origin in (Union, types.UnionType):
+            args = [a for a in get_args(annotation) if a is not type(None)]
+            if len(args) != 1:
+                return None
+            annotation = args[0]
+        else:
+            break
+    origin = get_origin(annotation) or annotation
+    if not isinstance(origin, type):
+        return None
+    if origin in (list, tuple, set, frozenset):
+        return ARRAY
+    if issubclass(origin, bool):
+        return BOOL
+    if issubclass(origin, str | datetime | date):
+        return TEXT
+    if issubclass(origin, int):
+        return frozenset({"integer"})
+    if issubclass(origin, float):
+        return NUMBER
+    return None
+
+
+@lru_cache(maxsize=1024)
+def stored_kinds(model: type[BaseModel], path: Path) -> frozenset[str] | None:
+    """The JSON types the value at ``path`` can have in a valid document (None: any)."""
+    current: type[BaseModel] | None = model
+    kinds: frozenset[str] | None = None
+    for part in path:
+        if current is None:
+            return None
+        spec = model_fields(current).get(part)
+        if spec is None:
+            return None
+        current = spec.model if spec.kind == "model" else None
+        kinds = None if spec.kind in ("dict", "model") else _json_kinds(spec.annotation)
+    return kinds
+
+
+def _kinds_of(value: Any) -> frozenset[str]:
+    if isinstance(value, bool):
+        return frozenset({"true" if value else "false"})
+    if isinstance(value, int | float):
+        return NUMBER
+    return TEXT
+
+
+class _Builder:
+    """Builds one statement's SQL text and its named parameters together."""
+
+    def __init__(self, model: type[BaseModel], columns: Mapping[Path, str], guard: bool) -> None:
+        self.model = model
+        self.columns = columns
+        self.guard = guard
+        self.params: dict[str, Any] = {}
+        self._paths: dict[Path, str] = {}
+
+    def param(self, value: Any) -> str:
+        name = f"p{len(self.params)}"
+        self.params[name] = value
+        return ":" + name
+
+    def _path_param(self, path: Path) -> str:
+        if path not in self._paths:
+            self._paths[path] = self.param(json_path(path))
+        return self._paths[path]
+
+    def _json(self, function: str, path: Path) -> str:
+        return f"{function}(doc, {self._path_param(path)})"
+
+    def value(self, path: Path) -> str:
+        if path == ("id",):
+            return "id"
+        column = self.columns.get(path)
+        if column is not None and not self.guard:
+            return quote(column)
+        return self._json("json_extract", path)
+
+    def typed(self, path: Path, operand_kinds: frozenset[str]) -> str:
+        """A guard that the stored value's JSON type is one of ``operand_kinds`` (or '1')."""
+        kinds = stored_kinds(self.model, path)
+        if kinds is not None and kinds <= operand_kinds:
+            return "1"
+        names = ", ".join(self.param(kind) for kind in sorted(operand_kinds))
+        return f"{self._json('json_type', path)} IN ({names})"
+
+    # ------------------------------------------------------------------ conditions
+
+    def equal(self, path: Path, operand: Any) -> str:
+        if operand is None:
+            return f"{self.value(path)} IS NULL"
+        kinds = _kinds_of(operand)
+        stored = stored_kinds(self.model, path)
+        if isinstance(operand, bool) and not (stored is not None and stored <= BOOL):
+            return self.typed(path, kinds)
+        return f"({self.value(path)} = {self.param(operand)} AND {self.typed(path, kinds)})"
+
+    def one_of(self, path: Path, operands: tuple[Any, ...]) -> str:
+        parts: list[str] = []
+        for kinds in (TEXT, NUMBER):
+            group = [
+                v
+                for v in operands
+                if not isinstance(v, bool) and v is not None and _kinds_of(v) == kinds
+            ]
+            if group:
+                values = ", ".join(self.param(v) for v in group)
+                parts.append(f"({self.value(path)} IN ({values}) AND {self.typed(path, kinds)})")
+        parts.extend(self.equal(path, v) for v in dict.fromkeys(operands) if isinstance(v, bool))
+        if any(v is None for v in operands):
+            parts.append(self.equal(path, None))
+        return "(" + " OR ".join(parts) + ")" if parts else "0"
+
+    def contains(self, path: Path, operand: Any) -> str:
+        kinds = stored_kinds(self.model, path)
+        parts: list[str] = []
+        if kinds is None or "array" in kinds:
+            element_kinds = _kinds_of(operand)
+            names = ", ".join(self.param(kind) for kind in sorted(element_kinds))
+            match = f"e.type IN ({names})"
+            if not isinstance(operand, bool):
+                match += f" AND e.value = {self.param(operand)}"
+            parts.append(
+                f"({self._json('json_type', path)} = 'array' AND EXISTS (SELECT 1 FROM "
+                f"json_each(doc, {self._path_param(path)}) AS e WHERE {match}))"
+            )
+        if isinstance(operand, str) and (kinds is None or "text" in kinds):
+            parts.append(
+                f"(instr({self.value(path)}, {self.param(operand)}) > 0 "
+                f"AND {self.typed(path, TEXT)})"
+            )
+        return "(" + " OR ".join(parts) + ")" if parts else "0"
+
+    def condition(self, cond: Condition) -> str:
+        path, op, operand = cond.path, cond.op, cond.value
+        if op == "$eq":
+            return self.equal(path, operand)
+        if op == "$ne":
+            return f"NOT coalesce({self.equal(path, operand)}, 0)"
+        if op == "$in":
+            return self.one_of(path, operand)
+        if op == "$nin":
+            return f"NOT coalesce({self.one_of(path, operand)}, 0)"
+        if op == "$exists":
+            return f"{self.value(path)} IS {'NOT NULL' if operand else 'NULL'}"
+        if op == "$contains":
+            return self.contains(path, operand)
+        sign = {"$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}[op]
+        return (
+            f"({self.value(path)} {sign} {self.param(operand)} "
+            f"AND {self.typed(path, _kinds_of(operand))})"
+        )
+
+    def where(self, conditions: tuple[Condition, ...], after_id: str | None) -> str:
+        parts = [self.condition(cond) for cond in conditions]
+        if self.guard:
+            # The fallback for unparsable rows: CASE evaluates its branches lazily.
+            parts = [f"CASE WHEN json_valid(doc) THEN {' AND '.join(parts or ['1'])} ELSE 0 END"]
+        if after_id is not None:
+            parts.append(f"id > {self.param(after_id)}")
+        return " WHERE " + " AND ".join(parts) if parts else ""
+
+    # ------------------------------------------------------------------ ordering
+
+    def order_key(self, key: OrderKey) -> str:
+        value = self.value(key.path)
+        if key.enum:
+            ranks = " ".join(
+                f"WHEN {self.param(member)} THEN {rank}" for rank, member in enumerate(key.enum)
+            )
+            value = (
+                f"CASE WHEN {value} IS NULL THEN NULL ELSE CASE {value} {ranks} "
+                f"ELSE {len(key.enum)} END END"
+            )
+        return f"{value} {'DESC' if key.descending else 'ASC'}"
+
+    def order(self, keys: tuple[OrderKey, ...]) -> str:
+        return " ORDER BY " + ", ".join([*(self.order_key(k) for k in keys), "id ASC"])
+
+
+class SqlCompiler:
+    """Compiles queries on one model's table; ``columns`` maps indexed paths to columns."""
+
+    def __init__(self, model: type[BaseModel], table: str, columns: Mapping[Path, str]) -> None:
+        self.model = model
+        self.table = quote(table)
+        self.columns = dict(columns)
+
+    def select(self, query: Query, *, guard: bool = False) -> tuple[str, dict[str, Any]]:
+        """``SELECT id, doc`` for ``query``; ``guard`` skips rows whose doc is not JSON."""
+        b = _Builder(self.model, self.columns, guard)
+        where = b.where(query.conditions, query.after_id)
+        sql = f"SELECT id, doc FROM {self.table}{where}{b.order(query.order)}"
+        if query.limit is not None or query.offset:
+            limit = -1 if query.limit is None else query.limit
+            sql += f" LIMIT {b.param(limit)} OFFSET {b.param(query.offset)}"
+        return sql, b.params
+
+    def count(self, conditions: tuple[Condition, ...]) -> tuple[str, dict[str, Any]]:
+        """``SELECT count(*)`` of the rows satisfying ``conditions``."""
+        b = _Builder(self.model, self.columns, guard=False)
+        return f"SELECT count(*) FROM {self.table}{b.where(conditions, None)}", b.params

@@ -1,0 +1,257 @@
+"""SQLite storage: one file, a table per model, filters and ordering run as SQL."""
+
+# ruff: noqa: S608  (SQL text holds only names derived from the model; values are bound)
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+import threading
+import weakref
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import orjson
+
+from .._errors import ConflictError, CorruptEntityError, StorageError, SymphonyError
+from .._filters import Condition, Query
+from .._repository import Data, Record, Repository, T, model_name
+from ._sqlite_conn import MEMORY, Session, immediate, translate
+from ._sqlite_schema import IndexSpec, Layout
+from ._sqlite_sql import SqlCompiler, quote
+
+R = TypeVar("R")
+Rows = list[tuple[str, Data]]
+_OPEN: weakref.WeakSet[SQLiteRepository[Any]] = weakref.WeakSet()
+_INHERITED: list[Session] = []
+
+
+class SQLiteRepository(Repository[T]):
+    """Stores ``model`` in the SQLite file ``path`` (created with its folder if missing).
+
+    Filters, ordering, paging and counts run in SQLite, with the same semantics as every
+    other backend. ``status``, ``priority`` and ``created_at`` are indexed when the model
+    has them; ``indexes`` adds more: field names or dotted keys into dict fields
+    (``"agent_id"``, ``"input_data.kind"``), or tuples of them for composite indexes.
+
+    Several repositories (one per model) and several processes may share one file: the file
+    is in WAL mode, readers never wait, and each write checks versions and writes inside
+    ``BEGIN IMMEDIATE``, waiting up to ``timeout`` seconds for another writer. Commits are
+    durable (``synchronous=FULL``). ``path=":memory:"`` keeps a private in-memory database.
+    Strings holding NUL characters cannot be filtered on (SQLite's JSON functions stop there).
+    """
+
+    def __init__(
+        self,
+        model: type[T],
+        path: str | os.PathLike[str],
+        *,
+        indexes: Iterable[IndexSpec] = (),
+        timeout: float = 10.0,
+    ) -> None:
+        super().__init__(model)
+        self.path = os.fspath(path)
+        if not self.path:
+            raise StorageError("an SQLite path must not be empty (use ':memory:' for memory)")
+        self.timeout = timeout
+        self.table = model_name(model)
+        self._layout = Layout.plan(model, self.table, indexes)
+        self._sql = SqlCompiler(model, self.table, self._layout.columns)
+        self._session: Session | None = None
+        self._finalizer: weakref.finalize[Any, Any] | None = None
+        self._guard = threading.Lock()
+        table = quote(self.table)
+        self._get_sql = f"SELECT doc FROM {table} WHERE id = ?"
+        self._delete_sql = f"DELETE FROM {table} WHERE id = ?"
+        self._versions_sql = (
+            f"SELECT id, version FROM {table} WHERE id IN (SELECT value FROM json_each(?))"
+        )
+        self._upsert_sql = (
+            f"INSERT INTO {table} (id, version, doc) VALUES (?1, ?2, ?3) ON CONFLICT (id) "
+            f"DO UPDATE SET version = excluded.version, doc = excluded.doc "
+            f"WHERE ?4 IS NULL OR {table}.version IS ?4"
+        )
+        self._update_sql = f"UPDATE {table} SET version = ?, doc = ? WHERE id = ?"
+
+    def __repr__(self) -> str:
+        return f"SQLiteRepository({self.model.__name__}, {self.path!r})"
+
+    def _location(self, entity_id: str) -> str:
+        return f"{self.path} table {self.table!r} id {entity_id!r}"
+
+    # ------------------------------------------------------------------ sessions
+
+    def _current(self) -> Session:
+        session = self._session
+        if session is not None:
+            return session
+        with self._guard:
+            if self._session is None:
+                if self.path != MEMORY:
+                    try:
+                        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+                    except OSError as exc:
+                        raise StorageError(
+                            f"cannot open SQLite database {self.path}: cannot create its "
+                            f"folder ({exc.strerror or exc})"
+                        ) from None
+                session = Session(self.path, self.timeout, f"symphony_nb-sqlite-{self.table}")
+                self._finalizer = weakref.finalize(self, session.abandon)
+                self._finalizer.atexit = False  # exiting must not wait for anything
+                self._session = session
+                _OPEN.add(self)
+            return self._session
+
+    async def _run(self, fn: Callable[..., R], *args: Any) -> R:
+        """Run ``fn(connection, *args)`` in the worker thread, the schema made first."""
+        session = self._current()
+
+        def job() -> R:
+            try:
+                conn = session.writer()
+                if not session.ready:
+                    self._layout.create(conn, self.path)
+                    session.ready = True
+                return fn(conn, *args)
+            except sqlite3.Error as exc:
+                raise translate(exc, self.path, self.timeout) from None
+
+        return await asyncio.wrap_future(session.worker.submit(job))
+
+    async def _close(self) -> None:
+        with self._guard:
+            session, self._session = self._session, None
+            if self._finalizer is not None:
+                self._finalizer.detach()
+        if session is not None:
+            await asyncio.wrap_future(session.close())
+            session.join()
+
+    # ------------------------------------------------------------------ reads
+
+    async def _get(self, entity_id: str) -> str | None:
+        session = self._current()
+        if not (session.ready and session.direct_reads):
+            return await self._run(self._get_sync, entity_id)
+        try:
+            conn, lock = session.reader()
+            with lock:
+                rows = conn.execute(self._get_sql, (entity_id,)).fetchall()
+        except sqlite3.Error as exc:
+            raise translate(exc, self.path, self.timeout) from None
+        return rows[0][0] if rows else None
+
+    def _get_sync(self, conn: sqlite3.Connection, entity_id: str) -> str | None:
+        rows = conn.execute(self._get_sql, (entity_id,)).fetchall()
+        return rows[0][0] if rows else None
+
+    async def _select(self, query: Query) -> Rows:
+        return await self._run(self._select_sync, query)
+
+    def _select_sync(self, conn: sqlite3.Connection, query: Query) -> Rows:
+        sql, params = self._sql.select(query)
+        try:
+            return conn.execute(sql, params).fetchall()
+        except sqlite3.OperationalError as exc:
+            if "malformed JSON" not in str(exc):
+                raise
+        # Some doc is not JSON (written around the CHECK constraint): report those rows as
+        # corrupt and answer the query over the others.
+        broken: Rows = []
+        if query.offset == 0:
+            after = query.after_id or ""
+            broken = [
+                (entity_id, self._unparsable(entity_id))
+                for entity_id in self._unparsable_ids(conn)
+                if entity_id > after
+            ]
+        sql, params = self._sql.select(query, guard=True)
+        return broken + conn.execute(sql, params).fetchall()
+
+    def _unparsable_ids(self, conn: sqlite3.Connection) -> list[str]:
+        sql = f"SELECT id FROM {quote(self.table)} WHERE NOT json_valid(doc) ORDER BY id"
+        return [row[0] for row in conn.execute(sql)]
+
+    def _unparsable(self, entity_id: str) -> CorruptEntityError:
+        return CorruptEntityError(self._location(entity_id), "the doc column is not valid JSON")
+
+    async def _count(self, conditions: tuple[Condition, ...]) -> int:
+        return await self._run(self._count_sync, conditions)
+
+    def _count_sync(self, conn: sqlite3.Connection, conditions: tuple[Condition, ...]) -> int:
+        sql, params = self._sql.count(conditions)
+        try:
+            return int(conn.execute(sql, params).fetchone()[0])
+        except sqlite3.OperationalError as exc:
+            broken = self._unparsable_ids(conn) if "malformed JSON" in str(exc) else []
+            if not broken:
+                raise
+            raise self._unparsable(broken[0]) from None
+
+    # ------------------------------------------------------------------ writes
+
+    async def _write(self, records: Sequence[Record], *, create: bool) -> list[bool]:
+        return await self._run(self._write_sync, records, create)
+
+    def _write_sync(
+        self, conn: sqlite3.Connection, records: Sequence[Record], create: bool
+    ) -> list[bool]:
+        with immediate(conn):
+            if create:
+                rows = ((r.id, r.version, r.json, r.expected) for r in records)
+                # The upsert skips a row whose stored version differs; then find and refuse it.
+                if conn.executemany(self._upsert_sql, rows).rowcount != len(records):
+                    self._check_versions(self._versions(conn, records), records)
+                    raise SymphonyError("a write was skipped without a version conflict")
+                return [True] * len(records)
+            stored = self._versions(conn, records)
+            self._check_versions(stored, records)
+            todo = [(r.version, r.json, r.id) for r in records if r.id in stored]
+            conn.executemany(self._update_sql, todo)
+            return [r.id in stored for r in records]
+
+    def _versions(self, conn: sqlite3.Connection, records: Sequence[Record]) -> dict[str, Any]:
+        ids = orjson.dumps([r.id for r in records]).decode()
+        return dict(conn.execute(self._versions_sql, (ids,)).fetchall())
+
+    @staticmethod
+    def _check_versions(stored: dict[str, Any], records: Sequence[Record]) -> None:
+        for r in records:
+            if r.id in stored and r.expected is not None and stored[r.id] != r.expected:
+                raise ConflictError(r.id, r.expected, stored[r.id])
+
+    async def _remove(self, entity_id: str) -> bool:
+        return await self._run(self._remove_sync, entity_id)
+
+    def _remove_sync(self, conn: sqlite3.Connection, entity_id: str) -> bool:
+        return bool(conn.execute(self._delete_sql, (entity_id,)).rowcount)
+
+
+def open_url(model: type[T], url: str) -> SQLiteRepository[T]:
+    """A repository for ``sqlite:///relative.db``, ``sqlite:////abs.db`` or ``sqlite://:memory:``."""
+    rest = url.split("://", 1)[1]
+    if rest in ("", MEMORY, "/" + MEMORY):
+        return SQLiteRepository(model, MEMORY)
+    if not rest.startswith("/") or rest == "/":
+        raise StorageError(
+            f"SQLite URL {url!r} names no file: use sqlite:///relative/path.db, "
+            "sqlite:////absolute/path.db or sqlite://:memory:"
+        )
+    return SQLiteRepository(model, rest[1:].split("?", 1)[0])
+
+
+def _after_fork() -> None:
+    # A connection must not cross fork(): the child starts afresh and never touches (not
+    # even closes, which could checkpoint the parent's WAL) what it inherited.
+    for repo in list(_OPEN):
+        if repo._session is not None:
+            _INHERITED.append(repo._session)
+        if repo._finalizer is not None:
+            repo._finalizer.detach()
+        repo._session = None
+        repo._guard = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_after_fork)
