@@ -1,0 +1,18 @@
+"""ipywidgets faces: forms for any model, and an explorer of the registry's repositories.
+
+::
+
+    from symphony_nb.widgets import AgentConfigForm, TaskForm, RegistryExplorer
+    AgentConfigForm(registry.get_repository("agent_config"))      # a new config
+    TaskForm(task_repo, task_repo.sync.get(task_id))                # edit and run a task
+    RegistryExplorer()                                              # browse everything
+
+The forms call repositories through their sync facades, since widget callbacks are sync.
+"""
+
+from ._agent_form import AgentConfigForm
+from ._explorer import RegistryExplorer
+from ._form import ModelForm
+from ._task_form import TaskForm
+
+__all__ = ["AgentConfigForm", "ModelForm", "RegistryExplorer", "TaskForm"]

@@ -1,0 +1,163 @@
+"""One input widget per model field, chosen by the field's type.
+
+Each :class:`FieldInput` converts between the model's value and what the widget shows, and
+has an error label beside the widget. ``read()`` returns the value to validate (text for
+datetimes and optional numbers, so pydantic parses and reports them) or raises
+:class:`InputError` when the text cannot even be parsed (JSON syntax).
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from enum import Enum
+from typing import Any, Literal, get_args, get_origin
+
+import ipywidgets as widgets
+from pydantic import AwareDatetime, FutureDatetime, NaiveDatetime, PastDatetime
+from pydantic.fields import FieldInfo
+from pydantic_core import to_jsonable_python
+
+from .._filters import _unwrap
+from ._util import message
+
+_DATETIMES: tuple[Any, ...] = (datetime, AwareDatetime, NaiveDatetime, PastDatetime, FutureDatetime)
+_STYLE = {"description_width": "150px"}
+_NONE_OPTION = ("(none)", "")
+
+
+class InputError(ValueError):
+    """Text in an input that cannot be turned into a value (shown beside the input)."""
+
+
+class FieldInput:
+    """The input of one field: ``widget`` (its description is the field key) and ``error``."""
+
+    def __init__(self, key: str, widget: widgets.ValueWidget, *, optional: bool) -> None:
+        self.key = key
+        self.optional = optional
+        self.widget = widget
+        widget.description = key
+        widget.style = _STYLE
+        self.error = widgets.HTML()
+        self.row = widgets.HBox([widget, self.error])
+
+    def set(self, value: Any) -> None:
+        """Show ``value`` (a model value, or None for empty)."""
+        self.widget.value = "" if value is None else str(_plain(value))
+
+    def read(self) -> Any:
+        """The value to validate; raise :class:`InputError` for unparsable text."""
+        value = self.widget.value
+        return None if self.optional and value == "" else value
+
+    def show_error(self, text: str | None) -> None:
+        """Show ``text`` beside the input, or clear it."""
+        self.error.value = "" if text is None else message("error", text)
+
+
+class ChoiceInput(FieldInput):
+    """A dropdown over an enum's members (or a Literal's values)."""
+
+    def __init__(self, key: str, choices: list[Any], *, optional: bool) -> None:
+        options = [(str(choice), choice) for choice in choices]
+        super().__init__(
+            key,
+            widgets.Dropdown(options=[_NONE_OPTION, *options] if optional else options),
+            optional=optional,
+        )
+
+    def set(self, value: Any) -> None:
+        self.widget.value = _NONE_OPTION[1] if value is None else _plain(value)
+
+
+class JsonInput(FieldInput):
+    """A JSON text area for dicts, lists and nested models."""
+
+    def __init__(self, key: str, *, optional: bool) -> None:
+        super().__init__(
+            key,
+            widgets.Textarea(layout=widgets.Layout(width="60%", height="6em")),
+            optional=optional,
+        )
+
+    def set(self, value: Any) -> None:
+        self.widget.value = "" if value is None else json.dumps(to_jsonable_python(value), indent=2)
+
+    def read(self) -> Any:
+        text = self.widget.value.strip()
+        if not text:
+            if self.optional:
+                return None
+            raise InputError("enter JSON, for example {} or []")
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise InputError(
+                f"invalid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
+            ) from None
+
+
+class DateTimeInput(FieldInput):
+    """ISO 8601 text that keeps the time zone and microseconds (parsed by the model)."""
+
+    def __init__(self, key: str, *, optional: bool) -> None:
+        super().__init__(
+            key, widgets.Text(placeholder="2026-01-31T09:00:00+00:00"), optional=optional
+        )
+
+    def set(self, value: Any) -> None:
+        self.widget.value = value.isoformat() if isinstance(value, datetime) else (value or "")
+
+    def read(self) -> Any:
+        text = self.widget.value.strip()
+        return None if self.optional and not text else text
+
+
+class CheckboxInput(FieldInput):
+    """A checkbox for a bool."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(key, widgets.Checkbox(indent=False), optional=False)
+
+    def set(self, value: Any) -> None:
+        self.widget.value = bool(value)
+
+
+class NumberInput(FieldInput):
+    """``IntText`` / ``FloatText`` for a required number."""
+
+    def __init__(self, key: str, kind: type) -> None:
+        widget = widgets.IntText() if kind is int else widgets.FloatText()
+        super().__init__(key, widget, optional=False)
+
+    def set(self, value: Any) -> None:
+        self.widget.value = 0 if value is None else value
+
+
+def _plain(value: Any) -> Any:
+    return value.value if isinstance(value, Enum) else value
+
+
+def make_input(key: str, info: FieldInfo, *, long_text: bool, read_only: bool) -> FieldInput:
+    """The input for field ``key`` (its JSON name) described by ``info``."""
+    inner, optional = _unwrap(info.annotation)
+    origin = get_origin(inner) or inner
+    field: FieldInput
+    if isinstance(origin, type) and issubclass(origin, Enum):
+        field = ChoiceInput(key, [member.value for member in origin], optional=optional)
+    elif origin is Literal:
+        field = ChoiceInput(key, list(get_args(inner)), optional=optional)
+    elif inner in _DATETIMES:
+        field = DateTimeInput(key, optional=optional)
+    elif inner is bool and not optional:
+        field = CheckboxInput(key)
+    elif inner in (int, float) and not optional:
+        field = NumberInput(key, inner)
+    elif inner is str or inner in (int, float, bool):
+        text = widgets.Textarea(layout=widgets.Layout(width="60%", height="5em"))
+        field = FieldInput(key, text if long_text else widgets.Text(), optional=optional)
+    else:
+        field = JsonInput(key, optional=optional)
+    field.widget.disabled = read_only
+    return field
