@@ -93,12 +93,18 @@ class FileSystemRepository(Repository[T]):
     @contextmanager
     def _writer_lock(self, folder: int) -> Iterator[None]:
         with self._lock:
-            fd = os.open(
-                LOCK_NAME,
-                os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
-                0o600,
-                dir_fd=folder,
-            )
+            try:
+                fd = os.open(
+                    LOCK_NAME,
+                    os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
+                    0o600,
+                    dir_fd=folder,
+                )
+            except OSError as exc:
+                raise StorageError(
+                    f"cannot open the lock file {self.path / LOCK_NAME} "
+                    f"({exc.strerror or exc}); a symbolic link there is never followed"
+                ) from None
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX)
                 yield
