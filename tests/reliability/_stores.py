@@ -1,15 +1,13 @@
-"""Storage URLs of the persistent backends, for tests that run repositories in subprocesses."""
+"""Storage URLs of the backends that other processes can open, for tests using subprocesses."""
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
-import os
-import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
-POSTGRES_ENV = "SYMPHONY_NB_TEST_POSTGRES"
-POSTGRES_DEFAULT = "postgresql://postgres@127.0.0.1:5432/test"
+import pytest
 
 
 def has_backend(name: str) -> bool:
@@ -17,26 +15,25 @@ def has_backend(name: str) -> bool:
     return importlib.util.find_spec(f"symphony_nb.backends.{name}") is not None
 
 
-def files_url(where: Path) -> str:
-    """A folder store under ``where``."""
-    return str(where / "store")
+# Backends whose store survives the process: crash tests run on the local ones.
+LOCAL = ["files"] + (["sqlite"] if has_backend("sqlite") else [])
+SHARED = LOCAL + (["postgres"] if has_backend("postgres") else [])
 
 
-def sqlite_url(where: Path) -> str:
-    """A SQLite database file under ``where``."""
-    return f"sqlite:///{where / 'store.db'}"
+@contextlib.asynccontextmanager
+async def store_url(backend: str, where: Path) -> AsyncIterator[str]:
+    """A storage URL of a fresh store of ``backend``; a PostgreSQL schema is dropped after."""
+    if backend == "files":
+        yield str(where / "store")
+    elif backend == "sqlite":
+        yield f"sqlite:///{where / 'store.db'}"
+    elif backend == "postgres":
+        from tests import pg
 
-
-def postgres_dsn() -> str:
-    """The DSN of the test PostgreSQL server."""
-    return os.environ.get(POSTGRES_ENV) or POSTGRES_DEFAULT
-
-
-def unique_schema() -> str:
-    """A fresh schema name, so tests never see each other's tables."""
-    return f"rel_{uuid.uuid4().hex[:12]}"
-
-
-PERSISTENT: dict[str, Callable[[Path], str]] = {"files": files_url}
-if has_backend("sqlite"):
-    PERSISTENT["sqlite"] = sqlite_url
+        try:
+            async with pg.schema() as name:
+                yield f"{pg.dsn()}?schema={name}"
+        except pg.ServerUnavailable as exc:
+            pytest.skip(f"postgres backend unavailable: {exc}")
+    else:
+        raise ValueError(f"no storage URL for backend {backend!r}")

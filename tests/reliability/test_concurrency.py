@@ -14,7 +14,7 @@ import pytest
 
 from symphony_nb import ConflictError, Repository, Task, open_repository
 from tests.reliability._procs import start
-from tests.reliability._stores import PERSISTENT
+from tests.reliability._stores import SHARED, store_url
 from tests.reliability._sync_open import opened
 from tests.reliability._worker import increment
 from tests.reliability.conftest import Figures
@@ -51,17 +51,17 @@ def _race(jobs: list[tuple[str, ...]]) -> list[dict[str, Any]]:
                 proc.communicate()
 
 
-@pytest.mark.parametrize("backend", sorted(PERSISTENT))
+@pytest.mark.parametrize("backend", SHARED)
 async def test_processes_increment_one_entity_exactly(
     backend: str, tmp_path: Path, figures: Figures
 ) -> None:
-    url = PERSISTENT[backend](tmp_path)
-    async with open_repository(Task, url) as repo:
-        await repo.save(Task(id="counter", name="counter", input_data={"count": 0}))
-    reports = _race([("increment", url, "counter", str(INCREMENTS))] * PROCESSES)
+    async with store_url(backend, tmp_path) as url:
+        async with open_repository(Task, url) as repo:
+            await repo.save(Task(id="counter", name="counter", input_data={"count": 0}))
+        reports = _race([("increment", url, "counter", str(INCREMENTS))] * PROCESSES)
+        async with open_repository(Task, url) as repo:
+            final = await repo.get("counter")
     errors = [error for report in reports for error in report["errors"]]
-    async with open_repository(Task, url) as repo:
-        final = await repo.get("counter")
     total = PROCESSES * INCREMENTS
     retries = sum(report["retries"] for report in reports)
     acknowledged = sum(report["done"] for report in reports)
@@ -204,15 +204,15 @@ async def test_two_stale_copies_exactly_one_wins(
 # ---------------------------------------------------------------------- creation races
 
 
-@pytest.mark.parametrize("backend", sorted(PERSISTENT))
+@pytest.mark.parametrize("backend", SHARED)
 async def test_store_creation_raced_by_processes(
     backend: str, tmp_path: Path, figures: Figures
 ) -> None:
-    url = PERSISTENT[backend](tmp_path)
-    reports = _race([("create", url, f"racer-{i}") for i in range(RACERS)])
+    async with store_url(backend, tmp_path) as url:
+        reports = _race([("create", url, f"racer-{i}") for i in range(RACERS)])
+        async with open_repository(Task, url) as repo:
+            stored = sorted(task.id for task in await repo.find_all())
     errors = [error for report in reports for error in report["errors"]]
-    async with open_repository(Task, url) as repo:
-        stored = sorted(task.id for task in await repo.find_all())
     acknowledged = sum(report["done"] for report in reports)
     figures.record(
         f"race: {RACERS} processes create the store at once",
