@@ -28,7 +28,7 @@ from symphony_nb import (
     TaskStatus,
     open_repository,
 )
-from symphony_nb.backends.postgres import SCHEMA_VERSION, PostgresRepository
+from symphony_nb.backends.postgres import BULK_THRESHOLD, SCHEMA_VERSION, PostgresRepository
 from tests import pg
 
 pytestmark = pytest.mark.postgres
@@ -153,17 +153,24 @@ async def test_more_indexes_can_be_declared(schema: str) -> None:
 # ---------------------------------------------------------------- writes
 
 
-async def test_save_many_is_all_or_nothing(repo: PostgresRepository[Task]) -> None:
+@pytest.mark.parametrize("fresh_count", [3, BULK_THRESHOLD + 500])
+async def test_save_many_is_all_or_nothing(
+    repo: PostgresRepository[Task], fresh_count: int
+) -> None:
     first = tasks(3)
     await repo.save_many(first)
     stale = first[1].model_copy(update={"version": 0})
-    fresh = tasks(6)[3:]
+    fresh = tasks(3 + fresh_count)[3:]
     with pytest.raises(ConflictError) as info:
         await repo.save_many([*fresh, stale])
     assert info.value.entity_id == first[1].id
     assert (info.value.given, info.value.stored) == (0, 1)
     assert await repo.count() == 3
-    assert [t.version for t in fresh] == [0, 0, 0]
+    assert {t.version for t in fresh} == {0}
+    await repo.save_many([*fresh, first[1]])  # the bulk path writes and bumps versions too
+    assert await repo.count() == 3 + fresh_count
+    assert (await repo.get(first[1].id)).version == 2
+    assert {t.version for t in fresh} == {1}
 
 
 async def test_racing_inserts_of_one_id_do_not_both_win(schema: str) -> None:

@@ -6,27 +6,31 @@
 from __future__ import annotations
 
 import hashlib
-import re
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, cast
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from .._errors import ConflictError, StorageError
 from .._filters import Condition, Query, parse_filter
 from .._repository import Data, Record, Repository, T, model_name
 from .._storage import mask_url
 from ._pg_pool import LoopPools
+from ._pg_schema import DEFAULT_SCHEMA, SCHEMA_VERSION, check_schema, create_schema, split_url
 from ._pg_sql import count_sql, index_sql, quote_ident, select_sql
 
-SCHEMA_VERSION = 1
-"""The layout version this package writes; a schema with a newer one is refused."""
-DEFAULT_SCHEMA = "symphony"
+__all__ = ["DEFAULT_INDEXES", "DEFAULT_SCHEMA", "SCHEMA_VERSION", "PostgresRepository", "open_url"]
+
 DEFAULT_INDEXES = ("status", "priority", "created_at")
 """Fields indexed whenever the model has them (Task: all three)."""
-META_TABLE = "_symphony_meta"
-_SCHEMA_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
-_SCHEMES = ("postgresql", "postgres")
+BULK_THRESHOLD = 1000
+"""From this many records on, ``save_many`` loads them with COPY into a temp table."""
+_UPSERT = (
+    "INSERT INTO {table} AS t (id, version, doc) {source} "
+    "ON CONFLICT (id) DO UPDATE SET version = EXCLUDED.version, doc = EXCLUDED.doc "
+    "WHERE EXCLUDED.version IS NULL OR t.version = EXCLUDED.version - 1 "
+    "RETURNING id"
+)
+_INCOMING = "_symphony_incoming"
 
 
 def _asyncpg() -> Any:
@@ -47,36 +51,6 @@ def _driver_errors(asyncpg: Any) -> tuple[type[BaseException], ...]:
         OSError,
         TimeoutError,
     )
-
-
-def _split_url(url: Any) -> tuple[str, str | None]:
-    """The DSN for the driver (without ``schema=``) and the ``schema`` query parameter."""
-    if not isinstance(url, str) or "://" not in url:
-        raise StorageError(f"not a PostgreSQL URL: {url!r}; use postgresql://user@host:port/db")
-    parts = urlsplit(url)
-    if parts.scheme not in _SCHEMES:
-        raise StorageError(
-            f"not a PostgreSQL URL: {mask_url(url)!r}; it must start with postgresql://"
-        )
-    query = parse_qsl(parts.query, keep_blank_values=True)
-    schemas = [value for key, value in query if key == "schema"]
-    rest = [(key, value) for key, value in query if key != "schema"]
-    dsn = urlunsplit(parts._replace(query=urlencode(rest)))
-    return dsn, schemas[-1] if schemas else None
-
-
-def _check_schema(schema: Any) -> str:
-    if not isinstance(schema, str) or not _SCHEMA_RE.fullmatch(schema):
-        raise StorageError(
-            f"invalid PostgreSQL schema name {schema!r}: use 1-63 ASCII letters, digits and '_', "
-            "not starting with a digit"
-        )
-    return schema
-
-
-def _lock_key(schema: str) -> int:
-    digest = hashlib.blake2b(f"symphony_nb:{schema}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big", signed=True)
 
 
 class PostgresRepository(Repository[T]):
@@ -112,9 +86,9 @@ class PostgresRepository(Repository[T]):
         self._asyncpg = _asyncpg()
         self._errors = _driver_errors(self._asyncpg)
         self._connect_errors: tuple[type[BaseException], ...] = (*self._errors, ValueError)
-        self._dsn, url_schema = _split_url(url)
+        self._dsn, url_schema = split_url(url)
         self.url = mask_url(url)
-        self.schema = _check_schema(schema if schema is not None else url_schema or DEFAULT_SCHEMA)
+        self.schema = check_schema(schema if schema is not None else url_schema or DEFAULT_SCHEMA)
         self.table = model_name(model)
         if isinstance(pool_size, bool) or not isinstance(pool_size, int) or pool_size < 1:
             raise ValueError(f"pool_size must be an int >= 1, got {pool_size!r}")
@@ -160,7 +134,7 @@ class PostgresRepository(Repository[T]):
         if not self._ready:
             try:
                 async with pool.acquire() as conn:
-                    await self._create_schema(conn)
+                    await create_schema(conn, self.schema, self.table, self._indexes, self.url)
             except BaseException as exc:
                 await pool.close()
                 if isinstance(exc, self._errors):
@@ -168,38 +142,6 @@ class PostgresRepository(Repository[T]):
                 raise
             self._ready = True
         return pool
-
-    async def _create_schema(self, conn: Any) -> None:
-        schema = quote_ident(self.schema)
-        meta = f"{schema}.{quote_ident(META_TABLE)}"
-        async with conn.transaction():
-            # Concurrent CREATE ... IF NOT EXISTS can still collide in the catalogs.
-            await conn.execute("SELECT pg_advisory_xact_lock($1::bigint)", _lock_key(self.schema))
-            await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
-            await conn.execute(
-                f"CREATE TABLE IF NOT EXISTS {meta} (key text PRIMARY KEY, value text NOT NULL)"
-            )
-            stored = await conn.fetchval(f"SELECT value FROM {meta} WHERE key = 'schema_version'")
-            if stored is None:
-                await conn.execute(
-                    f"INSERT INTO {meta} (key, value) VALUES ('schema_version', $1::text)",
-                    str(SCHEMA_VERSION),
-                )
-            elif not stored.isdigit() or int(stored) > SCHEMA_VERSION:
-                raise StorageError(
-                    f"PostgreSQL schema {self.schema!r} at {self.url} has layout version "
-                    f"{stored}, newer than the {SCHEMA_VERSION} this symphony_nb understands; "
-                    "upgrade symphony_nb (pip install -U symphony_nb) or use another schema"
-                )
-            await conn.execute(
-                f'CREATE TABLE IF NOT EXISTS {self._qualified} (id text COLLATE "C" PRIMARY KEY, '
-                "version bigint, doc jsonb NOT NULL)"
-            )
-            for name, expression in self._indexes.items():
-                await conn.execute(
-                    f"CREATE INDEX IF NOT EXISTS {quote_ident(name)} "
-                    f"ON {self._qualified} ({expression})"
-                )
 
     @asynccontextmanager
     async def _connection(self, doing: str) -> AsyncIterator[Any]:
@@ -224,18 +166,7 @@ class PostgresRepository(Repository[T]):
         async with self._connection("writing") as conn, conn.transaction():
             if not create:
                 return await self._update(conn, records, ids, versions, docs)
-            # A conflicting row is locked but left alone (the WHERE), so it is missing from
-            # RETURNING; racing inserts of one id serialise on the primary key the same way.
-            written = await conn.fetch(
-                f"INSERT INTO {self._qualified} AS t (id, version, doc) "
-                "SELECT * FROM unnest($1::text[], $2::bigint[], $3::jsonb[]) "
-                "ON CONFLICT (id) DO UPDATE SET version = EXCLUDED.version, doc = EXCLUDED.doc "
-                "WHERE EXCLUDED.version IS NULL OR t.version = EXCLUDED.version - 1 "
-                "RETURNING id",
-                ids,
-                versions,
-                docs,
-            )
+            written = await self._upsert(conn, ids, versions, docs)
             if len(written) < len(records):
                 done = {row[0] for row in written}
                 record = next(record for record in records if record.id not in done)
@@ -244,6 +175,27 @@ class PostgresRepository(Repository[T]):
                 )
                 raise ConflictError(record.id, record.expected, stored)
         return [True] * len(records)
+
+    async def _upsert(
+        self, conn: Any, ids: list[str], versions: list[int | None], docs: list[str]
+    ) -> list[Any]:
+        # A conflicting row is locked but left alone (the WHERE), so it is missing from
+        # RETURNING; racing inserts of one id serialise on the primary key the same way.
+        if len(ids) < BULK_THRESHOLD:
+            source = "SELECT * FROM unnest($1::text[], $2::bigint[], $3::jsonb[])"
+            sql = _UPSERT.format(table=self._qualified, source=source)
+            return cast("list[Any]", await conn.fetch(sql, ids, versions, docs))
+        await conn.execute(
+            f'CREATE TEMP TABLE {_INCOMING} (id text COLLATE "C", version bigint, doc jsonb) '
+            "ON COMMIT DROP"
+        )
+        await conn.copy_records_to_table(
+            _INCOMING, records=list(zip(ids, versions, docs, strict=True))
+        )
+        source = f"SELECT id, version, doc FROM {_INCOMING}"
+        return cast(
+            "list[Any]", await conn.fetch(_UPSERT.format(table=self._qualified, source=source))
+        )
 
     async def _update(
         self,
