@@ -56,8 +56,11 @@ class KernelError(AssertionError):
 class Kernel:
     """One running kernel; use as a context manager or call :meth:`stop`."""
 
-    def __init__(self, cwd: Path, env: Mapping[str, str] | None = None) -> None:
-        scratch = cwd / ".kernel"
+    def __init__(
+        self, cwd: Path, env: Mapping[str, str] | None = None, scratch: Path | None = None
+    ) -> None:
+        """Start a kernel in ``cwd``; its own files go to ``scratch`` (default ``cwd/.kernel``)."""
+        scratch = scratch or cwd / ".kernel"
         scratch.mkdir(parents=True, exist_ok=True)
         kernel_env = {
             **os.environ,
@@ -214,9 +217,11 @@ class Kernel:
 
 
 @contextlib.contextmanager
-def kernel(cwd: Path, env: Mapping[str, str] | None = None) -> Iterator[Kernel]:
+def kernel(
+    cwd: Path, env: Mapping[str, str] | None = None, scratch: Path | None = None
+) -> Iterator[Kernel]:
     """A started :class:`Kernel` in ``cwd``, stopped on exit."""
-    started = Kernel(cwd, env)
+    started = Kernel(cwd, env, scratch)
     try:
         yield started
     finally:
