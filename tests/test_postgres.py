@@ -173,6 +173,41 @@ async def test_save_many_is_all_or_nothing(
     assert {t.version for t in fresh} == {1}
 
 
+async def test_bulk_insert_racing_another_insert_falls_back_to_version_checks(
+    schema: str,
+) -> None:
+    application = f"bulkrace_{schema[-10:]}"
+    repo = PostgresRepository(Task, f"{pg.dsn()}?application_name={application}", schema=schema)
+    await repo.count()
+    batch = tasks(BULK_THRESHOLD + 10)
+    other = await pg.connect()
+    try:
+        transaction = other.transaction()
+        await transaction.start()
+        await other.execute(
+            f'INSERT INTO "{schema}".task (id, version, doc) VALUES ($1, 1, $2::jsonb)',
+            batch[-1].id,
+            batch[-1].model_copy(update={"version": 1}).model_dump_json(),
+        )
+        saving = asyncio.ensure_future(repo.save_many(batch))
+        waiting = (
+            "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid) "
+            "WHERE NOT l.granted AND a.application_name = $1"
+        )
+        while not saving.done() and (await other.fetchval(waiting, application)) == 0:
+            await asyncio.sleep(0.01)  # until the COPY waits for the uncommitted row
+        assert not saving.done()
+        await transaction.commit()
+        with pytest.raises(ConflictError) as info:
+            await saving
+    finally:
+        await other.close()
+        await repo.close()
+    assert info.value.entity_id == batch[-1].id
+    assert (info.value.given, info.value.stored) == (0, 1)
+    assert (await fetch(f'SELECT count(*) FROM "{schema}".task'))[0][0] == 1
+
+
 async def test_racing_inserts_of_one_id_do_not_both_win(schema: str) -> None:
     async with (
         PostgresRepository(Task, pg.dsn(), schema=schema) as one,

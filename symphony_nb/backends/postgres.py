@@ -179,23 +179,44 @@ class PostgresRepository(Repository[T]):
     async def _upsert(
         self, conn: Any, ids: list[str], versions: list[int | None], docs: list[str]
     ) -> list[Any]:
+        """The ``(id,)`` rows written; a row left out had a version conflict."""
         # A conflicting row is locked but left alone (the WHERE), so it is missing from
         # RETURNING; racing inserts of one id serialise on the primary key the same way.
         if len(ids) < BULK_THRESHOLD:
             source = "SELECT * FROM unnest($1::text[], $2::bigint[], $3::jsonb[])"
             sql = _UPSERT.format(table=self._qualified, source=source)
             return cast("list[Any]", await conn.fetch(sql, ids, versions, docs))
+        rows = list(zip(ids, versions, docs, strict=True))
+        if await self._copy_new(conn, ids, rows):
+            return rows
         await conn.execute(
             f'CREATE TEMP TABLE {_INCOMING} (id text COLLATE "C", version bigint, doc jsonb) '
             "ON COMMIT DROP"
         )
-        await conn.copy_records_to_table(
-            _INCOMING, records=list(zip(ids, versions, docs, strict=True))
-        )
+        await conn.copy_records_to_table(_INCOMING, records=rows)
         source = f"SELECT id, version, doc FROM {_INCOMING}"
         return cast(
             "list[Any]", await conn.fetch(_UPSERT.format(table=self._qualified, source=source))
         )
+
+    async def _copy_new(self, conn: Any, ids: list[str], rows: list[Any]) -> bool:
+        """COPY ``rows`` straight into the table if none of them is stored yet."""
+        stored = await conn.fetchval(
+            f"SELECT EXISTS (SELECT 1 FROM {self._qualified} WHERE id = ANY($1::text[]))", ids
+        )
+        if stored:
+            return False
+        try:
+            async with conn.transaction():  # a savepoint: a failed COPY leaves nothing behind
+                await conn.copy_records_to_table(
+                    self.table,
+                    schema_name=self.schema,
+                    records=rows,
+                    columns=["id", "version", "doc"],
+                )
+        except self._asyncpg.UniqueViolationError:
+            return False  # inserted meanwhile by someone else: check versions the slow way
+        return True
 
     async def _update(
         self,
