@@ -272,8 +272,22 @@ class FileSystemRepository(Repository[T]):
             else:
                 raws[entity_id] = raw
                 docs.append((entity_id, doc))
-        rows: list[tuple[str, Data]] = [(key, raws[key]) for key in apply_query(query, docs)]
-        return broken + rows
+        ids = apply_query(query, docs)
+        rows: list[tuple[str, Data]] = [(key, raws[key]) for key in ids]
+        # Unparsable files cannot be filtered or ordered; report each once per paged scan, or
+        # iter_all would repeat them on every page and never end when they outnumber a page.
+        if query.limit == 0:
+            return rows
+        if query.order or query.offset:
+            return broken + rows if query.offset == 0 else rows
+        full = query.limit is not None and len(ids) >= query.limit
+        kept = [
+            item
+            for item in broken
+            if (query.after_id is None or item[0] > query.after_id)
+            and not (full and item[0] > ids[-1])
+        ]
+        return sorted(kept + rows, key=lambda item: item[0])  # id order: the keyset cursor
 
     async def _count(self, conditions: tuple[Condition, ...]) -> int:
         return await asyncio.to_thread(self._count_sync, conditions)
