@@ -1,0 +1,396 @@
+"""What is specific to the SQLite backend: plans, pragmas, schema, corrupt rows, processes."""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import os
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+from pydantic import BaseModel
+
+from symphony_nb import (
+    AgentConfig,
+    ConflictError,
+    CorruptEntityError,
+    CorruptEntityWarning,
+    FilterError,
+    SQLiteRepository,
+    StorageError,
+    Task,
+    TaskStatus,
+    open_repository,
+)
+from symphony_nb._filters import Query, parse_filter, parse_order
+
+
+class Note(BaseModel):
+    """A model with no default index, so nothing computed from ``doc`` guards its JSON."""
+
+    id: str
+    text: str = ""
+
+
+@pytest.fixture
+async def repo(tmp_path: Path):  # type: ignore[no-untyped-def]
+    async with SQLiteRepository(Task, tmp_path / "s.db", indexes=["agent_id"]) as repo:
+        yield repo
+
+
+def raw(path: Path) -> sqlite3.Connection:
+    return sqlite3.connect(path, isolation_level=None)
+
+
+def plan(repo: SQLiteRepository[Task], criteria: dict[str, object], order: object = None) -> str:
+    query = Query(parse_filter(Task, criteria), parse_order(Task, order))  # type: ignore[arg-type]
+    sql, params = repo._sql.select(query)
+    conn = raw(Path(repo.path))
+    try:
+        return " | ".join(row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + sql, params))
+    finally:
+        conn.close()
+
+
+# ---------------------------------------------------------------------- layout and plans
+
+
+async def test_one_table_per_model_in_one_file(tmp_path: Path) -> None:
+    path = tmp_path / "shared.db"
+    async with SQLiteRepository(Task, path) as tasks, SQLiteRepository(AgentConfig, path) as agents:
+        await tasks.save(Task(id="t", name="job"))
+        await agents.save(AgentConfig(id="a", name="bot", instruction_template="Hi {name}"))
+        assert [t.id for t in await tasks.find_all()] == ["t"]
+        assert [a.id for a in await agents.find_all()] == ["a"]
+    conn = raw(path)
+    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    doc = conn.execute("SELECT doc FROM agentconfig WHERE id = 'a'").fetchone()[0]
+    conn.close()
+    assert tables == {"task", "agentconfig"}
+    assert '"model_config":{}' in doc
+
+
+async def test_indexed_filters_use_their_index(repo: SQLiteRepository[Task]) -> None:
+    await repo.save(Task(name="warm up"))
+    status = plan(repo, {"status": "pending"})
+    assert "USING INDEX" in status and "task:status" in status and "TEMP B-TREE" not in status
+    assert "task:priority" in plan(repo, {"priority": {"$in": ["high", "critical"]}})
+    assert "task:created_at" in plan(repo, {"created_at": {"$gte": "2026-01-01T00:00:00Z"}})
+    assert "task:agent_id" in plan(repo, {"agent_id": "a-1"})
+    unindexed = plan(repo, {"workflow_id": "w"})
+    assert unindexed.startswith("SCAN task") and "task:" not in unindexed  # full scan
+
+
+async def test_declared_indexes_on_dict_keys_and_composites(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    async with SQLiteRepository(Task, path) as first:
+        await first.save(Task(id="k", name="n", input_data={"kind": "summary"}))
+    specs = ["input_data.kind", ("status", "agent_id")]
+    async with SQLiteRepository(Task, path, indexes=specs) as again:
+        assert [t.id for t in await again.find_all({"input_data.kind": "summary"})] == ["k"]
+        assert "USING INDEX" in plan(again, {"input_data.kind": "summary"})
+        both = plan(again, {"status": "pending", "agent_id": "x"})
+        assert "task:status+agent_id" in both
+
+
+@pytest.mark.parametrize("spec", ["nope", "tags", "input_data", ["status", 5], ()])
+def test_bad_index_declarations_are_refused(tmp_path: Path, spec: object) -> None:
+    with pytest.raises(FilterError):
+        SQLiteRepository(Task, tmp_path / "s.db", indexes=[spec])  # type: ignore[list-item]
+
+
+def test_dict_keys_never_become_sql_text(tmp_path: Path) -> None:
+    repo = SQLiteRepository(Task, tmp_path / "s.db")
+    key = "input_data.x') OR 1=1 --"
+    sql, params = repo._sql.select(Query(parse_filter(Task, {key: 1})))
+    assert "OR 1=1" not in sql and any("OR 1=1" in str(v) for v in params.values())
+
+
+async def test_injection_shaped_keys_and_values_match_literally(
+    repo: SQLiteRepository[Task],
+) -> None:
+    await repo.save(Task(id="q", name="x", input_data={"it's": "a' OR '1'='1"}))
+    await repo.save(Task(id="r", name="y", input_data={"it's": "other"}))
+    found = await repo.find_all({"input_data.it's": "a' OR '1'='1"})
+    assert [t.id for t in found] == ["q"]
+
+
+# ---------------------------------------------------------------------- pragmas and schema
+
+
+async def test_wal_full_sync_and_busy_timeout(tmp_path: Path) -> None:
+    async with SQLiteRepository(Task, tmp_path / "s.db", timeout=2.5) as repo:
+        await repo.save(Task(id="t", name="n"))
+        assert await repo.find_by_id("t") is not None  # opens this thread's reader
+        conn, _ = repo._session.reader()  # type: ignore[union-attr]
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+        assert conn.execute("PRAGMA busy_timeout").fetchone()[0] == 2500
+        assert conn.execute("PRAGMA query_only").fetchone()[0] == 1
+
+
+async def test_schema_version_is_recorded_and_newer_schemas_refused(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    async with SQLiteRepository(Task, path) as repo:
+        await repo.save(Task(id="t", name="n"))
+    conn = raw(path)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
+    conn.execute("PRAGMA user_version = 7")
+    conn.close()
+    async with SQLiteRepository(Task, path) as newer:
+        with pytest.raises(StorageError, match=r"schema 7.*upgrade symphony_nb"):
+            await newer.find_by_id("t")
+
+
+async def test_foreign_table_of_the_same_name_is_refused(tmp_path: Path) -> None:
+    conn = raw(tmp_path / "s.db")
+    conn.execute("CREATE TABLE task (name TEXT)")
+    conn.close()
+    async with SQLiteRepository(Task, tmp_path / "s.db") as repo:
+        with pytest.raises(StorageError, match="not made by symphony_nb"):
+            await repo.count()
+
+
+@pytest.mark.parametrize("kind", ["directory", "not a database", "parent is a file"])
+async def test_unopenable_database_raises_storage_error_with_path(
+    tmp_path: Path, kind: str
+) -> None:
+    path = tmp_path / "db"
+    if kind == "directory":
+        path.mkdir()
+    elif kind == "not a database":
+        path.write_bytes(b"this is not SQLite at all" * 100)
+    else:
+        (tmp_path / "file").write_text("x")
+        path = tmp_path / "file" / "db"
+    async with SQLiteRepository(Task, path) as repo:
+        with pytest.raises(StorageError, match=str(path)) as caught:
+            await repo.save(Task(name="n"))
+        assert not isinstance(caught.value, sqlite3.Error)
+        with pytest.raises(StorageError, match=str(path)):
+            await repo.find_by_id("x")
+
+
+# ---------------------------------------------------------------------- corrupt rows
+
+
+async def test_row_that_does_not_validate_names_table_and_id(
+    repo: SQLiteRepository[Task], tmp_path: Path
+) -> None:
+    await repo.save_many([Task(id="good", name="ok"), Task(id="bad", name="ok")])
+    conn = raw(tmp_path / "s.db")
+    conn.execute("""UPDATE task SET doc = '{"id": "bad", "name": 5}' WHERE id = 'bad'""")
+    conn.close()
+    with pytest.raises(CorruptEntityError, match=r"s\.db table 'task' id 'bad'.*name"):
+        await repo.find_by_id("bad")
+    with pytest.raises(CorruptEntityError, match="'bad'"):
+        await repo.find_all()
+    with pytest.warns(CorruptEntityWarning, match="'bad'"):
+        assert [t.id for t in await repo.find_all(on_corrupt="warn")] == ["good"]
+
+
+async def test_unparsable_json_is_refused_on_write(
+    repo: SQLiteRepository[Task], tmp_path: Path
+) -> None:
+    await repo.save(Task(id="t", name="n"))
+    conn = raw(tmp_path / "s.db")
+    with pytest.raises(sqlite3.DatabaseError):
+        conn.execute("UPDATE task SET doc = '{\"id\": \"t\", ' WHERE id = 't'")
+    conn.close()
+    assert (await repo.get("t")).name == "n"
+
+
+async def test_unparsable_json_written_around_the_check_is_reported(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    async with SQLiteRepository(Note, path) as notes:
+        await notes.save_many([Note(id="a", text="x"), Note(id="b", text="y")])
+        conn = raw(path)
+        conn.execute("PRAGMA ignore_check_constraints = ON")
+        conn.execute("""UPDATE note SET doc = '{"id": "b", "te' WHERE id = 'b'""")
+        conn.close()
+        with pytest.raises(CorruptEntityError, match=r"table 'note' id 'b'.*not valid JSON"):
+            await notes.find_all({"text": "x"})
+        with pytest.raises(CorruptEntityError, match="'b'"):
+            await notes.count({"text": "x"})
+        with pytest.warns(CorruptEntityWarning, match="'b'"):
+            found = await notes.find_all({"text": {"$ne": "zzz"}}, on_corrupt="warn")
+        assert [n.id for n in found] == ["a"]
+        with pytest.raises(CorruptEntityError, match="'b'"):
+            await notes.find_by_id("b")
+
+
+# ---------------------------------------------------------------------- threads and loops
+
+
+async def test_close_leaves_no_thread_or_open_file(tmp_path: Path) -> None:
+    me = psutil.Process()
+    threads = set(threading.enumerate())
+    path = tmp_path / "s.db"
+    repo = SQLiteRepository(Task, path)
+    await repo.save(Task(id="t", name="n"))
+    assert await repo.find_by_id("t") is not None
+    assert await asyncio.to_thread(repo.sync.count) == 1  # a reader on another thread too
+    assert any(f.path.startswith(str(path)) for f in me.open_files())
+    await repo.close()
+    await repo.close()
+    assert not any(f.path.startswith(str(path)) for f in me.open_files())
+    assert set(threading.enumerate()) - threads <= {
+        t for t in threading.enumerate() if t.name.startswith(("asyncio_", "symphony_nb-loop"))
+    }
+    assert not [t for t in threading.enumerate() if t.name.startswith("symphony_nb-sqlite")]
+    # A closed repository opens again on its next use.
+    assert await repo.count() == 1
+    await repo.close()
+
+
+async def test_await_and_sync_facade_alternate_on_one_repository(
+    repo: SQLiteRepository[Task],
+) -> None:
+    for i in range(3):
+        await repo.save(Task(id=f"a{i}", name="async"))
+        repo.sync.save(Task(id=f"s{i}", name="sync"))
+        assert (await repo.get(f"s{i}")).name == "sync"
+        assert repo.sync.get(f"a{i}").name == "async"
+        assert repo.sync.count() == await repo.count() == 2 * (i + 1)
+    other = await asyncio.to_thread(lambda: asyncio.run(repo.find_all({"name": "sync"})))
+    assert [t.id for t in other] == ["s0", "s1", "s2"]
+
+
+async def test_reads_on_many_threads_during_writes(repo: SQLiteRepository[Task]) -> None:
+    await repo.save(Task(id="c", name="0"))
+
+    def reader() -> int:
+        seen = 0
+        for _ in range(200):
+            task = repo.sync.get("c")
+            assert int(task.name) >= seen  # never goes back in time
+            seen = int(task.name)
+        return seen
+
+    readers = [asyncio.to_thread(reader) for _ in range(3)]
+
+    async def writer() -> None:
+        task = await repo.get("c")
+        for i in range(1, 100):
+            task.name = str(i)
+            await repo.save(task)
+
+    await asyncio.gather(writer(), *readers)
+    assert (await repo.get("c")).name == "99"
+
+
+def test_program_that_never_closes_exits_promptly(tmp_path: Path) -> None:
+    script = textwrap.dedent(
+        f"""
+        import asyncio, sys, time
+        from symphony_nb import SQLiteRepository, Task
+        repo = SQLiteRepository(Task, {str(tmp_path / "s.db")!r})
+        async def main():
+            await repo.save(Task(id="t", name="n"))
+            assert await repo.find_by_id("t")
+        asyncio.run(main())
+        repo.sync.save(Task(id="u", name="n"))
+        assert repo.sync.count() == 2
+        print(time.monotonic(), flush=True)
+        """
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
+    )
+    ended = time.monotonic()
+    assert proc.returncode == 0, proc.stderr
+    assert ended - float(proc.stdout.strip()) < 1.0
+
+
+def _increment(path: str, times: int) -> int:
+    repo = SQLiteRepository(Task, path).sync
+    conflicts = 0
+    for _ in range(times):
+        while True:
+            task = repo.get("counter")
+            task.input_data["n"] += 1
+            try:
+                repo.save(task)
+                break
+            except ConflictError:
+                conflicts += 1
+    repo.close()
+    return conflicts
+
+
+def test_four_processes_increment_one_counter(tmp_path: Path) -> None:
+    path = str(tmp_path / "s.db")
+    seed = SQLiteRepository(Task, path).sync
+    seed.save(Task(id="counter", name="c", input_data={"n": 0}))
+    seed.close()
+    with multiprocessing.get_context("spawn").Pool(4) as pool:
+        conflicts = pool.starmap(_increment, [(path, 200)] * 4)
+    final = SQLiteRepository(Task, path).sync
+    task = final.get("counter")
+    final.close()
+    assert task.input_data["n"] == 800
+    assert task.version == 801
+    print(f"conflicts retried: {sum(conflicts)}")
+
+
+# ---------------------------------------------------------------------- URLs and memory
+
+
+async def test_urls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    relative = open_repository(Task, "sqlite:///data/rel.db")
+    absolute = open_repository(Task, f"sqlite:///{tmp_path / 'abs.db'}")
+    memory = open_repository(Task, "sqlite://:memory:")
+    for repo in (relative, absolute, memory):
+        assert isinstance(repo, SQLiteRepository)
+        await repo.save(Task(id="t", name="n", status=TaskStatus.RUNNING))
+        assert [t.id for t in await repo.find_all({"status": "running"})] == ["t"]
+        await repo.close()
+    assert (tmp_path / "data" / "rel.db").is_file() and (tmp_path / "abs.db").is_file()
+    with pytest.raises(StorageError, match="names no file"):
+        open_repository(Task, "sqlite://host.db")
+
+
+async def test_memory_database_lives_until_close() -> None:
+    repo = SQLiteRepository(Task, ":memory:")
+    await repo.save(Task(id="t", name="n"))
+    assert repo.sync.get("t").name == "n"
+    await repo.close()
+    assert await repo.count() == 0
+    await repo.close()
+
+
+async def test_failed_batch_writes_nothing(repo: SQLiteRepository[Task]) -> None:
+    first = Task(id="a", name="1")
+    await repo.save(first)
+    stale = first.model_copy(update={"version": 0})
+    with pytest.raises(ConflictError):
+        await repo.save_many([Task(id="new", name="x"), stale])
+    assert await repo.find_by_id("new") is None
+    assert (await repo.get("a")).version == 1
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
+async def test_forked_child_opens_its_own_connections(repo: SQLiteRepository[Task]) -> None:
+    await repo.save(Task(id="t", name="parent"))
+    assert await repo.find_by_id("t") is not None
+    pid = os.fork()
+    if pid == 0:  # child: use the inherited object; exit without running pytest's teardown
+        code = 1
+        try:
+            task = repo.sync.get("t")
+            task.name = "child"
+            repo.sync.save(task)
+            code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert (await repo.get("t")).name == "child"
