@@ -42,6 +42,8 @@ M = TypeVar("M", bound=BaseModel)
 
 _DATETIMES: tuple[Any, ...] = (datetime, AwareDatetime, NaiveDatetime, PastDatetime, FutureDatetime)
 _SKIP_ON_COMPARE = ("version", "updated_at")
+_ID_CHUNK = 500
+_SCAN_ABOVE = 5000
 
 
 @dataclass(frozen=True)
@@ -188,7 +190,8 @@ async def repository_to_dataframe(
     an older schema, is validated to fill in its defaults).
     """
     query = repo._query(filter_criteria, order_by, limit, 0, columns)
-    rows = await repo._select(query)
+    with _gc_paused():  # the collector's passes over the fetched rows cost more than the fetch
+        rows = await repo._select(query)
     wanted = query.columns or tuple(model_columns(repo.model))
     ids, docs = await _parse_rows(repo, rows, frozenset(wanted))
     with _gc_paused():
@@ -265,6 +268,17 @@ def _unflatten(row: dict[str, Any], specs: Mapping[str, Column]) -> dict[str, An
     return out
 
 
+def _cells(series: pd.Series[Any]) -> list[Any]:
+    """A column's values as plain Python objects, converted a column at a time."""
+    dtype = series.dtype
+    if isinstance(dtype, pd.DatetimeTZDtype) or pd.api.types.is_datetime64_dtype(dtype):
+        return [None if value is pd.NaT else value.to_pydatetime() for value in series]
+    if not pd.api.types.is_object_dtype(dtype):
+        plain = series.astype(object)
+        return plain.where(series.notna(), None).tolist()
+    return [_python(value) for value in series]
+
+
 def frame_records(df: pd.DataFrame) -> list[tuple[str, dict[str, Any]]]:
     """``(id, field values)`` of each row of ``df``, converted to plain Python values."""
     if "id" in df.columns:
@@ -274,11 +288,15 @@ def frame_records(df: pd.DataFrame) -> list[tuple[str, dict[str, Any]]]:
         ids = [str(value) for value in df.index]
         body = df
     names = [str(name) for name in body.columns]
-    records = []
-    for entity_id, values in zip(ids, body.itertuples(index=False, name=None), strict=True):
-        row = {name: _python(value) for name, value in zip(names, values, strict=True)}
-        records.append((entity_id, row))
-    return records
+    columns = [_cells(body.iloc[:, position]) for position in range(len(names))]
+    return (
+        [
+            (entity_id, dict(zip(names, values, strict=True)))
+            for entity_id, values in zip(ids, zip(*columns, strict=True), strict=True)
+        ]
+        if columns
+        else [(entity_id, {}) for entity_id in ids]
+    )
 
 
 def _validate(model: type[M], records: Sequence[tuple[str, dict[str, Any]]]) -> list[M]:
@@ -315,9 +333,23 @@ async def save_dataframe(repo: Repository[M], df: pd.DataFrame) -> list[str]:
     place, as :meth:`Repository.save` updates the object it is given, so the frame can be
     edited and saved again.
     """
-    records = frame_records(df)
+    with _gc_paused():
+        records = frame_records(df)
     stored = await _stored_documents(repo, [entity_id for entity_id, _ in records])
-    specs = model_columns(repo.model)
+    with _gc_paused():
+        changed = _changed_entities(repo.model, df, records, stored)
+    ids = await repo.save_many(changed)
+    _update_frame(df, changed)
+    return ids
+
+
+def _changed_entities(
+    model: type[M],
+    df: pd.DataFrame,
+    records: Sequence[tuple[str, dict[str, Any]]],
+    stored: Mapping[str, Any],
+) -> list[M]:
+    specs = model_columns(model)
     present = {name.partition(".")[0] for name in df.columns} | {"id"}
     missing = [key for key in specs if key not in present]
     merged = []
@@ -326,38 +358,46 @@ async def save_dataframe(repo: Repository[M], df: pd.DataFrame) -> list[str]:
         if old is not None and missing:
             row = {**{key: old.get(key) for key in missing}, **row}
         merged.append((entity_id, row))
-    entities = _validate(repo.model, merged)
-    changed = [
+    entities = _validate(model, merged)
+    return [
         entity
         for (entity_id, _), entity in zip(merged, entities, strict=True)
         if _differs(entity.model_dump(mode="json", by_alias=True), stored.get(entity_id))
     ]
-    ids = await repo.save_many(changed)
-    _update_frame(df, changed)
-    return ids
 
 
 async def _stored_documents(repo: Repository[Any], ids: Sequence[str]) -> dict[str, Any]:
-    if not ids:
-        return {}
-    query = Query(conditions=repo._query({"id": {"$in": list(dict.fromkeys(ids))}}).conditions)
-    rows = await repo._select(query)
+    unique = list(dict.fromkeys(ids))
+    rows: list[tuple[str, Any]] = []
+    if len(unique) > _SCAN_ABOVE:
+        # One scan beats thousands of id lookups (and stays under SQL parameter limits).
+        wanted = set(unique)
+        rows = [row for row in await repo._select(Query()) if row[0] in wanted]
+    else:
+        for start in range(0, len(unique), _ID_CHUNK):
+            chunk = unique[start : start + _ID_CHUNK]
+            query = Query(conditions=repo._query({"id": {"$in": chunk}}).conditions)
+            rows.extend(await repo._select(query))
     found: dict[str, Any] = {}
-    for entity_id, data in rows:
-        if isinstance(data, CorruptEntityError):
-            continue  # replaced by the validated row
-        try:
-            found[entity_id] = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            continue
+    with _gc_paused():
+        for entity_id, data in rows:
+            if isinstance(data, CorruptEntityError):
+                continue  # replaced by the validated row
+            try:
+                found[entity_id] = orjson.loads(data)
+            except orjson.JSONDecodeError:
+                continue
     return found
 
 
 def _differs(new: Mapping[str, Any], old: Mapping[str, Any] | None) -> bool:
     if old is None:
         return True
-    keys = (set(new) | set(old)) - set(_SKIP_ON_COMPARE)
-    return any(new.get(key) != old.get(key) for key in keys)
+    new, old = dict(new), dict(old)
+    for key in _SKIP_ON_COMPARE:
+        new.pop(key, None)
+        old.pop(key, None)
+    return new != old
 
 
 def _update_frame(df: pd.DataFrame, written: Sequence[BaseModel]) -> None:
