@@ -251,3 +251,44 @@ def test_sync_face_returns_frames() -> None:
     df.loc["s1", "name"] = "edited"
     assert repo.sync.save_dataframe(df) == ["s1"]
     assert repo.sync.get("s1").name == "edited"
+
+
+# --------------------------------------------------------------------------- charts
+
+
+def test_chart_counts_match_the_tasks() -> None:
+    pytest.importorskip("matplotlib")
+    from symphony_nb.charts import status_by_priority, status_over_time, task_summary
+
+    tasks = _tasks()
+    df = to_dataframe(tasks)
+    by_priority = status_by_priority(df)
+    assert list(by_priority.index) == [p.value for p in TaskPriority]
+    assert by_priority.loc["low", "pending"] == 2
+    assert int(by_priority.to_numpy().sum()) == len(tasks)
+    over_time = status_over_time(df, "D")
+    assert list(over_time.columns) == [s.value for s in TaskStatus]
+    assert int(over_time.to_numpy().sum()) == len(tasks)
+
+    fig = task_summary(tasks)
+    time_ax, priority_ax = fig.axes[:2]
+    assert "status" in time_ax.get_title()
+    heights = sum(patch.get_height() for patch in priority_ax.patches)
+    assert heights == len(tasks)
+    assert [t.get_text() for t in priority_ax.get_xticklabels()] == [p.value for p in TaskPriority]
+
+
+def test_chart_of_a_repository_and_of_nothing() -> None:
+    pytest.importorskip("matplotlib")
+    from symphony_nb import InMemoryRepository
+    from symphony_nb.charts import task_summary
+
+    repo = InMemoryRepository(Task)
+    empty = task_summary(repo, view="priority")
+    assert len(empty.axes) == 1
+    assert any(text.get_text() == "no tasks" for text in empty.axes[0].texts)
+    repo.sync.save_many(_tasks())
+    fig = task_summary(repo, view="time")
+    assert sum(patch.get_height() for patch in fig.axes[0].patches) == 6
+    with pytest.raises(ValueError, match="view"):
+        task_summary(repo, view="pie")  # type: ignore[arg-type]
