@@ -20,7 +20,7 @@ _LAZY = {
     "postgresql": "symphony_nb.backends.postgres",
     "postgres": "symphony_nb.backends.postgres",
 }
-DEFAULT_URL = "file://./symphony_data"
+DEFAULT_URL = "sqlite:///./symphony_data/symphony.db"
 URL_ENV = "SYMPHONY_NB_URL"
 
 

@@ -23,6 +23,7 @@ from symphony_nb import (
     CorruptEntityError,
     CorruptEntityWarning,
     FilterError,
+    ServiceRegistry,
     SQLiteRepository,
     StorageError,
     Task,
@@ -394,3 +395,20 @@ async def test_forked_child_opens_its_own_connections(repo: SQLiteRepository[Tas
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
     assert (await repo.get("t")).name == "child"
+
+
+async def test_embedded_default_is_a_sqlite_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("SYMPHONY_NB_URL", raising=False)
+    registry = ServiceRegistry.get_instance().configure()
+    tasks, configs = registry.get_repository("task"), registry.get_repository("agent_config")
+    try:
+        assert isinstance(tasks, SQLiteRepository) and isinstance(configs, SQLiteRepository)
+        await tasks.save(Task(id="t", name="n"))
+        await configs.save(AgentConfig(id="a", name="b", instruction_template="x"))
+    finally:
+        await tasks.close()
+        await configs.close()
+    assert (tmp_path / "symphony_data" / "symphony.db").is_file()
