@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -18,6 +18,7 @@ from symphony_nb import (
     InMemoryRepository,
     Repository,
     ServiceRegistry,
+    SQLiteRepository,
     Task,
     TaskPriority,
     TaskStatus,
@@ -28,14 +29,25 @@ from symphony_nb.widgets import AgentConfigForm, ModelForm, RegistryExplorer, Ta
 Make = Callable[[type[Any]], Repository[Any]]
 
 
-@pytest.fixture(params=["memory", "files"])
-def make(request: pytest.FixtureRequest, tmp_path: Path) -> Make:
-    def build(model: type[Any]) -> Repository[Any]:
-        if request.param == "memory":
-            return InMemoryRepository(model)
-        return FileSystemRepository(model, tmp_path / "store")
+@pytest.fixture(params=["memory", "files", "sqlite"])
+def make(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Make]:
+    """Build repositories of the current backend through their sync faces; close them after."""
+    made: list[Repository[Any]] = []
 
-    return build
+    def build(model: type[Any]) -> Repository[Any]:
+        repo: Repository[Any]
+        if request.param == "memory":
+            repo = InMemoryRepository(model)
+        elif request.param == "files":
+            repo = FileSystemRepository(model, tmp_path / "store")
+        else:
+            repo = SQLiteRepository(model, tmp_path / "store.db")
+        made.append(repo)
+        return repo
+
+    yield build
+    for repo in made:
+        repo.sync.close()
 
 
 def hidden(widget: widgets.Widget) -> bool:
