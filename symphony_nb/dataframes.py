@@ -48,33 +48,34 @@ _SCAN_ABOVE = 5000
 
 @dataclass(frozen=True)
 class Column:
-    """How one model field becomes a column: its JSON key, python name and pandas dtype."""
+    """How one model field becomes a column: its JSON key and pandas dtype."""
 
     key: str
-    name: str
     dtype: Any
     categories: tuple[Any, ...] | None = None
     is_dict: bool = False
     optional: bool = False
 
 
-def _column(name: str, key: str, annotation: Any) -> Column:
+def _column(key: str, annotation: Any) -> Column:
     inner, optional = _unwrap(annotation)
     origin = getattr(inner, "__origin__", None) or inner
     if isinstance(origin, type) and issubclass(origin, Enum):
-        return Column(key, name, "category", tuple(member.value for member in origin))
+        return Column(key, "category", tuple(member.value for member in origin))
+    if inner is NaiveDatetime:
+        return Column(key, "datetime64[us]", optional=optional)
     if inner in _DATETIMES:
-        return Column(key, name, "datetime64[us, UTC]", optional=optional)
+        return Column(key, "datetime64[us, UTC]", optional=optional)
     if inner is bool:
-        return Column(key, name, "boolean" if optional else "bool", optional=optional)
+        return Column(key, "boolean" if optional else "bool", optional=optional)
     if inner is int:
-        return Column(key, name, "Int64" if optional else "int64", optional=optional)
+        return Column(key, "Int64" if optional else "int64", optional=optional)
     if inner is float:
-        return Column(key, name, "float64", optional=optional)
+        return Column(key, "float64", optional=optional)
     if inner is str:
-        return Column(key, name, "str", optional=optional)
+        return Column(key, "str", optional=optional)
     is_dict = inner is Any or origin in (dict, Mapping)
-    return Column(key, name, object, is_dict=is_dict, optional=optional)
+    return Column(key, object, is_dict=is_dict, optional=optional)
 
 
 def model_columns(model: type[BaseModel]) -> dict[str, Column]:
@@ -82,7 +83,7 @@ def model_columns(model: type[BaseModel]) -> dict[str, Column]:
     columns: dict[str, Column] = {}
     for name, info in model.model_fields.items():
         key = info.serialization_alias or info.alias or name
-        columns[key] = _column(name, key, info.annotation)
+        columns[key] = _column(key, info.annotation)
     return columns
 
 
@@ -94,6 +95,8 @@ def _series_data(column: Column, values: list[Any]) -> Any:
         return pd.Categorical(values, categories=list(column.categories))
     if column.dtype == "datetime64[us, UTC]":
         return pd.to_datetime(values, utc=True, format="ISO8601").as_unit("us")
+    if column.dtype == "datetime64[us]":
+        return pd.to_datetime(values, format="ISO8601").as_unit("us")
     if column.dtype is object:
         array = np.empty(len(values), dtype=object)
         for index, value in enumerate(values):

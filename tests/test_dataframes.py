@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 import pytest
+from pydantic import BaseModel, NaiveDatetime
 
 from symphony_nb import (
     AgentConfig,
@@ -209,6 +210,37 @@ def test_model_list_helpers_round_trip() -> None:
     back = from_dataframe(Task, df)
     assert [task.model_dump() for task in back] == [task.model_dump() for task in tasks]
     assert type(back[1].started_at) is datetime
+
+
+class Part(BaseModel):
+    label: str
+    size: int
+
+
+class Gadget(BaseModel):
+    id: str
+    enabled: bool = True
+    maybe: bool | None = None
+    count: int | None = None
+    weight: float = 1.0
+    local: NaiveDatetime | None = None
+    kind: Literal["a", "b"] = "a"
+    part: Part | None = None
+
+
+def test_generic_models_keep_their_types() -> None:
+    gadgets = [
+        Gadget(id="g1", count=3, local=datetime(2026, 1, 1, 9, 30), part=Part(label="x", size=2)),
+        Gadget(id="g2", enabled=False, maybe=True, weight=2.5, kind="b"),
+    ]
+    df = to_dataframe(gadgets)
+    assert df["enabled"].dtype == bool
+    assert str(df["maybe"].dtype) == "boolean"
+    assert str(df["count"].dtype) == "Int64"
+    assert str(df["local"].dtype) == "datetime64[us]"
+    assert df.loc["g1", "part"] == {"label": "x", "size": 2}
+    assert pd.isna(df.loc["g2", "count"])
+    assert from_dataframe(Gadget, df) == gadgets
 
 
 def test_empty_model_list_needs_the_model() -> None:
