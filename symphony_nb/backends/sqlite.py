@@ -29,7 +29,9 @@ _INHERITED: list[Session] = []
 
 
 class SQLiteRepository(Repository[T]):
-    """Stores ``model`` in the SQLite file ``path`` (created with its folder if missing).
+    """Stores ``model`` in the SQLite file ``path``, e.g. ``SQLiteRepository(Task, "symphony.db")``.
+
+    The file and its folder are created if missing; a relative path is resolved at once.
 
     Filters, ordering, paging and counts run in SQLite, with the same semantics as every
     other backend. ``status``, ``priority`` and ``created_at`` are indexed when the model
@@ -52,9 +54,12 @@ class SQLiteRepository(Repository[T]):
         timeout: float = 10.0,
     ) -> None:
         super().__init__(model)
-        self.path = os.fspath(path)
-        if not self.path:
+        path = os.fspath(path)
+        if not path:
             raise StorageError("an SQLite path must not be empty (use ':memory:' for memory)")
+        # Resolved now: connections opened later, on other threads, must find the same file
+        # even if the working directory changes.
+        self.path = path if path == MEMORY else os.path.abspath(path)
         self.timeout = timeout
         self.table = model_name(model)
         self._layout = Layout.plan(model, self.table, indexes)
