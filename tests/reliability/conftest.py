@@ -92,6 +92,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     outcomes = item.config.stash[_OUTCOMES]
     if report.failed:
         outcomes[item.nodeid] = "FAILED"
+    elif hasattr(report, "wasxfail"):
+        outcomes[item.nodeid] = f"**known bug** (xfail): {report.wasxfail}"
     elif report.when == "call" or (report.skipped and item.nodeid not in outcomes):
         outcomes[item.nodeid] = report.outcome
 

@@ -174,7 +174,26 @@ async def _stale_dataframe(repo: Repository[Task]) -> None:
         await repo.save_dataframe(second)
 
 
+async def _stale_widget_form(repo: Repository[Task]) -> None:
+    from symphony_nb.widgets import ModelForm
+
+    def both() -> None:
+        stored = repo.sync.get("shared")
+        first, second = ModelForm(repo, stored), ModelForm(repo, stored.model_copy())
+        first.fields["description"].value = "first"
+        second.fields["description"].value = "second"
+        first.save_button.click()
+        second.save_button.click()
+        assert "someone else changed" in second.status.value, second.status.value
+        assert second.reload_button.layout.display != "none"
+        for form in (first, second):
+            form.close()
+
+    await asyncio.to_thread(both)
+
+
 STALE_PATHS = {
+    "widget form": _stale_widget_form,
     "async API": _stale_async,
     "sync facade": _stale_sync,
     "save_dataframe": _stale_dataframe,
