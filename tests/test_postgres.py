@@ -89,6 +89,8 @@ FILTERS: list[dict[str, Any]] = [
     {"input_data.missing": None},
     {"input_data.missing": {"$exists": False}, "output_data": {"$exists": False}},
     {"name": {"$lte": "task 5"}},
+    {"input_data.tag": {"$in": []}},
+    {"input_data.tag": {"$nin": []}, "input_data.n": {"$ne": 3}},
 ]
 
 

@@ -116,8 +116,8 @@ def _equal_any(value: str, text: str, operands: Sequence[Any], params: Params) -
         parts.append(f"{value} = {params.add(jsonb(others[0]), 'jsonb')}")
     elif others:
         parts.append(f"{value} = ANY({params.add([jsonb(o) for o in others], 'jsonb[]')})")
-    if not parts:
-        return "false"
+    if not parts:  # an empty $in; still mention the value so its bound sub-keys are used
+        return f"({value} IS NULL AND false)"
     return parts[0] if len(parts) == 1 else "(" + " OR ".join(parts) + ")"
 
 
