@@ -43,13 +43,25 @@ def make_tasks(n: int) -> list[Task]:
     ]
 
 
-async def timed(fn: Callable[[], Awaitable[Any]], repeat: int) -> float:
-    samples = []
+async def timed(fn: Callable[[], Awaitable[Any]]) -> float:
+    start = time.perf_counter()
+    await fn()
+    return time.perf_counter() - start
+
+
+async def compare(
+    sides: list[Callable[[], Awaitable[Any]]],
+    repeat: int,
+    before: Callable[[], Awaitable[Any]] | None = None,
+) -> list[float]:
+    """Median time of each side; samples are interleaved so load changes hit all sides alike."""
+    samples: list[list[float]] = [[] for _ in sides]
     for _ in range(repeat):
-        start = time.perf_counter()
-        await fn()
-        samples.append(time.perf_counter() - start)
-    return statistics.median(samples)
+        for side, out in zip(sides, samples, strict=True):
+            if before is not None:
+                await before()
+            out.append(await timed(side))
+    return [statistics.median(out) for out in samples]
 
 
 class Raw:
@@ -107,30 +119,18 @@ async def run(n: int, dsn: str, repeat: int) -> list[str]:
         async def truncate() -> None:
             await admin.execute(f'TRUNCATE "{schema}".task, {table}')
 
-        ours_save, raw_save = [], []
-        for _ in range(repeat):
-            await truncate()
-            start = time.perf_counter()
-            await repo.save_many(tasks)
-            ours_save.append(time.perf_counter() - start)
-            start = time.perf_counter()
-            await raw.save_many(tasks)
-            raw_save.append(time.perf_counter() - start)
-        lines.append(
-            row(
-                f"save_many of {n:,} (raw: COPY)",
-                statistics.median(ours_save),
-                statistics.median(raw_save),
-            )
+        ours, base = await compare(
+            [lambda: repo.save_many(tasks), lambda: raw.save_many(tasks)], repeat, truncate
         )
+        lines.append(row(f"save_many of {n:,} (raw: COPY)", ours, base))
+        await truncate()
+        await repo.save_many(tasks)
+        await raw.save_many(tasks)
         await admin.execute(f'ANALYZE "{schema}".task')
         await admin.execute(f"ANALYZE {table}")
 
         status = TaskStatus.RUNNING
         hits = len(await repo.find_all({"status": status}))
-        ours = await timed(lambda: repo.find_all({"status": status}), repeat)
-        base = await timed(lambda: raw.find_status(status.value), repeat)
-        lines.append(row(f"find_all status ({hits:,} rows)", ours, base))
 
         async def raw_gc_paused() -> None:
             gc.disable()
@@ -139,7 +139,15 @@ async def run(n: int, dsn: str, repeat: int) -> list[str]:
             finally:
                 gc.enable()
 
-        base_gc = await timed(raw_gc_paused, repeat)
+        ours, base, base_gc = await compare(
+            [
+                lambda: repo.find_all({"status": status}),
+                lambda: raw.find_status(status.value),
+                raw_gc_paused,
+            ],
+            repeat,
+        )
+        lines.append(row(f"find_all status ({hits:,} rows)", ours, base))
         lines.append(row(f"find_all status ({hits:,} rows), raw with gc paused", ours, base_gc))
 
         ids = random.Random(1).sample([t.id for t in tasks], 2000)
@@ -152,9 +160,8 @@ async def run(n: int, dsn: str, repeat: int) -> list[str]:
             for entity_id in ids:
                 await raw.find_by_id(entity_id)
 
-        ours = await timed(ours_by_id, repeat) / len(ids)
-        base = await timed(raw_by_id, repeat) / len(ids)
-        lines.append(row("find_by_id (per call)", ours, base, "us"))
+        ours, base = await compare([ours_by_id, raw_by_id], repeat)
+        lines.append(row("find_by_id (per call)", ours / len(ids), base / len(ids), "us"))
         return lines
     finally:
         await repo.close()
@@ -167,7 +174,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=100_000)
     parser.add_argument("--dsn", default=DEFAULT_DSN)
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args()
     lines = asyncio.run(run(args.n, args.dsn, args.repeat))
     print(f"PostgreSQL, N = {args.n:,} Tasks, median of {args.repeat} runs\n")

@@ -48,12 +48,19 @@ class LoopPools:
         self._lock = threading.Lock()
         self._entries: dict[asyncio.AbstractEventLoop, _Entry] = {}
 
+    def ready(self) -> Any:
+        """The running loop's pool if it is made already, else None (no await needed)."""
+        entry = self._entries.get(asyncio.get_running_loop())
+        if entry is not None and entry.guard is not None:
+            return entry.creating.result()
+        return None
+
     async def get(self) -> Any:
         """The pool of the running loop, made on first use."""
+        pool = self.ready()
+        if pool is not None:
+            return pool
         loop = asyncio.get_running_loop()
-        entry = self._entries.get(loop)
-        if entry is not None and entry.creating.done() and entry.guard is not None:
-            return entry.creating.result()
         with self._lock:
             self._drop_closed_loops()
             entry = self._entries.get(loop)

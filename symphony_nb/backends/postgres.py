@@ -94,6 +94,7 @@ class PostgresRepository(Repository[T]):
             raise ValueError(f"pool_size must be an int >= 1, got {pool_size!r}")
         self._pool_size = pool_size
         self._qualified = f"{quote_ident(self.schema)}.{quote_ident(self.table)}"
+        self._get_sql = f"SELECT doc FROM {self._qualified} WHERE id = $1"
         self._indexes = self._index_expressions(indexes)
         self._ready = False
         self._pools = LoopPools(self._new_pool)
@@ -154,9 +155,16 @@ class PostgresRepository(Repository[T]):
 
     # ------------------------------------------------------------------ hooks
 
+    async def _run(self, doing: str, method: str, sql: str, *args: Any) -> Any:
+        """One statement on a pooled connection (``method``: fetch, fetchval or execute)."""
+        pool = self._pools.ready() or await self._pools.get()
+        try:
+            return await getattr(pool, method)(sql, *args)
+        except self._errors as exc:
+            raise self._failure(exc, doing) from exc
+
     async def _get(self, entity_id: str) -> str | None:
-        async with self._connection("reading") as conn:
-            doc = await conn.fetchval(f"SELECT doc FROM {self._qualified} WHERE id = $1", entity_id)
+        doc = await self._run("reading", "fetchval", self._get_sql, entity_id)
         return cast("str | None", doc)
 
     async def _write(self, records: Sequence[Record], *, create: bool) -> list[bool]:
@@ -251,20 +259,17 @@ class PostgresRepository(Repository[T]):
         return present
 
     async def _remove(self, entity_id: str) -> bool:
-        async with self._connection("deleting") as conn:
-            status = await conn.execute(f"DELETE FROM {self._qualified} WHERE id = $1", entity_id)
-        return cast(str, status) == "DELETE 1"
+        sql = f"DELETE FROM {self._qualified} WHERE id = $1"
+        return cast(str, await self._run("deleting", "execute", sql, entity_id)) == "DELETE 1"
 
     async def _select(self, query: Query) -> list[tuple[str, Data]]:
         sql, params = select_sql(self.model, self._qualified, query)
-        async with self._connection("querying") as conn:
-            rows = await conn.fetch(sql, *params)
+        rows = await self._run("querying", "fetch", sql, *params)
         return [(row[0], row[1]) for row in rows]
 
     async def _count(self, conditions: tuple[Condition, ...]) -> int:
         sql, params = count_sql(self.model, self._qualified, conditions)
-        async with self._connection("counting") as conn:
-            return cast(int, await conn.fetchval(sql, *params))
+        return cast(int, await self._run("counting", "fetchval", sql, *params))
 
     async def _close(self) -> None:
         await self._pools.close()
