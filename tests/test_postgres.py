@@ -7,6 +7,7 @@ is used directly, each test in its own schema (dropped afterwards).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -33,6 +34,13 @@ from tests import pg
 
 pytestmark = pytest.mark.postgres
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _no_stale_schemas() -> None:
+    """Drop schemas left behind by killed test runs (their process is gone)."""
+    with contextlib.suppress(pg.ServerUnavailable):
+        asyncio.run(pg.drop_stale_schemas())
 
 
 @pytest.fixture
