@@ -56,6 +56,11 @@ class Column:
     is_dict: bool = False
     optional: bool = False
 
+    @property
+    def category_dtype(self) -> pd.CategoricalDtype:
+        """The categorical dtype of an enum column: every member, in declaration order."""
+        return pd.CategoricalDtype(list(self.categories or ()))
+
 
 def _column(key: str, annotation: Any) -> Column:
     inner, optional = _unwrap(annotation)
@@ -90,9 +95,12 @@ def model_columns(model: type[BaseModel]) -> dict[str, Column]:
 # --------------------------------------------------------------------------- documents -> frame
 
 
-def _series_data(column: Column, values: list[Any]) -> Any:
+def _series_data(column: Column, values: Sequence[Any]) -> Any:
     if column.categories is not None:
-        return pd.Categorical(values, categories=list(column.categories))
+        codes = {value: code for code, value in enumerate(column.categories)}
+        return pd.Categorical.from_codes(
+            [codes.get(value, -1) for value in values], dtype=column.category_dtype
+        )
     if column.dtype == "datetime64[us, UTC]":
         return pd.to_datetime(values, utc=True, format="ISO8601").as_unit("us")
     if column.dtype == "datetime64[us]":
@@ -113,7 +121,7 @@ def _flatten(prefix: str, value: Any, out: dict[str, Any]) -> None:
         out[prefix] = value
 
 
-def _flat_columns(key: str, values: list[Any]) -> dict[str, Any]:
+def _flat_columns(key: str, values: Sequence[Any]) -> dict[str, Any]:
     rows: list[dict[str, Any]] = []
     names: dict[str, None] = {}
     for value in values:
@@ -126,7 +134,7 @@ def _flat_columns(key: str, values: list[Any]) -> dict[str, Any]:
     return {name: pd.Series([row.get(name) for row in rows]).array for name in names}
 
 
-def _transpose(docs: Sequence[Mapping[str, Any]], keys: Sequence[str]) -> list[list[Any]]:
+def _transpose(docs: Sequence[Mapping[str, Any]], keys: Sequence[str]) -> list[Sequence[Any]]:
     if not keys:
         return []
     if not docs:
@@ -137,7 +145,7 @@ def _transpose(docs: Sequence[Mapping[str, Any]], keys: Sequence[str]) -> list[l
         return [[doc.get(key) for doc in docs] for key in keys]
     if len(keys) == 1:
         return [rows]
-    return [list(column) for column in zip(*rows, strict=True)]
+    return list(zip(*rows, strict=True))
 
 
 def documents_frame(
