@@ -412,3 +412,22 @@ async def test_embedded_default_is_a_sqlite_file(
         await tasks.close()
         await configs.close()
     assert (tmp_path / "symphony_data" / "symphony.db").is_file()
+
+
+async def test_close_from_another_thread_while_reading(repo: SQLiteRepository[Task]) -> None:
+    await repo.save(Task(id="t", name="n"))
+    stop = threading.Event()
+
+    def read() -> int:
+        done = 0
+        while not stop.is_set():
+            assert repo.sync.get("t").name == "n"
+            done += 1
+        return done
+
+    reading = asyncio.ensure_future(asyncio.to_thread(read))
+    for _ in range(20):
+        await repo.close()
+        assert (await repo.get("t")).name == "n"
+    stop.set()
+    assert await reading > 0

@@ -86,33 +86,45 @@ def immediate(conn: sqlite3.Connection) -> Iterator[None]:
         raise
 
 
+class WorkerClosed(Exception):
+    """The worker was stopped before the call was submitted (its repository was closed)."""
+
+
 class Worker:
     """A daemon thread that runs submitted calls one after another."""
 
     def __init__(self, name: str) -> None:
         self._jobs: queue.SimpleQueue[tuple[concurrent.futures.Future[Any], Callable[[], Any]]]
         self._jobs = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._stopping = False
         self.thread = threading.Thread(target=self._run, name=name, daemon=True)
         self.thread.start()
 
-    def submit(self, fn: Callable[[], R]) -> concurrent.futures.Future[R]:
-        """Run ``fn()`` in the worker thread; its future carries the result or error."""
+    def submit(self, fn: Callable[[], R], *, last: bool = False) -> concurrent.futures.Future[R]:
+        """Run ``fn()`` in the worker thread; its future carries the result or error.
+
+        ``last=True`` ends the thread after ``fn``; later submissions raise WorkerClosed.
+        """
         future: concurrent.futures.Future[R] = concurrent.futures.Future()
-        self._jobs.put((future, fn))
+        with self._lock:
+            if self._stopping:
+                raise WorkerClosed
+            self._stopping = last
+            self._jobs.put((future, fn))
         return future
 
     def _run(self) -> None:
         while True:
             future, fn = self._jobs.get()
-            if not future.set_running_or_notify_cancel():
-                continue
-            try:
-                future.set_result(fn())
-            except StopIteration:
-                future.set_result(None)
-                return
-            except BaseException as exc:
-                future.set_exception(exc)
+            if future.set_running_or_notify_cancel():
+                try:
+                    future.set_result(fn())
+                except BaseException as exc:
+                    future.set_exception(exc)
+            with self._lock:
+                if self._stopping and self._jobs.empty():
+                    return
 
 
 class Session:
@@ -136,15 +148,17 @@ class Session:
             self._writer = connect(self.path, self.timeout, reader=False)
         return self._writer
 
-    def reader(self) -> tuple[sqlite3.Connection, threading.Lock]:
-        """The calling thread's read connection and its lock."""
+    def reader(self) -> tuple[sqlite3.Connection, threading.Lock] | None:
+        """The calling thread's read connection and its lock; None once closed."""
+        if self._closed:
+            return None
         entry: tuple[sqlite3.Connection, threading.Lock] | None = getattr(
             self._local, "entry", None
         )
         if entry is None:
             with self._lock:
                 if self._closed:
-                    raise sqlite3.ProgrammingError("the repository was closed")
+                    return None
                 entry = (connect(self.path, self.timeout, reader=True), threading.Lock())
                 self._readers.append(entry)
             self._local.entry = entry
@@ -154,20 +168,16 @@ class Session:
         if self._writer is not None:
             self._writer.close()
             self._writer = None
-        raise StopIteration
 
-    def _close_readers(self) -> None:
+    def close(self) -> concurrent.futures.Future[None]:
+        """Close every connection and end the worker; the future is done when it has."""
         with self._lock:
             self._closed = True
             readers, self._readers = self._readers, []
         for conn, lock in readers:
             with lock:
                 conn.close()
-
-    def close(self) -> concurrent.futures.Future[None]:
-        """Close every connection and end the worker; the future is done when it has."""
-        self._close_readers()
-        return self.worker.submit(self._close_writer)
+        return self.worker.submit(self._close_writer, last=True)
 
     def join(self) -> None:
         """Wait for the worker thread to end (after :meth:`close`)."""
@@ -175,5 +185,5 @@ class Session:
 
     def abandon(self) -> None:
         """Release what can be released without waiting (for an unreferenced repository)."""
-        with suppress(Exception):
+        with suppress(WorkerClosed):
             self.close()

@@ -18,7 +18,7 @@ import orjson
 from .._errors import ConflictError, CorruptEntityError, StorageError, SymphonyError
 from .._filters import Condition, Query
 from .._repository import Data, Record, Repository, T, model_name
-from ._sqlite_conn import MEMORY, Session, immediate, translate
+from ._sqlite_conn import MEMORY, Session, WorkerClosed, immediate, translate
 from ._sqlite_schema import IndexSpec, Layout
 from ._sqlite_sql import SqlCompiler, quote
 
@@ -123,7 +123,11 @@ class SQLiteRepository(Repository[T]):
             except sqlite3.Error as exc:
                 raise translate(exc, self.path, self.timeout) from None
 
-        return await asyncio.wrap_future(session.worker.submit(job))
+        try:
+            future = session.worker.submit(job)
+        except WorkerClosed:  # closed by another thread meanwhile: open afresh
+            return await self._run(fn, *args)
+        return await asyncio.wrap_future(future)
 
     async def _close(self) -> None:
         with self._guard:
@@ -138,15 +142,19 @@ class SQLiteRepository(Repository[T]):
 
     async def _get(self, entity_id: str) -> str | None:
         session = self._current()
-        if not (session.ready and session.direct_reads):
-            return await self._run(self._get_sync, entity_id)
-        try:
-            conn, lock = session.reader()
-            with lock:
-                rows = conn.execute(self._get_sql, (entity_id,)).fetchall()
-        except sqlite3.Error as exc:
-            raise translate(exc, self.path, self.timeout) from None
-        return rows[0][0] if rows else None
+        if session.ready and session.direct_reads:
+            try:
+                reader = session.reader()
+                if reader is not None:
+                    conn, lock = reader
+                    with lock:
+                        rows = conn.execute(self._get_sql, (entity_id,)).fetchall()
+                    return rows[0][0] if rows else None
+            except sqlite3.ProgrammingError:
+                pass  # closed by another thread meanwhile: the worker path reopens
+            except sqlite3.Error as exc:
+                raise translate(exc, self.path, self.timeout) from None
+        return await self._run(self._get_sync, entity_id)
 
     def _get_sync(self, conn: sqlite3.Connection, entity_id: str) -> str | None:
         rows = conn.execute(self._get_sql, (entity_id,)).fetchall()
