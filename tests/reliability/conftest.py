@@ -106,12 +106,35 @@ def _report_path(config: pytest.Config) -> str | None:
     return path or os.environ.get(REPORT_ENV) or None
 
 
+# Report order: what can lose data first, then what can leak or mislead.
+_ORDER = [
+    "test_crash", "test_io_faults", "test_concurrency", "test_hostile_ids", "test_file_safety",
+    "test_filter_fuzz", "test_corrupt", "test_no_code_from_data", "test_hygiene",
+]  # fmt: skip
+
+
+def _rank(row: Row) -> int:
+    module = row.nodeid.split("::")[0].rsplit("/", 1)[-1].removesuffix(".py")
+    return _ORDER.index(module) if module in _ORDER else len(_ORDER)
+
+
 def _rows(config: pytest.Config) -> list[Row]:
     outcomes = config.stash.get(_OUTCOMES, {})
-    rows = list(config.stash.get(_ROWS, []))
+    rows = sorted(config.stash.get(_ROWS, []), key=_rank)
     for row in rows:
         row.outcome = outcomes.get(row.nodeid, "?")
     return rows
+
+
+def _summary(rows: list[Row]) -> str:
+    failed = sum(row.outcome == "FAILED" for row in rows)
+    known = sum(row.outcome.startswith("**known bug**") for row in rows)
+    return (
+        f"**{sum(r.lost for r in rows)} of {sum(r.acknowledged for r in rows)} acknowledged "
+        f"writes lost** across {sum(r.kills for r in rows)} SIGKILLs and "
+        f"{sum(r.faults for r in rows)} injected faults or hostile inputs; "
+        f"{len(rows)} checks, {failed} failed, {known} known bugs (strict xfail, listed below)."
+    )
 
 
 def _rerun(nodeid: str) -> str:
@@ -166,7 +189,22 @@ def markdown(rows: list[Row], seconds: float) -> str:
         "*Writes acknowledged*: writes whose success was reported to the caller; "
         "*Writes lost*: those not found afterwards at their version or later (must be 0).",
         "",
+        _summary(rows),
+        "",
         *table(rows),
+        "",
+        "## Known bugs",
+        "",
+        *(
+            sorted(
+                {
+                    f"- {r.check} on {r.backend}: {r.outcome.split(': ', 1)[1]}"
+                    for r in rows
+                    if r.outcome.startswith("**known bug**")
+                }
+            )
+            or ["- none"]
+        ),
         "",
         "## Rerun",
         "",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import random
 import signal
+import sqlite3
 import time
 from pathlib import Path
 
@@ -47,6 +48,12 @@ def _temp_files(url: str) -> list[str]:
 
 async def _check_store(url: str, acked: dict[str, int], run: int, *, folder: bool) -> int:
     """Reopen the store; assert it is sound and writable; return the acknowledged writes lost."""
+    if url.startswith("sqlite:///"):
+        conn = sqlite3.connect(url.removeprefix("sqlite:///"))
+        try:
+            assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+        finally:
+            conn.close()
     async with open_repository(Task, url) as repo:
         stored = {task.id: task for task in await repo.find_all()}  # every entity validates
         assert set(stored) <= set(POOL), f"unexpected entities: {set(stored) - set(POOL)}"
@@ -92,6 +99,8 @@ async def _crash_runs(backend: str, url: str, figures: Figures) -> None:
             temps_left += len(_temp_files(url))
         lost += await _check_store(url, acked, run, folder=backend == "files")
     detail = f"{len(acked)} entities; every reopen validated all of them and accepted writes"
+    if backend == "sqlite":
+        detail += "; PRAGMA integrity_check ok after every kill"
     if backend == "files":
         detail += f"; temp files left by kills: {temps_left}, all removed on reopen"
     figures.record(
