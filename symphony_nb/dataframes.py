@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import Enum
 from operator import itemgetter
@@ -55,6 +55,7 @@ class Column:
     categories: tuple[Any, ...] | None = None
     is_dict: bool = False
     optional: bool = False
+    has_default: bool = False
 
     @property
     def category_dtype(self) -> pd.CategoricalDtype:
@@ -66,7 +67,7 @@ def _column(key: str, annotation: Any) -> Column:
     inner, optional = _unwrap(annotation)
     origin = getattr(inner, "__origin__", None) or inner
     if isinstance(origin, type) and issubclass(origin, Enum):
-        return Column(key, "category", tuple(member.value for member in origin))
+        return Column(key, "category", tuple(m.value for m in origin), optional=optional)
     if inner is NaiveDatetime:
         return Column(key, "datetime64[us]", optional=optional)
     if inner in _DATETIMES:
@@ -88,7 +89,8 @@ def model_columns(model: type[BaseModel]) -> dict[str, Column]:
     columns: dict[str, Column] = {}
     for name, info in model.model_fields.items():
         key = info.serialization_alias or info.alias or name
-        columns[key] = _column(key, info.annotation)
+        column = _column(key, info.annotation)
+        columns[key] = replace(column, has_default=not info.is_required())
     return columns
 
 
@@ -314,8 +316,15 @@ def _validate(model: type[M], records: Sequence[tuple[str, dict[str, Any]]]) -> 
     specs = model_columns(model)
     entities: list[M] = []
     problems: dict[str, list[tuple[str, str]]] = {}
+    # An empty cell of a field that cannot be None means "the default" (a row added in pandas).
+    defaulted = {key for key, spec in specs.items() if spec.has_default and not spec.optional}
     for entity_id, row in records:
-        data = {**_unflatten(row, specs), "id": entity_id}
+        data = {
+            key: value
+            for key, value in _unflatten(row, specs).items()
+            if value is not None or key not in defaulted
+        }
+        data["id"] = entity_id
         try:
             entities.append(model.model_validate(data))
         except PydanticValidationError as exc:

@@ -191,6 +191,22 @@ async def test_new_rows_are_created(repo: Repository[Task]) -> None:
     assert df.loc["n1", "version"] == 1
 
 
+async def test_row_added_in_pandas_gets_defaults_for_empty_cells(
+    filled: Repository[Task],
+) -> None:
+    df = await filled.to_dataframe()
+    new_row = pd.DataFrame(
+        [{"name": "typed in pandas", "priority": "high"}], index=pd.Index(["added"], name="id")
+    )
+    df = pd.concat([df, new_row])
+    assert pd.isna(df.loc["added", "version"])
+    assert await filled.save_dataframe(df) == ["added"]
+    added = await filled.get("added")
+    assert (added.name, added.priority, added.version) == ("typed in pandas", "high", 1)
+    assert added.tags == [] and added.input_data == {}
+    assert added.status is TaskStatus.PENDING
+
+
 async def test_agent_config_uses_json_keys_as_columns(make_repo: Any) -> None:
     configs: Repository[AgentConfig] = await make_repo(AgentConfig)
     await configs.save(
