@@ -243,3 +243,34 @@ async def test_store_creation_raced_by_processes(
     )
     assert errors == []
     assert stored == sorted(f"racer-{i}" for i in range(RACERS))
+
+
+async def test_opening_a_store_never_disturbs_a_live_writer(
+    tmp_path: Path, figures: Figures
+) -> None:
+    from symphony_nb import FileSystemRepository
+
+    url = str(tmp_path / "store")
+    opens = 300
+    acknowledged = 0
+    with start("_writer", url, "7") as proc:
+        assert proc.stdout is not None
+        # After each acknowledged write the writer starts the next one at once, so the open
+        # that follows tends to land while its temp file exists.
+        while acknowledged < opens and proc.stdout.readline():
+            acknowledged += 1
+            async with FileSystemRepository(Task, url) as repo:  # cleans leftover temp files
+                await repo.find_by_id("e00")
+        alive = proc.poll() is None
+        proc.kill()
+        out, errors = proc.communicate()
+    acknowledged += len(out.splitlines())
+    figures.record(
+        f"race: {opens} stores opened beside a live writer process",
+        "files",
+        opens,
+        acknowledged=acknowledged,
+        detail="opening cleans leftover temp files; the writer's own must survive"
+        + ("" if alive else f"; the writer died: {errors.strip().splitlines()[-1]}"),
+    )
+    assert alive, errors
