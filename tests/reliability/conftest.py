@@ -19,8 +19,6 @@ from typing import Any
 
 import pytest
 
-from tests.backends import BACKENDS
-
 REPORT_ENV = "SYMPHONY_NB_RELIABILITY_REPORT"
 ROOT = Path(__file__).resolve().parents[2]
 _ROWS = pytest.StashKey[list["Row"]]()
@@ -79,12 +77,6 @@ def figures(request: pytest.FixtureRequest) -> Iterator[Figures]:
     request.config.stash[_ROWS].extend(recorder.rows)
 
 
-@pytest.fixture(params=sorted(BACKENDS))
-def any_backend(request: pytest.FixtureRequest) -> str:
-    """The name of each backend in ``tests.backends.BACKENDS``."""
-    return str(request.param)
-
-
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
     outcome = yield
@@ -133,7 +125,7 @@ def _summary(rows: list[Row]) -> str:
         f"**{sum(r.lost for r in rows)} of {sum(r.acknowledged for r in rows)} acknowledged "
         f"writes lost** across {sum(r.kills for r in rows)} SIGKILLs and "
         f"{sum(r.faults for r in rows)} injected faults or hostile inputs; "
-        f"{len(rows)} checks, {failed} failed, {known} known bugs (strict xfail, listed below)."
+        f"{len(rows)} checks, {failed} failed, {known} known bugs (strict xfail)."
     )
 
 
@@ -222,10 +214,12 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     rows = _rows(config)
     if not rows:
         return
-    terminalreporter.section("reliability figures")
-    for line in table(rows):
-        terminalreporter.write_line(line)
     path = _report_path(config)
+    terminalreporter.section("reliability figures")
+    terminalreporter.write_line(_summary(rows))
+    if path or config.get_verbosity() > 0:
+        for line in table(rows):
+            terminalreporter.write_line(line)
     if path:
         seconds = time.monotonic() - config.stash[_STARTED]
         Path(path).write_text(markdown(rows, seconds), encoding="utf-8")
