@@ -22,6 +22,7 @@ KNOWN_BAD = [
     "aux.json", "caf\u00e9", "cafe\u0301", "a" * 300, "\u00e9" * 150, "", " ", "a b", "a\\b",
     "C:\\x", "a\nb", ".hidden", "-x", "x.", "x\u2215y", "\uff0e\uff0e", "a" * 121,
 ]  # fmt: skip
+NOT_TEXT: list[Any] = [5, None, b"x", 1.5, ("a",)]
 KNOWN_GOOD = ["Alice", "alice", "ALICE", "a" * 120, "x.json", "_", "a-b.c_d", "0"]
 NEAR_VALID = string.ascii_letters + string.digits + "_-./\\^:\x00 \u00e9"
 ids = st.one_of(
@@ -31,7 +32,7 @@ ids = st.one_of(
 )
 
 
-def _accepted(entity_id: str) -> bool:
+def _accepted(entity_id: Any) -> bool:
     try:
         check_id(entity_id)
     except InvalidIdError:
@@ -39,7 +40,7 @@ def _accepted(entity_id: str) -> bool:
     return True
 
 
-def _task(entity_id: str) -> Task:
+def _task(entity_id: Any) -> Task:
     # model_construct: ids that the model itself would refuse still reach the repository.
     return Task.model_construct(id=entity_id, name="hostile")
 
@@ -48,7 +49,7 @@ def _tree(root: Path) -> set[str]:
     return {str(Path(d, f).relative_to(root)) for d, _, fs in os.walk(root) for f in fs}
 
 
-def _try(repo: Repository[Any], entity_id: str) -> bool:
+def _try(repo: Repository[Any], entity_id: Any) -> bool:
     """Save, read back and delete ``entity_id``: True if all worked, False if all were refused."""
     try:
         repo.sync.save(_task(entity_id))
@@ -85,7 +86,7 @@ def test_filename_mapping_is_safe_and_injective(figures: Figures) -> None:
         assert seen.setdefault(name.casefold(), entity_id) == entity_id
 
     check()
-    for bad in KNOWN_BAD:
+    for bad in KNOWN_BAD + NOT_TEXT:
         assert not _accepted(bad), bad
     names = {id_to_filename(good).casefold() for good in KNOWN_GOOD}
     assert len(names) == len(KNOWN_GOOD)
@@ -102,7 +103,7 @@ def test_filename_mapping_is_safe_and_injective(figures: Figures) -> None:
 @pytest.mark.filterwarnings("ignore::hypothesis.errors.NonInteractiveExampleWarning")
 def test_every_backend_applies_the_same_id_rules(tmp_path: Path, figures: Figures) -> None:
     outside_before = _tree(tmp_path.parent)
-    verdicts: dict[str, dict[str, bool]] = {}
+    verdicts: dict[Any, dict[str, bool]] = {}
     with every_backend(Task, tmp_path) as repos:
 
         @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -111,7 +112,7 @@ def test_every_backend_applies_the_same_id_rules(tmp_path: Path, figures: Figure
             verdicts[entity_id] = {name: _try(repo, entity_id) for name, repo in repos.items()}
 
         check()
-        for entity_id in KNOWN_BAD + KNOWN_GOOD:
+        for entity_id in KNOWN_BAD + KNOWN_GOOD + NOT_TEXT:
             verdicts[entity_id] = {name: _try(repo, entity_id) for name, repo in repos.items()}
         stored = {name: len(repo.sync.find_all()) for name, repo in repos.items()}
     for entity_id, by_backend in verdicts.items():
