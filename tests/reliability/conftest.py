@@ -133,6 +133,10 @@ def _rerun(nodeid: str) -> str:
     return f"`.venv/bin/pytest '{nodeid}'`"
 
 
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
 def table(rows: list[Row]) -> list[str]:
     """The rows as a Markdown table, with totals."""
     head = [
@@ -141,8 +145,9 @@ def table(rows: list[Row]) -> list[str]:
         "|---|---|--:|--:|--:|--:|--:|---|---|---|",
     ]
     lines = [
-        f"| {r.check} | {r.backend} | {r.runs} | {r.kills} | {r.faults} | {r.acknowledged} "
-        f"| {r.lost} | {r.outcome} | {r.detail} | {_rerun(r.nodeid)} |"
+        f"| {_cell(r.check)} | {r.backend} | {r.runs} | {r.kills} | {r.faults} "
+        f"| {r.acknowledged} | {r.lost} | {_cell(r.outcome)} | {_cell(r.detail)} "
+        f"| {_rerun(r.nodeid)} |"
         for r in rows
     ]
     total = (

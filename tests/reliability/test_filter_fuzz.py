@@ -22,7 +22,7 @@ EXAMPLES = int(os.environ.get("SYMPHONY_NB_FUZZ_EXAMPLES", "1000"))
 RANDOM = os.environ.get("SYMPHONY_NB_FUZZ_RANDOM") == "1"
 KNOWN_IN_BOOL_BUG = (
     "SQLiteCompiler.one_of dedupes operands with dict.fromkeys before picking the booleans, "
-    "and 1 == True in Python, so True is dropped from $in/$nin [1, True]"
+    "and 1 == True in Python, so True is dropped from `$in`/`$nin` [1, True]"
 )
 KNOWN_NUL_BUGS = {
     "sqlite": "SQLite's JSON functions end text at NUL: {'name': 'a'} also returns 'a\\x00b'",
@@ -264,7 +264,7 @@ async def test_in_list_mixing_numbers_and_booleans(
             if got != expected:
                 wrong[f"{op} {items}"] = got
     figures.record(
-        "$in / $nin mixing numbers and booleans",
+        "`$in` / `$nin` mixing numbers and booleans",
         backend_name,
         2 * len(cases),
         faults=2 * len(cases),
