@@ -6,13 +6,16 @@ Naive path: ``pd.DataFrame([t.model_dump() for t in repo.sync.find_all()])`` (a 
 per row, then a dict per row). ``to_dataframe()`` builds the frame from the stored JSON. Also
 times a filtered export (``status == "pending"``, a quarter of the rows) both ways, and a
 ``save_dataframe`` of the full frame with 1% of the rows edited. Prints the median of
-``--repeat`` runs and the ratios.
+``--repeat`` runs, the wall-time ratio and the CPU-time ratio (this process, all threads; less
+sensitive to other work on a shared machine), and the load average before the runs.
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
+import os
+import resource
 import statistics
 import tempfile
 import time
@@ -42,15 +45,22 @@ def make_tasks(n: int) -> list[Task]:
     ]
 
 
-def timed(fn: Callable[[], Any], repeat: int) -> tuple[float, Any]:
-    samples = []
+def cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def timed(fn: Callable[[], Any], repeat: int) -> tuple[float, float, Any]:
+    """Median wall time, median CPU time of this process (all threads), last result."""
+    walls, cpus = [], []
     result = None
     for _ in range(repeat):
         gc.collect()
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), cpu_seconds()
         result = fn()
-        samples.append(time.perf_counter() - start)
-    return statistics.median(samples), result
+        walls.append(time.perf_counter() - start)
+        cpus.append(cpu_seconds() - start_cpu)
+    return statistics.median(walls), statistics.median(cpus), result
 
 
 def main() -> None:
@@ -74,29 +84,34 @@ def run(repo: SQLiteRepository[Task], n: int, repeat: int) -> None:
     del tasks
     print(f"stored {repo.sync.count()} tasks in SQLite in {time.perf_counter() - start:.1f} s")
     repo.sync.to_dataframe(limit=10)  # warm the file cache and the connection
+    load = " ".join(f"{value:.1f}" for value in os.getloadavg())
 
     pending = {"status": "pending"}
-    rows: list[tuple[str, float, float]] = []
-    naive, naive_shape = timed(
+    rows: list[tuple[str, tuple[float, float], tuple[float, float]]] = []
+    *naive, naive_shape = timed(
         lambda: pd.DataFrame([t.model_dump() for t in repo.sync.find_all()]).shape, repeat
     )
-    ours, df = timed(lambda: repo.sync.to_dataframe(), repeat)
+    *ours, df = timed(lambda: repo.sync.to_dataframe(), repeat)
     # The naive frame has the id as a column; ours has it as the index.
     assert df.shape == (naive_shape[0], naive_shape[1] - 1), (df.shape, naive_shape)
-    rows.append(("all rows", naive, ours))
-    naive_f, _ = timed(
+    rows.append(("all rows", (naive[0], naive[1]), (ours[0], ours[1])))
+    *naive_f, _ = timed(
         lambda: pd.DataFrame([t.model_dump() for t in repo.sync.find_all(pending)]).shape, repeat
     )
-    ours_f, _ = timed(lambda: repo.sync.to_dataframe(pending).shape, repeat)
-    rows.append(("status == pending", naive_f, ours_f))
+    *ours_f, _ = timed(lambda: repo.sync.to_dataframe(pending).shape, repeat)
+    rows.append(("status == pending", (naive_f[0], naive_f[1]), (ours_f[0], ours_f[1])))
 
-    print(f"{'export':<20}{'naive s':>10}{'to_dataframe s':>16}{'ratio':>8}")
+    print(f"load average before: {load}; median of {repeat} run(s)")
+    print(f"{'export':<20}{'naive s':>9}{'ours s':>9}{'ratio':>8}{'cpu ratio':>11}")
     for name, slow, fast in rows:
-        print(f"{name:<20}{slow:>10.3f}{fast:>16.3f}{slow / fast:>7.1f}x")
+        print(
+            f"{name:<20}{slow[0]:>9.3f}{fast[0]:>9.3f}{slow[0] / fast[0]:>7.1f}x"
+            f"{slow[1] / fast[1]:>10.1f}x"
+        )
 
     edited = df.index[::100]
     df.loc[edited, "description"] = "edited"
-    save_s, written = timed(lambda: repo.sync.save_dataframe(df), 1)
+    save_s, _, written = timed(lambda: repo.sync.save_dataframe(df), 1)
     print(f"save_dataframe of {n} rows with {len(written)} edited: {save_s:.2f} s")
 
 
