@@ -220,15 +220,20 @@ async def _parse_rows(
             docs = list(map(orjson.loads, [data for _, data in rows]))
         except (orjson.JSONDecodeError, TypeError):
             docs = [_parse_one(repo, entity_id, data) for entity_id, data in rows]
+    gone: set[int] = set()
     for position, doc in enumerate(docs):
         if isinstance(doc, dict) and doc.keys() >= wanted:
             continue
         # Written by an older schema (or projected too far): validate to fill in defaults.
         entity_id = ids[position]
         data = await repo._get(entity_id)
-        if data is not None:
-            entity = repo._decode(entity_id, data)
-            docs[position] = entity.model_dump(mode="json", by_alias=True)
+        if data is None:  # deleted since the select
+            gone.add(position)
+        else:
+            docs[position] = repo._decode(entity_id, data).model_dump(mode="json", by_alias=True)
+    if gone:
+        ids = [entity_id for position, entity_id in enumerate(ids) if position not in gone]
+        docs = [doc for position, doc in enumerate(docs) if position not in gone]
     return ids, docs
 
 
@@ -238,8 +243,8 @@ def _parse_one(repo: Repository[Any], entity_id: str, data: Any) -> Any:
     try:
         return orjson.loads(data)
     except orjson.JSONDecodeError:
-        repo._decode(entity_id, data)  # raises CorruptEntityError saying what is wrong
-        raise
+        # Raises CorruptEntityError saying what is wrong, unless pydantic's parser is laxer.
+        return repo._decode(entity_id, data).model_dump(mode="json", by_alias=True)
 
 
 # --------------------------------------------------------------------------- frame -> entities
