@@ -197,15 +197,15 @@ def bench_tinydb(tasks: list[Task], folder: Path, sqlite_path: Path, repeat: int
 
     tiny = median(tiny_find, repeat)
     ours = amedian(lambda: repo.find_all({"status": status}), repeat)
-    extra = make_tasks(20, seed=99)
+    extra = make_tasks(100, seed=99)
     repo.sync.count()  # open before timing
     tiny_inserts, ours_inserts = [], []
-    for task in extra[:10]:
+    for task in extra[:50]:
         doc = task.model_dump(mode="json")
         start = time.perf_counter()
         db.insert(doc)
         tiny_inserts.append(time.perf_counter() - start)
-    for task in extra[10:]:
+    for task in extra[50:]:
         start = time.perf_counter()
         repo.sync.save(task)
         ours_inserts.append(time.perf_counter() - start)
@@ -215,8 +215,8 @@ def bench_tinydb(tasks: list[Task], folder: Path, sqlite_path: Path, repeat: int
         Row("find_all(status) as models", ours, tiny, "TinyDB cached", 2.0, True),
         Row(
             f"insert 1 into {len(tasks)}",
-            sorted(ours_inserts)[5],
-            sorted(tiny_inserts)[5],
+            statistics.median(ours_inserts),
+            statistics.median(tiny_inserts),
             "TinyDB cached",
             100.0,
             True,

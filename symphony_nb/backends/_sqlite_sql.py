@@ -131,7 +131,10 @@ class _Builder:
         return self._json("json_extract", path)
 
     def typed(self, path: Path, operand_kinds: frozenset[str]) -> str:
-        """A guard that the stored value's JSON type is one of ``operand_kinds`` (or '1')."""
+        """SQL that holds when the stored JSON type is one of ``operand_kinds``.
+
+        It is ``1`` when the model guarantees that type, so an indexed column is compared alone.
+        """
         kinds = stored_kinds(self.model, path)
         if kinds is not None and kinds <= operand_kinds:
             return "1"
