@@ -397,3 +397,19 @@ def test_explorer_refresh_sees_new_repositories_and_default_registry() -> None:
     assert explorer.repository_picker.value == "task"
     assert explorer.page_label.value == "0 of 0"
     assert isinstance(global_registry.explore(), RegistryExplorer)
+
+
+def test_closing_releases_every_inner_widget(registry: ServiceRegistry) -> None:
+    explorer = RegistryExplorer(registry)
+    explorer.repository_picker.value = "task"
+    explorer.entity_list.value = "t01"
+    first = explorer.form
+    assert first is not None
+    explorer.new_button.click()
+    assert first.fields["name"].comm is None
+    assert first.save_button.comm is None
+    current = explorer.form
+    assert current is not None and current.fields["name"].comm is not None
+    explorer.close()
+    assert current.fields["name"].comm is None
+    assert explorer.entity_list.comm is None

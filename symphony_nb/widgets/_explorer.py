@@ -17,7 +17,7 @@ from ..services.registry import ServiceRegistry
 from ._agent_form import AgentConfigForm
 from ._form import ModelForm
 from ._task_form import TaskForm
-from ._util import guarded, show
+from ._util import close_tree, guarded, show
 
 _SUMMARY_SKIP = frozenset({"id", "version", "created_at", "updated_at", "description"})
 
@@ -95,6 +95,11 @@ class RegistryExplorer(widgets.VBox):  # type: ignore[misc]
         ]
         self.refresh_repositories()
 
+    def close(self) -> None:
+        """Close this widget and every widget in it."""
+        close_tree(self)
+        super().close()
+
     @property
     def repository(self) -> Repository[Any] | None:
         """The chosen repository, if any."""
@@ -113,8 +118,7 @@ class RegistryExplorer(widgets.VBox):  # type: ignore[misc]
             self.refresh()
 
     def _switch(self) -> None:
-        self.form = None
-        self.form_box.children = []
+        self._close_form()
         self.go(0)
 
     def filter_criteria(self) -> dict[str, Any] | None:
@@ -209,7 +213,14 @@ class RegistryExplorer(widgets.VBox):  # type: ignore[misc]
             return None
         return self._show_form(form_for(repository, None, self.registry))
 
+    def _close_form(self) -> None:
+        if self.form is not None:
+            self.form.close()
+        self.form = None
+        self.form_box.children = []
+
     def _show_form(self, form: ModelForm[Any]) -> ModelForm[Any]:
+        self._close_form()
         form.on_change(lambda _form: self.refresh())
         self.form = form
         self.form_box.children = [form]

@@ -12,7 +12,7 @@ from pydantic_core import PydanticUndefined
 from .._errors import ConflictError, SymphonyError
 from .._repository import Repository
 from ._inputs import FieldInput, InputError, make_input
-from ._util import guarded, hide, show
+from ._util import close_tree, guarded, hide, show
 
 M = TypeVar("M", bound=BaseModel)
 Listener = Callable[["ModelForm[Any]"], None]
@@ -168,6 +168,11 @@ class ModelForm(widgets.VBox, Generic[M]):  # type: ignore[misc]
             self._show_errors(problems)
             return None
         return entity
+
+    def close(self) -> None:
+        """Close this widget and every widget in it."""
+        close_tree(self)
+        super().close()
 
     # ------------------------------------------------------------------ actions
 

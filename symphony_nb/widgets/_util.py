@@ -41,3 +41,10 @@ def guarded(action: Callable[[], Any], status: widgets.HTML) -> Callable[..., No
 def hide(widget: widgets.Widget, hidden: bool = True) -> None:
     """Hide (or show again) a widget."""
     widget.layout.display = "none" if hidden else None
+
+
+def close_tree(root: widgets.Widget) -> None:
+    """Close every widget below ``root`` (a Box's ``close`` leaves its children open)."""
+    for child in getattr(root, "children", ()):
+        close_tree(child)
+        child.close()
