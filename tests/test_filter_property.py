@@ -3,9 +3,9 @@
 Hypothesis draws Task sets (enums, datetimes, None, unicode, nested dicts of mixed JSON
 types) and queries (every operator, dotted paths, orderings, paging); each backend in
 ``BACKENDS`` must return the ids that ``apply_query`` returns over the stored JSON documents,
-in the same order. Examples per run: ``SYMPHONY_NB_PROPERTY_EXAMPLES`` (default 60), or
-``--hypothesis-profile=thorough`` for 1000; ``SYMPHONY_NB_PROPERTY_BACKENDS=memory,sqlite``
-limits the run to some backends.
+in the same order, also when paged by ``iter_all``. Examples per run:
+``SYMPHONY_NB_PROPERTY_EXAMPLES`` (default 60), or ``--hypothesis-profile=thorough`` for 1000;
+``SYMPHONY_NB_PROPERTY_BACKENDS=memory,sqlite`` limits the run to some backends.
 """
 
 from __future__ import annotations
@@ -146,8 +146,12 @@ async def _check(tasks: list[Task], asked: list[Any], where: Path) -> None:
                     )
                     got = [t.id for t in found]
                     assert got == expected, (name, criteria, order, limit, offset)
-                    total = len(apply_query(Query(conds), docs))
-                    assert await repo.count(criteria) == total, (name, criteria)
+                    everything = apply_query(Query(conds, keys), docs)
+                    assert await repo.count(criteria) == len(everything), (name, criteria)
+                    paged = [
+                        t.id async for t in repo.iter_all(criteria, order_by=order, batch_size=2)
+                    ]
+                    assert paged == everything, (name, criteria, order, "iter_all")
         except BackendUnavailable:
             continue
 
