@@ -4,7 +4,7 @@ Hypothesis draws Task sets (enums, datetimes, None, unicode, nested dicts of mix
 types) and queries (every operator, dotted paths, orderings, paging); each backend in
 ``BACKENDS`` must return the ids that ``apply_query`` returns over the stored JSON documents,
 in the same order, also when paged by ``iter_all``. Examples per run:
-``SYMPHONY_NB_PROPERTY_EXAMPLES`` (default 60), or ``--hypothesis-profile=thorough`` for 1000;
+``SYMPHONY_NB_PROPERTY_EXAMPLES`` (default 60; 1000 or more for a thorough run);
 ``SYMPHONY_NB_PROPERTY_BACKENDS=memory,sqlite`` limits the run to some backends.
 """
 
@@ -25,7 +25,6 @@ from symphony_nb import FilterError, Task, TaskPriority, TaskStatus
 from symphony_nb._filters import OPERATORS, Query, apply_query, parse_filter, parse_order
 from tests.backends import BACKENDS, BackendUnavailable
 
-settings.register_profile("thorough", max_examples=1000)
 EXAMPLES = int(os.environ.get("SYMPHONY_NB_PROPERTY_EXAMPLES", "60"))
 ONLY = os.environ.get("SYMPHONY_NB_PROPERTY_BACKENDS", "")  # e.g. "memory,sqlite"
 
