@@ -43,15 +43,11 @@ async def postgres(model: type[Any], where: Path) -> AsyncIterator[Repository[An
     from tests import pg
 
     try:
-        schema_ctx = pg.schema()
-        name = await schema_ctx.__aenter__()
+        await pg.ping()
     except pg.ServerUnavailable as exc:
         raise BackendUnavailable(str(exc)) from exc
-    try:
-        async with PostgresRepository(model, pg.dsn(), schema=name) as repo:
-            yield repo
-    finally:
-        await schema_ctx.__aexit__(None, None, None)
+    async with pg.schema() as name, PostgresRepository(model, pg.dsn(), schema=name) as repo:
+        yield repo
 
 
 BACKENDS["postgres"] = postgres
