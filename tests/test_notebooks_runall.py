@@ -21,7 +21,8 @@ NESTED = "from symphony_nb import set_sync_mode\nset_sync_mode('nested')"
 
 
 def test_the_example_notebooks_are_there() -> None:
-    assert {"01_quickstart.ipynb", "02_persistence.ipynb"} <= set(NAMES)
+    expected = {"01_quickstart", "02_persistence", "03_forms", "04_dataframes", "05_explorer"}
+    assert {f"{name}.ipynb" for name in expected} <= set(NAMES)
 
 
 @pytest.mark.parametrize("mode", ["thread", "nested"])
