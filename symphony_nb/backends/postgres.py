@@ -68,8 +68,8 @@ class PostgresRepository(Repository[T]):
         pool_size: the most connections kept per event loop.
 
     Filters, ordering, paging and counts run in the database. Writes use optimistic
-    concurrency (see :class:`~symphony_nb.Repository`); ``save_many`` is one statement in one
-    transaction. The same object works with ``await`` and through ``.sync`` in any order: it
+    concurrency (see :class:`~symphony_nb.Repository`); ``save_many`` is all or nothing in one
+    transaction and loads large batches with COPY. The same object works with ``await`` and through ``.sync`` in any order: it
     keeps one connection pool per event loop, and ``close()`` closes all of them.
     """
 
