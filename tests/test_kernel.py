@@ -41,7 +41,7 @@ class SlowFiles(FileSystemRepository):
         return await super()._write(records, create=create)
 
 async def slow_model(messages, settings):
-    (STORE / "llm-started").touch()
+    (STORE / settings["mark"]).touch()
     await asyncio.sleep(60)
     return "never"
 
@@ -223,7 +223,9 @@ def test_interrupt_during_execute_task_stores_it_cancelled(mk: ModeKernel) -> No
         f"""
         tasks = FileSystemRepository(Task, {str(folder)!r})
         slow_configs = InMemoryRepository(AgentConfig)
-        slow_id = slow_configs.sync.save(AgentConfig(name="Slow", instruction_template="Wait."))
+        slow_id = slow_configs.sync.save(
+            AgentConfig(name="Slow", instruction_template="Wait.", model_config={{"mark": "first"}})
+        )
         slow_agent = AgentFactory(slow_configs, llm=slow_model).sync.create_agent(slow_id)
         slow_manager = TaskManager(tasks)
         long_task = slow_manager.sync.create_task("long", input_data={{"query": "wait"}})
@@ -232,7 +234,7 @@ def test_interrupt_during_execute_task_stores_it_cancelled(mk: ModeKernel) -> No
     ).strip()
     ours = FileSystemRepository(Task, folder)
     cell = mk.kernel.submit("slow_manager.sync.execute_task(long_task.id, slow_agent)")
-    wait_until(mk, cell, (mk.store / "llm-started").exists, 30, "the language model to start")
+    wait_until(mk, cell, (mk.store / "first").exists, 30, "the language model to start")
     assert ours.sync.get(task_id).status is TaskStatus.RUNNING
     started = time.monotonic()
     mk.kernel.interrupt()
@@ -244,6 +246,34 @@ def test_interrupt_during_execute_task_stores_it_cancelled(mk: ModeKernel) -> No
     assert stored.status is TaskStatus.CANCELLED
     assert stored.error == "execution was cancelled"
     assert mk.run("print(tasks.sync.get(long_task.id).status.value)").strip() == "cancelled"
+
+
+def test_interrupt_leaves_the_task_cancelled_on_every_backend(
+    mk: ModeKernel, backend: Backend
+) -> None:
+    mark = f"{backend.name}-{time.monotonic_ns()}"
+    mk.run(backend.open_code)
+    mk.run(
+        f"""
+        configs = InMemoryRepository(AgentConfig)
+        config = AgentConfig(name="Slow", instruction_template="Wait.", model_config={{"mark": {mark!r}}})
+        agent = AgentFactory(configs, llm=slow_model).sync.create_agent(configs.sync.save(config))
+        manager = TaskManager(repo)
+        task = await manager.create_task("long")
+        """
+    )
+    cell = mk.kernel.submit("manager.sync.execute_task(task.id, agent)")
+    wait_until(mk, cell, (mk.store / mark).exists, 30, "the language model to start")
+    mk.kernel.interrupt()
+    reply = mk.kernel.wait(cell, 30)
+    assert reply.ename == "KeyboardInterrupt", reply.describe()
+    out = mk.run(
+        """
+        print(repo.sync.get(task.id).status.value, (await repo.get(task.id)).status.value)
+        await repo.close(); repo.sync.close()
+        """
+    )
+    assert out.split() == ["cancelled", "cancelled"]
 
 
 def test_interrupt_during_a_slow_save_of_a_user_subclass(mk: ModeKernel) -> None:
