@@ -54,12 +54,16 @@ async def compare(
     repeat: int,
     before: Callable[[], Awaitable[Any]] | None = None,
 ) -> list[float]:
-    """Median time of each side; samples are interleaved so load changes hit all sides alike."""
+    """Median time of each side; samples are interleaved so load changes hit all sides alike.
+
+    Each sample starts from a collected heap, so no side pays for garbage left by another.
+    """
     samples: list[list[float]] = [[] for _ in sides]
     for _ in range(repeat):
         for side, out in zip(sides, samples, strict=True):
             if before is not None:
                 await before()
+            gc.collect()
             out.append(await timed(side))
     return [statistics.median(out) for out in samples]
 
@@ -114,6 +118,8 @@ async def run(n: int, dsn: str, repeat: int) -> list[str]:
         await admin.execute(f'CREATE TABLE {table} (LIKE "{schema}".task INCLUDING ALL)')
         raw = Raw(pool, table)
         tasks = make_tasks(n)
+        gc.collect()
+        gc.freeze()  # the harness's own 100k objects are not part of any measured operation
         lines = []
 
         async def truncate() -> None:
