@@ -70,6 +70,18 @@ async def test_frame_has_id_index_and_typed_columns(filled: Repository[Task]) ->
     assert df.loc["t2", "status"] == TaskStatus.COMPLETED
 
 
+async def test_current_documents_are_not_validated_one_by_one(
+    filled: Repository[Task], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refuse(*args: Any) -> None:
+        raise AssertionError("a model object was built for a row")
+
+    monkeypatch.setattr(filled, "_decode", refuse)
+    monkeypatch.setattr(Task, "model_validate_json", refuse)
+    df = await filled.to_dataframe()
+    assert len(df) == 6
+
+
 async def test_empty_result_keeps_columns_and_dtypes(filled: Repository[Task]) -> None:
     full = await filled.to_dataframe()
     empty = await filled.to_dataframe({"name": "nobody"})
