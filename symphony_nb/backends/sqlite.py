@@ -17,7 +17,7 @@ import orjson
 
 from .._errors import ConflictError, CorruptEntityError, StorageError, SymphonyError
 from .._filters import Condition, Query
-from .._repository import Data, Record, Repository, T, model_name
+from .._repository import Data, Record, Repository, T, _gc_paused, model_name
 from ._sqlite_conn import MEMORY, Session, WorkerClosed, immediate, translate
 from ._sqlite_schema import IndexSpec, Layout
 from ._sqlite_sql import SqlCompiler, quote
@@ -164,6 +164,10 @@ class SQLiteRepository(Repository[T]):
         return await self._run(self._select_sync, query)
 
     def _select_sync(self, conn: sqlite3.Connection, query: Query) -> Rows:
+        with _gc_paused():  # a row tuple per match: the same collector cost as decoding
+            return self._fetch(conn, query)
+
+    def _fetch(self, conn: sqlite3.Connection, query: Query) -> Rows:
         sql, params = self._sql.select(query)
         try:
             return conn.execute(sql, params).fetchall()
