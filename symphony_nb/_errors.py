@@ -65,7 +65,18 @@ class NotFoundError(SymphonyError, LookupError):
 
 
 class StorageError(SymphonyError, OSError):
-    """The storage failed (I/O error, unreachable database); the message says what is known."""
+    """The storage failed (I/O error, unreachable database); the message says what is known.
+
+    ``written`` holds the ids whose new version did reach the storage before the failure
+    (their durability may be unknown); the objects saved for them carry the new version.
+    """
+
+    def __init__(self, message: str, *, written: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.written = tuple(written)
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
 
 
 class RowValidationError(SymphonyError, ValueError):

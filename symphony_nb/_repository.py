@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Generic, Literal, Self, TypeVar
 from pydantic import BaseModel, ValidationError
 from pydantic_core import PydanticSerializationError
 
-from ._errors import CorruptEntityError, InvalidIdError, NotFoundError, SymphonyError
+from ._errors import CorruptEntityError, InvalidIdError, NotFoundError, StorageError, SymphonyError
 from ._filters import (
     Condition,
     Query,
@@ -43,13 +43,15 @@ class Record:
     """One document to write.
 
     ``expected`` is the version the writer read (None: do not check); a backend refuses the
-    write with ConflictError when the stored version differs from it.
+    write with ConflictError when the stored version differs from it. ``stamp`` is the
+    ``updated_at`` written, if the model has one.
     """
 
     id: str
     json: str
     version: int | None
     expected: int | None
+    stamp: Any = None
 
 
 class CorruptEntityWarning(UserWarning):
@@ -183,18 +185,35 @@ class Repository(ABC, Generic[T]):
             raise SymphonyError(
                 f"cannot serialise {self.model.__name__} {entity_id!r}: {exc}"
             ) from None
-        return Record(entity_id, data, version, expected)
+        return Record(entity_id, data, version, expected, now if self._stamped else None)
 
-    def _written(self, entity: T, record: Record, now: Any) -> None:
+    def _written(self, entity: T, record: Record) -> None:
         # The values were validated when the entity was built; bypass assignment validation.
         fields = entity.__dict__
         if record.version is not None:
             fields["version"] = record.version
         if self._stamped:
-            fields["updated_at"] = now
+            fields["updated_at"] = record.stamp
         entity.__pydantic_fields_set__.update(
             ("version", "updated_at") if self._stamped else ("version",)
         )
+
+    async def _store(
+        self, entities: Sequence[T], records: Sequence[Record], *, create: bool
+    ) -> list[bool]:
+        """``_write``, then give each written entity its new version and timestamp."""
+        try:
+            written = await self._write(records, create=create)
+        except StorageError as exc:
+            landed = set(exc.written)
+            for entity, record in zip(entities, records, strict=True):
+                if record.id in landed:
+                    self._written(entity, record)
+            raise
+        for entity, record, done in zip(entities, records, written, strict=True):
+            if done:
+                self._written(entity, record)
+        return written
 
     def _query(
         self,
@@ -223,8 +242,7 @@ class Repository(ABC, Generic[T]):
         """
         now = utc_now()
         record = self._record(entity, now)
-        await self._write([record], create=True)
-        self._written(entity, record, now)
+        await self._store([entity], [record], create=True)
         return record.id
 
     async def save_many(self, entities: Iterable[T]) -> list[str]:
@@ -238,9 +256,7 @@ class Repository(ABC, Generic[T]):
                 raise InvalidIdError(f"id {record.id!r} appears more than once in save_many")
             seen.add(record.id)
         if records:
-            await self._write(records, create=True)
-        for entity, record in zip(items, records, strict=True):
-            self._written(entity, record, now)
+            await self._store(items, records, create=True)
         return [record.id for record in records]
 
     async def find_by_id(self, id: str) -> T | None:
@@ -309,9 +325,7 @@ class Repository(ABC, Generic[T]):
         """Replace a stored entity; False (and nothing created) if its id is not stored."""
         now = utc_now()
         record = self._record(entity, now)
-        (written,) = await self._write([record], create=False)
-        if written:
-            self._written(entity, record, now)
+        (written,) = await self._store([entity], [record], create=False)
         return written
 
     async def delete(self, id: str) -> bool:

@@ -192,17 +192,29 @@ class FileSystemRepository(Repository[T]):
         except OSError as exc:
             self._discard(folder, temps[done:])
             kept = [record.id for record in records[:done]]
+            synced = self._sync_folder(folder) if kept else True
             raise StorageError(
                 f"could not rename into {self.path} ({exc.strerror or exc}); "
-                f"written before the error: {kept or 'nothing'}; the rest is unchanged"
+                f"written before the error: {kept or 'nothing'}"
+                f"{'' if synced else ' (durability after a power loss unknown)'}; "
+                "the rest is unchanged",
+                written=kept,
             ) from exc
+        if not self._sync_folder(folder):
+            written = [record.id for record in records]
+            raise StorageError(
+                f"wrote {written} in {self.path} but could not sync the folder: "
+                "durability after a power loss is unknown",
+                written=written,
+            )
+
+    @staticmethod
+    def _sync_folder(folder: int) -> bool:
         try:
             os.fsync(folder)
-        except OSError as exc:
-            raise StorageError(
-                f"wrote {[record.id for record in records]} in {self.path} but could not sync the "
-                f"folder ({exc.strerror or exc}): durability after a power loss is unknown"
-            ) from exc
+        except OSError:
+            return False
+        return True
 
     @staticmethod
     def _discard(folder: int, temps: Sequence[str]) -> None:
