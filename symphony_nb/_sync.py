@@ -295,7 +295,11 @@ def _sync_iterator(agen: AsyncIterator[R], timeout: float | None) -> Iterator[R]
     finally:
         aclose = getattr(agen, "aclose", None)
         if aclose is not None:
-            run_sync(aclose())
+            if in_loop_thread() and _loop is not None:
+                # Collected on the private loop itself, which must not block on itself.
+                _loop.create_task(aclose())
+            else:
+                run_sync(aclose())
 
 
 def _sync_signature(signature: inspect.Signature, is_agen: bool) -> inspect.Signature:

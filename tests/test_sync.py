@@ -454,3 +454,22 @@ async def test_async_generators_become_plain_iterators() -> None:
                 yield n
 
     assert list(WithStream().sync.stream()) == [0, 1, 2]
+
+
+def test_a_sync_iterator_left_early_closes_its_async_generator() -> None:
+    closed = threading.Event()
+
+    class Endless(DictRepository):
+        async def stream(self) -> AsyncIterator[int]:
+            try:
+                n = 0
+                while True:
+                    yield n
+                    n += 1
+            finally:
+                closed.set()
+
+    items = Endless().sync.stream()
+    assert [next(items), next(items)] == [0, 1]
+    items.close()
+    assert closed.is_set()
