@@ -242,6 +242,35 @@ async def test_driver_errors_become_storage_errors(repo: PostgresRepository[Task
     assert await repo.count() == 0
 
 
+async def test_a_killed_connection_is_a_storage_error_then_the_pool_recovers(
+    schema: str,
+) -> None:
+    application = f"killed_{schema[-10:]}"
+    url = f"{pg.dsn()}?application_name={application}"
+    waiting = (
+        "SELECT l.pid FROM pg_locks l JOIN pg_stat_activity a USING (pid) "
+        "WHERE NOT l.granted AND a.application_name = $1"
+    )
+    async with PostgresRepository(Task, url, schema=schema) as repo:
+        await repo.save(Task(id="a", name="a"))
+        locker = await pg.connect()
+        try:
+            async with locker.transaction():
+                await locker.execute(f'LOCK TABLE "{schema}".task IN ACCESS EXCLUSIVE MODE')
+                counting = asyncio.ensure_future(repo.count())
+                pids: list[Any] = []
+                while not counting.done() and not pids:
+                    await asyncio.sleep(0.01)  # until the count waits for the lock
+                    pids = list(await locker.fetch(waiting, application))
+                await locker.execute("SELECT pg_terminate_backend($1)", pids[0][0])
+                with pytest.raises(StorageError, match="counting failed") as info:
+                    await counting
+        finally:
+            await locker.close()
+        assert repo.url in str(info.value)
+        assert await repo.count() == 1
+
+
 # ---------------------------------------------------------------- schema
 
 
