@@ -36,7 +36,8 @@ BASE = datetime(2026, 1, 1, tzinfo=UTC)
 DATES = st.integers(0, 10**6).map(lambda s: BASE + timedelta(seconds=s, microseconds=s % 7))
 INTS = st.integers(-5, 5) | st.integers(-(2**53), 2**53)
 FLOATS = st.sampled_from([0.0, -0.5, 1.0, 2.5, 1e-9]) | st.floats(-1e6, 1e6, allow_nan=False)
-SCALARS = st.none() | st.booleans() | INTS | FLOATS | WORDS
+TRICKY = [0, 1, 1.0, True, False, "1", "true", None]  # equal in Python, not in JSON
+SCALARS = st.sampled_from(TRICKY) | INTS | FLOATS | WORDS
 KEYS = st.sampled_from(["a", "b", "c", "é", "k 1", "it's"])
 JSON = st.recursive(
     SCALARS,
@@ -103,7 +104,8 @@ def conditions(draw: st.DrawFn) -> tuple[str, Any]:
     if op == "plain":
         return key, draw(values)
     if op in ("$in", "$nin"):
-        return key, {op: draw(st.lists(values, max_size=3))}
+        mixed = st.lists(st.sampled_from(TRICKY), min_size=2, max_size=4)
+        return key, {op: draw(st.lists(values, max_size=3) | mixed)}
     if op == "$exists":
         return key, {op: draw(st.booleans())}
     return key, {op: draw(values)}

@@ -431,3 +431,24 @@ async def test_close_from_another_thread_while_reading(repo: SQLiteRepository[Ta
         assert (await repo.get("t")).name == "n"
     stop.set()
     assert await reading > 0
+
+
+async def test_text_with_nul_is_refused_but_an_escaped_backslash_is_not(
+    repo: SQLiteRepository[Task],
+) -> None:
+    with pytest.raises(StorageError, match=r"id 'n'.*NUL"):
+        await repo.save_many(
+            [Task(id="ok", name="a"), Task(id="n", name="a", input_data={"q": "x\x00y"})]
+        )
+    assert await repo.count() == 0
+    await repo.save(Task(id="b", name="back\\u0000slash"))
+    assert [t.id for t in await repo.find_all({"name": "back\\u0000slash"})] == ["b"]
+
+
+async def test_in_list_mixing_numbers_and_booleans(repo: SQLiteRepository[Task]) -> None:
+    values = {"one": 1, "true": True, "float": 1.0, "text": "1", "false": False}
+    await repo.save_many([Task(id=k, name="n", input_data={"v": v}) for k, v in values.items()])
+    found = await repo.find_all({"input_data.v": {"$in": [1, True]}})
+    assert [t.id for t in found] == ["float", "one", "true"]
+    rest = await repo.find_all({"input_data.v": {"$nin": [True, 1]}})
+    assert [t.id for t in rest] == ["false", "text"]

@@ -163,7 +163,8 @@ class _Builder:
             if group:
                 values = ", ".join(self.param(v) for v in group)
                 parts.append(f"({self.value(path)} IN ({values}) AND {self.typed(path, kinds)})")
-        parts.extend(self.equal(path, v) for v in dict.fromkeys(operands) if isinstance(v, bool))
+        # A set of the booleans alone: in a mixed set, True == 1 would swallow one of them.
+        parts.extend(self.equal(path, v) for v in {v for v in operands if isinstance(v, bool)})
         if any(v is None for v in operands):
             parts.append(self.equal(path, None))
         return "(" + " OR ".join(parts) + ")" if parts else "0"
