@@ -58,6 +58,8 @@ def connect(path: str, timeout: float, *, reader: bool) -> sqlite3.Connection:
         conn.execute("PRAGMA synchronous = FULL")
         if reader:
             conn.execute("PRAGMA query_only = ON")
+        else:  # a WAL grown by a bulk load is cut back to 64 MiB when the log restarts
+            conn.execute(f"PRAGMA journal_size_limit = {64 * 2**20}")
     except BaseException:
         conn.close()
         raise
