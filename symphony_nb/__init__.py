@@ -19,6 +19,7 @@ from ._errors import (
     StorageError,
     SymphonyError,
     TemplateError,
+    UnstorableEntityError,
 )
 from ._models import AgentConfig, Task, TaskPriority, TaskStatus
 from ._repository import CorruptEntityWarning, Repository
@@ -61,6 +62,7 @@ __all__ = [
     "TaskPriority",
     "TaskStatus",
     "TemplateError",
+    "UnstorableEntityError",
     "copy_repository",
     "from_dataframe",
     "get_sync_mode",

@@ -8,6 +8,7 @@ resembles, so ``except ValueError`` keeps working in code that does not know thi
     ├── FilterError           (ValueError)   a filter or ordering that does not fit the model
     ├── TemplateError         (ValueError)   an instruction template that cannot be rendered
     ├── RowValidationError    (ValueError)   rows of a batch that do not validate
+    ├── UnstorableEntityError (ValueError)   an entity no backend can store faithfully
     ├── CorruptEntityError    (ValueError)   stored data that does not parse or validate
     ├── ConflictError                        a write based on a stale version
     ├── NotFoundError         (LookupError)  a missing entity, repository or service
@@ -33,6 +34,10 @@ class FilterError(SymphonyError, ValueError):
 
 class TemplateError(SymphonyError, ValueError):
     """An instruction template with a placeholder that has no value."""
+
+
+class UnstorableEntityError(SymphonyError, ValueError):
+    """An entity that cannot be stored faithfully (it does not serialise, or holds NUL text)."""
 
 
 class CorruptEntityError(SymphonyError, ValueError):

@@ -149,7 +149,9 @@ def model_fields(model: type[BaseModel]) -> dict[str, FieldSpec]:
     for python_name, info in model.model_fields.items():
         key = info.serialization_alias or info.alias or python_name
         # pydantic moves Annotated metadata (validators, serializers) out of the annotation
-        annotation = Annotated[(info.annotation, *info.metadata)] if info.metadata else info.annotation
+        annotation = (
+            Annotated[(info.annotation, *info.metadata)] if info.metadata else info.annotation
+        )
         specs[key] = _spec(key, annotation)
     for python_name, info in model.model_fields.items():
         key = info.serialization_alias or info.alias or python_name
@@ -222,6 +224,8 @@ def _json_scalar(value: Any, key: str) -> Scalar:
                 f"{key!r}: naive datetime {value!r}; give a timezone (for example UTC)"
             )
         return _format_utc(value)
+    if isinstance(value, str) and "\x00" in value:
+        raise FilterError(f"{key!r}: text with a NUL character (\\x00) can never be stored")
     if value is None or isinstance(value, bool | str):
         return value
     if isinstance(value, int):

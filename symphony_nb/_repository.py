@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import re
 import warnings
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
@@ -14,7 +15,13 @@ from typing import TYPE_CHECKING, Any, Generic, Literal, Self, TypeVar
 from pydantic import BaseModel, ValidationError
 from pydantic_core import PydanticSerializationError
 
-from ._errors import CorruptEntityError, InvalidIdError, NotFoundError, StorageError, SymphonyError
+from ._errors import (
+    CorruptEntityError,
+    InvalidIdError,
+    NotFoundError,
+    StorageError,
+    UnstorableEntityError,
+)
 from ._filters import (
     Condition,
     Query,
@@ -36,6 +43,7 @@ OnCorrupt = Literal["raise", "warn"]
 Filter = Mapping[str, Any]
 OrderBy = str | Sequence[str]
 Data = str | bytes | CorruptEntityError
+_NUL_RE = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,17 +182,27 @@ class Repository(ABC, Generic[T]):
         entity_id = check_id(getattr(entity, "id", None))
         expected = getattr(entity, "version", None) if self._versioned else None
         version = None if expected is None else expected + 1
-        update: dict[str, Any] = {}
+        # Dump with the new version and stamp in place, then restore: a model_copy per write
+        # would double the cost of serialising.
+        fields = entity.__dict__
+        saved: dict[str, Any] = {n: fields[n] for n in ("version", "updated_at") if n in fields}
         if version is not None:
-            update["version"] = version
+            fields["version"] = version
         if self._stamped:
-            update["updated_at"] = now
+            fields["updated_at"] = now
         try:
-            data = entity.model_copy(update=update).model_dump_json(by_alias=True)
+            data = entity.model_dump_json(by_alias=True)
         except PydanticSerializationError as exc:
-            raise SymphonyError(
+            raise UnstorableEntityError(
                 f"cannot serialise {self.model.__name__} {entity_id!r}: {exc}"
             ) from None
+        finally:
+            fields.update(saved)
+        if _NUL_RE.search(data):
+            raise UnstorableEntityError(
+                f"{self.model.__name__} {entity_id!r} contains a NUL character (\\x00) in its text; "
+                "no backend can store it faithfully (PostgreSQL refuses it, SQLite truncates it)"
+            )
         return Record(entity_id, data, version, expected, now if self._stamped else None)
 
     def _written(self, entity: T, record: Record) -> None:
@@ -249,7 +267,8 @@ class Repository(ABC, Generic[T]):
         """Save several entities, all or nothing where the backend allows; return their ids."""
         now = utc_now()
         items = list(entities)
-        records = [self._record(entity, now) for entity in items]
+        with _gc_paused():
+            records = [self._record(entity, now) for entity in items]
         seen: set[str] = set()
         for record in records:
             if record.id in seen:
