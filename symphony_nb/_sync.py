@@ -27,6 +27,7 @@ import contextvars
 import functools
 import inspect
 import os
+import signal
 import threading
 import warnings
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
@@ -246,6 +247,36 @@ async def _bounded(coro: Coroutine[Any, Any, R], timeout: float) -> R:
         raise
 
 
+@contextlib.contextmanager
+def _sigint_cancels(task: asyncio.Task[Any]) -> Iterator[list[int]]:
+    """While ``task`` runs on the main thread's loop, Ctrl-C cancels it (as ``asyncio.run`` does).
+
+    The default handler would raise KeyboardInterrupt wherever the loop happens to be, possibly
+    inside another task's callback (the kernel's own message handling), which is then lost. A
+    second Ctrl-C still raises at once. Yields the list of signals received.
+    """
+    received: list[int] = []
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+    ):
+        yield received  # someone else handles Ctrl-C here: leave it to them
+        return
+
+    def on_sigint(signum: int, frame: Any) -> None:
+        received.append(signum)
+        if len(received) > 1 or task.done():
+            raise KeyboardInterrupt
+        task.cancel()
+        task.get_loop().call_soon_threadsafe(lambda: None)  # wake the selector
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield received
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def _run_nested(coro: Coroutine[Any, Any, R], timeout: float | None) -> R:
     try:
         loop = asyncio.get_running_loop()
@@ -253,17 +284,31 @@ def _run_nested(coro: Coroutine[Any, Any, R], timeout: float | None) -> R:
         loop = _own_loop()
     _import_nest_asyncio().apply(loop)
     task = loop.create_task(coro if timeout is None else _bounded(coro, timeout))
+    with _sigint_cancels(task) as interrupts:
+        try:
+            result = loop.run_until_complete(task)
+        except asyncio.CancelledError:
+            if interrupts:
+                raise KeyboardInterrupt from None
+            raise
+        except BaseException:
+            _unwind(loop, task)
+            raise
+    if interrupts:  # the operation finished despite the interrupt; still report it
+        raise KeyboardInterrupt
+    return result
+
+
+def _unwind(loop: asyncio.AbstractEventLoop, task: asyncio.Task[Any]) -> None:
+    """Cancel ``task`` if it still runs and let it finish unwinding (up to CANCEL_GRACE)."""
+    if task.done():
+        return
+    task.cancel()
     try:
-        return loop.run_until_complete(task)
-    except BaseException:
-        if not task.done():  # interrupted: let the operation unwind before re-raising
-            task.cancel()
-            try:
-                loop.run_until_complete(asyncio.wait([task], timeout=CANCEL_GRACE))
-            finally:
-                if task.done() and not task.cancelled():
-                    task.exception()  # retrieved, so asyncio does not log it as lost
-        raise
+        loop.run_until_complete(asyncio.wait([task], timeout=CANCEL_GRACE))
+    finally:
+        if task.done() and not task.cancelled():
+            task.exception()  # retrieved, so asyncio does not log it as lost
 
 
 # ---------------------------------------------------------------------- the facade
