@@ -18,7 +18,7 @@ Python values, and validates every row before anything is written.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import Enum
@@ -103,16 +103,23 @@ def _series_data(column: Column, values: Sequence[Any]) -> Any:
         return pd.Categorical.from_codes(
             [codes.get(value, -1) for value in values], dtype=column.category_dtype
         )
+    if column.dtype in _NULLABLE and values.count(None) == len(values):
+        return _NULLABLE[column.dtype](len(values))  # cheaper than parsing n missing values
     if column.dtype == "datetime64[us, UTC]":
         return pd.to_datetime(values, utc=True, format="ISO8601").as_unit("us")
     if column.dtype == "datetime64[us]":
         return pd.to_datetime(values, format="ISO8601").as_unit("us")
-    if column.dtype is object:
-        array = np.empty(len(values), dtype=object)
-        for index, value in enumerate(values):
-            array[index] = value
-        return array
+    if column.dtype is object:  # fromiter: lists stay elements, never a second dimension
+        return np.fromiter(values, dtype=object, count=len(values))
     return pd.array(values, dtype=column.dtype)
+
+
+_NULLABLE: dict[Any, Callable[[int], Any]] = {
+    "str": lambda n: pd.array(np.full(n, np.nan, dtype=object), dtype="str"),
+    "datetime64[us, UTC]": lambda n: pd.DatetimeIndex(
+        np.full(n, np.datetime64("NaT", "us")), tz="UTC"
+    ),
+}
 
 
 def _flatten(prefix: str, value: Any, out: dict[str, Any]) -> None:
@@ -136,18 +143,46 @@ def _flat_columns(key: str, values: Sequence[Any]) -> dict[str, Any]:
     return {name: pd.Series([row.get(name) for row in rows]).array for name in names}
 
 
-def _transpose(docs: Sequence[Mapping[str, Any]], keys: Sequence[str]) -> list[Sequence[Any]]:
+def _transpose(
+    docs: Sequence[Mapping[str, Any]], keys: Sequence[str], *, strict: bool = False
+) -> list[Sequence[Any]]:
+    """The values of each key across ``docs``; ``strict`` raises KeyError for a missing key."""
     if not keys:
         return []
     if not docs:
-        return [[] for _ in keys]
+        return [() for _ in keys]
     try:
         rows = list(map(itemgetter(*keys), docs))
-    except KeyError:
+    except (KeyError, TypeError):
+        if strict:
+            raise KeyError("a document lacks a field") from None
         return [[doc.get(key) for doc in docs] for key in keys]
     if len(keys) == 1:
         return [rows]
     return list(zip(*rows, strict=True))
+
+
+def _frame(
+    model: type[BaseModel],
+    keys: Sequence[str],
+    ids: Sequence[str],
+    values: Sequence[Sequence[Any]],
+    flatten: bool,
+) -> pd.DataFrame:
+    specs = model_columns(model)
+    data: dict[str, Any] = {}
+    for key, column_values in zip(keys, values, strict=True):
+        column = specs[key]
+        if flatten and column.is_dict:
+            data.update(_flat_columns(key, column_values))
+        else:
+            data[key] = _series_data(column, column_values)
+    index = pd.Index(list(ids), name="id", dtype="str")
+    return pd.DataFrame(data, index=index, columns=list(data) if data else None, copy=False)
+
+
+def _frame_keys(model: type[BaseModel], columns: Sequence[str] | None) -> list[str]:
+    return [key for key in (columns or model_columns(model)) if key != "id"]
 
 
 def documents_frame(
@@ -159,17 +194,8 @@ def documents_frame(
     flatten: bool = False,
 ) -> pd.DataFrame:
     """A frame from JSON-form documents of ``model`` (as stored); see the module docstring."""
-    specs = model_columns(model)
-    keys = [key for key in (columns or specs) if key != "id"]
-    data: dict[str, Any] = {}
-    for key, values in zip(keys, _transpose(docs, keys), strict=True):
-        column = specs[key]
-        if flatten and column.is_dict:
-            data.update(_flat_columns(key, values))
-        else:
-            data[key] = _series_data(column, values)
-    index = pd.Index(list(ids), name="id", dtype="str")
-    return pd.DataFrame(data, index=index, columns=list(data) if data else None)
+    keys = _frame_keys(model, columns)
+    return _frame(model, keys, ids, _transpose(docs, keys), flatten)
 
 
 def to_dataframe(
@@ -203,28 +229,41 @@ async def repository_to_dataframe(
     an older schema, is validated to fill in its defaults).
     """
     query = repo._query(filter_criteria, order_by, limit, 0, columns)
-    with _gc_paused():  # the collector's passes over the fetched rows cost more than the fetch
+    keys = _frame_keys(repo.model, query.columns)
+    # The collector's passes over the many fresh objects cost more than the work itself.
+    with _gc_paused():
         rows = await repo._select(query)
-    wanted = query.columns or tuple(model_columns(repo.model))
-    ids, docs = await _parse_rows(repo, rows, frozenset(wanted))
-    with _gc_paused():
-        return documents_frame(repo.model, ids, docs, columns=wanted, flatten=flatten)
-
-
-async def _parse_rows(
-    repo: Repository[Any], rows: Sequence[tuple[str, Any]], wanted: frozenset[str]
-) -> tuple[list[str], list[dict[str, Any]]]:
-    ids = [entity_id for entity_id, _ in rows]
-    with _gc_paused():
+        ids, docs = _parse_rows(repo, rows)
         try:
-            docs = list(map(orjson.loads, [data for _, data in rows]))
-        except (orjson.JSONDecodeError, TypeError):
-            docs = [_parse_one(repo, entity_id, data) for entity_id, data in rows]
+            values = _transpose(docs, keys, strict=True)
+        except KeyError:
+            values = None
+    if values is None:  # some document lacks a field: written by an older schema
+        ids, docs = await _complete(repo, ids, docs, frozenset(keys))
+        values = _transpose(docs, keys)
+    with _gc_paused():
+        return _frame(repo.model, keys, ids, values, flatten)
+
+
+def _parse_rows(
+    repo: Repository[Any], rows: Sequence[tuple[str, Any]]
+) -> tuple[list[str], list[Any]]:
+    ids = [entity_id for entity_id, _ in rows]
+    try:
+        docs = list(map(orjson.loads, [data for _, data in rows]))
+    except (orjson.JSONDecodeError, TypeError):
+        docs = [_parse_one(repo, entity_id, data) for entity_id, data in rows]
+    return ids, docs
+
+
+async def _complete(
+    repo: Repository[Any], ids: list[str], docs: list[Any], wanted: frozenset[str]
+) -> tuple[list[str], list[Any]]:
+    """Validate the documents that lack a field, so the model's defaults fill it in."""
     gone: set[int] = set()
     for position, doc in enumerate(docs):
         if isinstance(doc, dict) and doc.keys() >= wanted:
             continue
-        # Written by an older schema (or projected too far): validate to fill in defaults.
         entity_id = ids[position]
         data = await repo._get(entity_id)
         if data is None:  # deleted since the select

@@ -274,6 +274,9 @@ def test_generic_models_keep_their_types() -> None:
 def test_empty_model_list_needs_the_model() -> None:
     with pytest.raises(TypeError, match="needs the model"):
         to_dataframe([])
+    all_missing = to_dataframe([Task(name="a"), Task(name="b")])
+    assert all_missing.dtypes.equals(to_dataframe(_tasks()).dtypes)
+    assert all_missing["error"].isna().all() and all_missing["started_at"].isna().all()
     empty = to_dataframe([], Task)
     assert empty.shape == (0, len(Task.model_fields) - 1)
     assert str(empty["created_at"].dtype) == "datetime64[us, UTC]"
