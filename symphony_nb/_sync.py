@@ -14,7 +14,11 @@ Two modes (see :func:`set_sync_mode`):
 * ``"nested"``: coroutines run on the caller's own running loop, re-entered with
   nest-asyncio2 (never applied at import time; only when this mode is chosen). Without a
   running loop, a loop kept for the calling thread is used, so loop-bound resources survive
-  from one call to the next.
+  from one call to the next. Ctrl-C cancels the operation and raises KeyboardInterrupt once
+  it has unwound, as ``asyncio.run`` does.
+
+In thread mode, a sync call made from code that itself runs on the private loop would wait
+for itself forever; it raises :class:`SyncUsageError` instead.
 """
 
 from __future__ import annotations
