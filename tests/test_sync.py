@@ -242,12 +242,6 @@ def test_interrupt_during_execute_task_leaves_the_task_cancelled() -> None:
     assert stored.completed_at is not None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="TaskManager.execute_task saves the task as running outside its cancellation "
-    "handler: an interrupt during that save leaves it running once the file write lands",
-)
 def test_interrupt_while_the_running_state_is_written(tmp_path: Path) -> None:
     writing = threading.Event()
 

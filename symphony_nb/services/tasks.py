@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -57,7 +58,17 @@ class TaskManager:
         task.completed_at = None
         task.error = None
         task.agent_id = agent.config.id
-        await self.repository.save(task)
+        saving = asyncio.ensure_future(self.repository.save(task))
+        try:
+            await asyncio.shield(saving)
+        except asyncio.CancelledError:
+            # The running state may still land after the cancellation: let it, then record
+            # the end, so the task is never left stored as running.
+            with contextlib.suppress(Exception):
+                await saving
+            if saving.done() and not saving.cancelled() and saving.exception() is None:
+                await self._finish(task, TaskStatus.CANCELLED, error="execution was cancelled")
+            raise
         try:
             output = await agent.execute(task)
         except asyncio.CancelledError:
