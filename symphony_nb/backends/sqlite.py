@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 import sqlite3
 import threading
 import weakref
@@ -27,7 +26,6 @@ R = TypeVar("R")
 Rows = list[tuple[str, Data]]
 _OPEN: weakref.WeakSet[SQLiteRepository[Any]] = weakref.WeakSet()
 _INHERITED: list[Session] = []
-_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")  # an escaped NUL, not an escaped backslash
 
 
 class SQLiteRepository(Repository[T]):
@@ -44,8 +42,6 @@ class SQLiteRepository(Repository[T]):
     is in WAL mode, readers never wait, and each write checks versions and writes inside
     ``BEGIN IMMEDIATE``, waiting up to ``timeout`` seconds for another writer. Commits are
     durable (``synchronous=FULL``). ``path=":memory:"`` keeps a private in-memory database.
-    Text containing NUL (U+0000) is refused with StorageError, as in PostgreSQL: SQLite's JSON
-    functions end text there, so it could not be filtered exactly.
     """
 
     def __init__(
@@ -213,12 +209,6 @@ class SQLiteRepository(Repository[T]):
     # ------------------------------------------------------------------ writes
 
     async def _write(self, records: Sequence[Record], *, create: bool) -> list[bool]:
-        for record in records:
-            if "\\u0000" in record.json and _NUL.search(record.json):
-                raise StorageError(
-                    f"cannot store {self._location(record.id)}: it has text containing NUL "
-                    "(U+0000), which SQLite's JSON functions cut short; remove the NUL characters"
-                )
         return await self._run(self._write_sync, records, create)
 
     def _write_sync(
