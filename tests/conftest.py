@@ -49,6 +49,7 @@ async def repo(make_repo: Callable[[type[Any]], Any]) -> Repository[Task]:
 _REQUIRED = {
     "SYMPHONY_NB_REQUIRE_POSTGRES": "postgres",
     "SYMPHONY_NB_REQUIRE_BROWSER": "browser",
+    "SYMPHONY_NB_REQUIRE_STRACE": "strace",
 }
 
 
