@@ -140,7 +140,8 @@ def _flat_columns(key: str, values: Sequence[Any]) -> dict[str, Any]:
                 _flatten(f"{key}.{sub}", item, flat)
         rows.append(flat)
         names.update(dict.fromkeys(flat))
-    return {name: pd.Series([row.get(name) for row in rows]).array for name in names}
+    # pd.array keeps ints as Int64 where some rows lack the key (a Series would make floats).
+    return {name: pd.array([row.get(name) for row in rows]) for name in names}
 
 
 def _transpose(
@@ -304,7 +305,14 @@ def _python(value: Any) -> Any:
     return value
 
 
-def _unflatten(row: dict[str, Any], specs: Mapping[str, Column]) -> dict[str, Any]:
+def _unflatten(
+    row: dict[str, Any], specs: Mapping[str, Column], old: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """Rebuild dict fields from dotted columns.
+
+    An empty cell is a key the row does not have, unless the stored document ``old`` has
+    that key (with a null value): then it stays, so an unedited row reads back unchanged.
+    """
     out: dict[str, Any] = {}
     built: set[str] = set()
     for name, value in row.items():
@@ -315,14 +323,23 @@ def _unflatten(row: dict[str, Any], specs: Mapping[str, Column]) -> dict[str, An
         built.add(head)
         target = out.setdefault(head, {})
         parts = rest.split(".")
+        if value is None and not _has_path(old, [head, *parts]):
+            continue
         for part in parts[:-1]:
             target = target.setdefault(part, {})
-        if value is not None:
-            target[parts[-1]] = value
+        target[parts[-1]] = value
     for head in built:
-        if specs[head].optional and out[head] == {}:
+        if out[head] == {} and specs[head].optional and (old is None or old.get(head) is None):
             out[head] = None
     return out
+
+
+def _has_path(doc: Any, path: Sequence[str]) -> bool:
+    for part in path:
+        if not isinstance(doc, dict) or part not in doc:
+            return False
+        doc = doc[part]
+    return True
 
 
 def _cells(series: pd.Series[Any]) -> list[Any]:
@@ -356,7 +373,11 @@ def frame_records(df: pd.DataFrame) -> list[tuple[str, dict[str, Any]]]:
     )
 
 
-def _validate(model: type[M], records: Sequence[tuple[str, dict[str, Any]]]) -> list[M]:
+def _validate(
+    model: type[M],
+    records: Sequence[tuple[str, dict[str, Any]]],
+    stored: Mapping[str, Any] | None = None,
+) -> list[M]:
     specs = model_columns(model)
     entities: list[M] = []
     problems: dict[str, list[tuple[str, str]]] = {}
@@ -365,7 +386,7 @@ def _validate(model: type[M], records: Sequence[tuple[str, dict[str, Any]]]) -> 
     for entity_id, row in records:
         data = {
             key: value
-            for key, value in _unflatten(row, specs).items()
+            for key, value in _unflatten(row, specs, (stored or {}).get(entity_id)).items()
             if value is not None or key not in defaulted
         }
         data["id"] = entity_id
@@ -422,7 +443,7 @@ def _changed_entities(
         if old is not None and missing:
             row = {**{key: old.get(key) for key in missing}, **row}
         merged.append((entity_id, row))
-    entities = _validate(model, merged)
+    entities = _validate(model, merged, stored)
     return [
         entity
         for (entity_id, _), entity in zip(merged, entities, strict=True)

@@ -121,6 +121,24 @@ async def test_flatten_gives_dotted_columns_and_saves_back(filled: Repository[Ta
     assert stored.metadata == {}
 
 
+async def test_unedited_flat_frame_saves_nothing(repo: Repository[Task]) -> None:
+    await repo.save_many(
+        [
+            Task(id="a", name="a", input_data={"x": None, "y": 1}, output_data={}),
+            Task(id="b", name="b", input_data={"y": 2}, output_data=None),
+            Task(id="c", name="c", output_data={"r": {"deep": None}}),
+        ]
+    )
+    df = await repo.to_dataframe(flatten=True)
+    assert str(df["input_data.y"].dtype) == "Int64"  # not float because "c" lacks the key
+    assert await repo.save_dataframe(df) == []
+    df.loc["b", "input_data.y"] = 3
+    assert await repo.save_dataframe(df) == ["b"]
+    assert (await repo.get("b")).input_data == {"y": 3}
+    assert type((await repo.get("b")).input_data["y"]) is int
+    assert (await repo.get("a")).input_data == {"x": None, "y": 1}
+
+
 async def test_save_dataframe_writes_only_edited_rows(filled: Repository[Task]) -> None:
     df = await filled.to_dataframe()
     df.loc["t1", "name"] = "renamed"
