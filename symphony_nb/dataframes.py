@@ -3,7 +3,7 @@
 A frame made here is indexed by entity id (index name ``id``) and has one column per model
 field, named by its JSON key (``AgentConfig.llm_config`` is the column ``model_config``):
 
-* enum fields are ``pd.Categorical`` with every member as a category, in declaration order,
+* enum (and Literal) fields are ``pd.Categorical`` with every member as a category, in order,
   so an invalid edit is refused by pandas itself;
 * datetimes are ``datetime64[us, UTC]``; ints ``int64`` (``Int64`` when optional), floats
   ``float64``, bools ``bool`` (``boolean`` when optional), text the pandas ``str`` dtype;
@@ -23,7 +23,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import Enum
 from operator import itemgetter
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, get_args
 
 import numpy as np
 import orjson
@@ -68,6 +68,8 @@ def _column(key: str, annotation: Any) -> Column:
     origin = getattr(inner, "__origin__", None) or inner
     if isinstance(origin, type) and issubclass(origin, Enum):
         return Column(key, "category", tuple(m.value for m in origin), optional=optional)
+    if origin is Literal:
+        return Column(key, "category", get_args(inner), optional=optional)
     if inner is NaiveDatetime:
         return Column(key, "datetime64[us]", optional=optional)
     if inner in _DATETIMES:

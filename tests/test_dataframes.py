@@ -284,6 +284,7 @@ def test_generic_models_keep_their_types() -> None:
     assert str(df["maybe"].dtype) == "boolean"
     assert str(df["count"].dtype) == "Int64"
     assert str(df["local"].dtype) == "datetime64[us]"
+    assert list(df["kind"].cat.categories) == ["a", "b"]
     assert df.loc["g1", "part"] == {"label": "x", "size": 2}
     assert pd.isna(df.loc["g2", "count"])
     assert from_dataframe(Gadget, df) == gadgets
