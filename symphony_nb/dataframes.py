@@ -5,14 +5,16 @@ field, named by its JSON key (``AgentConfig.llm_config`` is the column ``model_c
 
 * enum (and Literal) fields are ``pd.Categorical`` with every member as a category, in order,
   so an invalid edit is refused by pandas itself;
-* datetimes are ``datetime64[us, UTC]``; ints ``int64`` (``Int64`` when optional), floats
+* datetimes are ``datetime64[us, UTC]`` (``NaiveDatetime`` fields stay naive); ints ``int64`` (``Int64`` when optional), floats
   ``float64``, bools ``bool`` (``boolean`` when optional), text the pandas ``str`` dtype;
 * dict, list and nested-model fields hold the Python objects, unless ``flatten=True`` turns
   each dict field into dotted columns (``input_data.query``);
 * an empty result still has every column with these dtypes.
 
-Writing back converts NaN/NaT/NA to None, pandas timestamps to datetimes and numpy scalars to
-Python values, and validates every row before anything is written.
+Writing back converts NaN/NaT/NA to None, pandas timestamps to datetimes, numpy scalars to
+Python values and categoricals to their values; an empty cell of a field that cannot be None
+but has a default takes the default (so rows added in pandas work). Every row is validated
+before anything is written.
 """
 
 from __future__ import annotations
