@@ -14,14 +14,13 @@ from enum import Enum
 from typing import Any, Literal, get_args, get_origin
 
 import ipywidgets as widgets
-from pydantic import AwareDatetime, FutureDatetime, NaiveDatetime, PastDatetime
 from pydantic.fields import FieldInfo
 from pydantic_core import to_jsonable_python
 
 from .._filters import _unwrap
+from .._frames import DATETIME_TYPES
 from ._util import message
 
-_DATETIMES: tuple[Any, ...] = (datetime, AwareDatetime, NaiveDatetime, PastDatetime, FutureDatetime)
 _STYLE = {"description_width": "150px"}
 _NONE_OPTION = ("(none)", "")
 
@@ -148,7 +147,7 @@ def make_input(key: str, info: FieldInfo, *, long_text: bool, read_only: bool) -
         field = ChoiceInput(key, [member.value for member in origin], optional=optional)
     elif origin is Literal:
         field = ChoiceInput(key, list(get_args(inner)), optional=optional)
-    elif inner in _DATETIMES:
+    elif inner in DATETIME_TYPES:
         field = DateTimeInput(key, optional=optional)
     elif inner is bool and not optional:
         field = CheckboxInput(key)
