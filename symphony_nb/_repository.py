@@ -198,7 +198,7 @@ class Repository(ABC, Generic[T]):
             ) from None
         finally:
             fields.update(saved)
-        if _NUL_RE.search(data):
+        if "\\u0000" in data and _NUL_RE.search(data):
             raise UnstorableEntityError(
                 f"{self.model.__name__} {entity_id!r} contains a NUL character (\\x00) in its text; "
                 "no backend can store it faithfully (PostgreSQL refuses it, SQLite truncates it)"
