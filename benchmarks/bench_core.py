@@ -18,22 +18,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from symphony_nb import FileSystemRepository, InMemoryRepository, Task, TaskPriority, TaskStatus
+from _common import make_tasks
 
-
-def make_tasks(n: int) -> list[Task]:
-    statuses = list(TaskStatus)
-    priorities = list(TaskPriority)
-    return [
-        Task(
-            name=f"task {i}",
-            status=statuses[i % len(statuses)],
-            priority=priorities[i % len(priorities)],
-            input_data={"query": f"question {i}", "n": i},
-            tags=["bench", f"g{i % 10}"],
-        )
-        for i in range(n)
-    ]
+from symphony_nb import FileSystemRepository, InMemoryRepository, Task, TaskStatus
 
 
 def timed(fn: Callable[[], Any], repeat: int = 5) -> float:

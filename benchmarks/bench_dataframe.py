@@ -27,25 +27,9 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from _common import make_tasks
 
-from symphony_nb import SQLiteRepository, Task, TaskPriority, TaskStatus
-
-
-def make_tasks(n: int) -> list[Task]:
-    statuses = list(TaskStatus)[:4]
-    priorities = list(TaskPriority)
-    return [
-        Task(
-            name=f"task {i}",
-            description=f"benchmark task number {i}",
-            status=statuses[i % len(statuses)],
-            priority=priorities[i % len(priorities)],
-            input_data={"query": f"question {i}", "n": i},
-            tags=["bench", f"g{i % 10}"],
-            metadata={"batch": i // 1000},
-        )
-        for i in range(n)
-    ]
+from symphony_nb import SQLiteRepository, Task
 
 
 def cpu_seconds() -> float:

@@ -20,27 +20,13 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncpg
+from _common import make_tasks
 
-from symphony_nb import PostgresRepository, Task, TaskPriority, TaskStatus
+from symphony_nb import PostgresRepository, Task, TaskStatus
 
 DEFAULT_DSN = os.environ.get(
     "SYMPHONY_NB_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test"
 )
-
-
-def make_tasks(n: int) -> list[Task]:
-    statuses = list(TaskStatus)
-    priorities = list(TaskPriority)
-    return [
-        Task(
-            name=f"task {i}",
-            status=statuses[i % len(statuses)],
-            priority=priorities[i % len(priorities)],
-            input_data={"query": f"question {i}", "n": i},
-            tags=["bench", f"g{i % 10}"],
-        )
-        for i in range(n)
-    ]
 
 
 async def timed(fn: Callable[[], Awaitable[Any]]) -> float:

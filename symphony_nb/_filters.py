@@ -109,7 +109,7 @@ class Query:
 # --------------------------------------------------------------------------- model schema
 
 
-def _unwrap(annotation: Any) -> tuple[Any, bool]:
+def unwrap(annotation: Any) -> tuple[Any, bool]:
     """Strip ``Annotated`` and ``Optional``; return the inner type and whether None is allowed."""
     optional = False
     while True:
@@ -127,7 +127,7 @@ def _unwrap(annotation: Any) -> tuple[Any, bool]:
 
 
 def _spec(name: str, annotation: Any) -> FieldSpec:
-    inner, _ = _unwrap(annotation)
+    inner, _ = unwrap(annotation)
     origin = get_origin(inner) or inner
     if inner is Any or origin in (dict, Mapping) or inner is dict:
         return FieldSpec(name, "dict", annotation)

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 from pydantic import AwareDatetime, BaseModel, FutureDatetime, NaiveDatetime, PastDatetime
 
-from ._filters import _unwrap
+from ._filters import unwrap
 
 DATETIME_TYPES: tuple[Any, ...] = (
     datetime,
@@ -47,7 +47,7 @@ class Column:
 
 
 def _column(key: str, annotation: Any) -> Column:
-    inner, optional = _unwrap(annotation)
+    inner, optional = unwrap(annotation)
     origin = getattr(inner, "__origin__", None) or inner
     if isinstance(origin, type) and issubclass(origin, Enum):
         return Column(key, "category", tuple(m.value for m in origin), optional=optional)

@@ -23,11 +23,11 @@ import types
 from collections.abc import Mapping
 from datetime import date, datetime
 from functools import lru_cache
-from typing import Annotated, Any, Union, get_args, get_origin
+from typing import Any, Union, get_origin
 
 from pydantic import BaseModel
 
-from .._filters import COMPARISONS, Condition, OrderKey, Query, model_fields
+from .._filters import COMPARISONS, Condition, OrderKey, Query, model_fields, unwrap
 
 Path = tuple[str, ...]
 TEXT = frozenset({"text"})
@@ -48,17 +48,9 @@ def json_path(path: Path) -> str:
 
 def _json_kinds(annotation: Any) -> frozenset[str] | None:
     """The JSON types a value of ``annotation`` can have (None: any), ``null`` aside."""
-    while True:
-        origin = get_origin(annotation)
-        if origin is Annotated:
-            annotation = get_args(annotation)[0]
-        elif origin in (Union, types.UnionType):
-            args = [a for a in get_args(annotation) if a is not type(None)]
-            if len(args) != 1:
-                return None
-            annotation = args[0]
-        else:
-            break
+    annotation, _ = unwrap(annotation)
+    if get_origin(annotation) in (Union, types.UnionType):
+        return None
     origin = get_origin(annotation) or annotation
     if not isinstance(origin, type):
         return None

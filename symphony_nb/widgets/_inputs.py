@@ -17,7 +17,7 @@ import ipywidgets as widgets
 from pydantic.fields import FieldInfo
 from pydantic_core import to_jsonable_python
 
-from .._filters import _unwrap
+from .._filters import unwrap
 from .._frames import DATETIME_TYPES
 from ._util import message
 
@@ -140,7 +140,7 @@ def _plain(value: Any) -> Any:
 
 def make_input(key: str, info: FieldInfo, *, long_text: bool, read_only: bool) -> FieldInput:
     """The input for field ``key`` (its JSON name) described by ``info``."""
-    inner, optional = _unwrap(info.annotation)
+    inner, optional = unwrap(info.annotation)
     origin = get_origin(inner) or inner
     field: FieldInput
     if isinstance(origin, type) and issubclass(origin, Enum):
