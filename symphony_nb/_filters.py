@@ -36,7 +36,7 @@ import math
 import re
 import types
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import Enum
 from functools import lru_cache
@@ -96,6 +96,8 @@ class Query:
     """A parsed query: conditions (AND), ordering (id order when empty), paging.
 
     ``after_id`` restricts to ids greater than it (keyset paging in id order).
+    ``any_order`` (only without order, limit, offset or after_id) lets a backend return the
+    rows in whatever order is cheapest: the caller sorts them by id itself.
     """
 
     conditions: tuple[Condition, ...] = ()
@@ -104,6 +106,13 @@ class Query:
     offset: int = 0
     after_id: str | None = None
     columns: tuple[str, ...] | None = field(default=None)
+    any_order: bool = False
+
+    def unordered(self) -> Query:
+        """This query with ``any_order`` set when the result is needed whole in id order."""
+        if self.order or self.limit is not None or self.offset or self.after_id is not None:
+            return self
+        return replace(self, any_order=True)
 
 
 # --------------------------------------------------------------------------- model schema

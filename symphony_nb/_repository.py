@@ -9,6 +9,7 @@ from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from operator import itemgetter
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Generic, Literal, Self, TypeVar
 
@@ -233,6 +234,13 @@ class Repository(ABC, Generic[T]):
                 self._written(entity, record)
         return written
 
+    async def _select_sorted(self, query: Query) -> list[tuple[str, Data]]:
+        """``_select``, sorting by id here when the query let the backend skip it."""
+        rows = await self._select(query)
+        if query.any_order:
+            rows.sort(key=itemgetter(0))  # linear when the backend returned them sorted
+        return rows
+
     def _query(
         self,
         filter_criteria: Filter | None,
@@ -306,8 +314,8 @@ class Repository(ABC, Generic[T]):
         default); ``limit`` and ``offset`` page the result. ``on_corrupt="warn"`` skips corrupt
         entities with a :class:`CorruptEntityWarning` instead of raising.
         """
-        query = self._query(filter_criteria, order_by, limit, offset)
-        return self._decode_many(await self._select(query), on_corrupt)
+        query = self._query(filter_criteria, order_by, limit, offset).unordered()
+        return self._decode_many(await self._select_sorted(query), on_corrupt)
 
     async def count(self, filter_criteria: Filter | None = None) -> int:
         """How many entities match ``filter_criteria``."""

@@ -205,7 +205,8 @@ def select_sql(model: type[BaseModel], table: str, query: Query) -> tuple[str, l
     params = Params()
     sql = f"SELECT id, doc FROM {table}"
     sql += where_sql(model, query.conditions, params, query.after_id)
-    sql += order_sql(model, query.order, params)
+    if not query.any_order:
+        sql += order_sql(model, query.order, params)
     if query.limit is not None:
         sql += f" LIMIT {params.add(query.limit, 'bigint')}"
     if query.offset:

@@ -240,7 +240,8 @@ class SqlCompiler:
         """``SELECT id, doc`` for ``query``; ``guard`` skips rows whose doc is not JSON."""
         b = _Builder(self.model, self.columns, guard)
         where = b.where(query.conditions, query.after_id)
-        sql = f"SELECT id, doc FROM {self.table}{where}{b.order(query.order, self._tie(query))}"
+        order = "" if query.any_order else b.order(query.order, self._tie(query))
+        sql = f"SELECT id, doc FROM {self.table}{where}{order}"
         if query.limit is not None or query.offset:
             limit = -1 if query.limit is None else query.limit
             sql += f" LIMIT {b.param(limit)} OFFSET {b.param(query.offset)}"
