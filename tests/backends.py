@@ -8,11 +8,14 @@ service is not reachable raises ``BackendUnavailable`` with the reason.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from symphony_nb import FileSystemRepository, InMemoryRepository, Repository
+from symphony_nb._sync import run_sync
 
 Factory = Callable[[type[Any], Path], contextlib.AbstractAsyncContextManager[Repository[Any]]]
 
@@ -63,3 +66,21 @@ async def sqlite(model: type[Any], where: Path) -> AsyncIterator[Repository[Any]
 
 
 BACKENDS["sqlite"] = sqlite
+
+
+@contextlib.contextmanager
+def opened(backend: str, model: type[Any], where: Path) -> Iterator[Repository[Any]]:
+    """A fresh repository of ``backend``, opened and closed on the sync facades' loop."""
+    stack = contextlib.AsyncExitStack()
+
+    async def enter() -> Repository[Any]:
+        return await stack.enter_async_context(BACKENDS[backend](model, where))
+
+    try:
+        repo = run_sync(enter())
+    except BackendUnavailable as exc:
+        pytest.skip(f"{backend} backend unavailable: {exc}")
+    try:
+        yield repo
+    finally:
+        run_sync(stack.aclose())

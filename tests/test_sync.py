@@ -40,8 +40,8 @@ from symphony_nb import (
 )
 from symphony_nb._filters import Condition, Query, apply_query, matches
 from symphony_nb._repository import Data, Record
-from symphony_nb._sync import in_loop_thread, run_sync
-from tests.backends import BACKENDS, BackendUnavailable
+from symphony_nb._sync import in_loop_thread
+from tests.backends import opened
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -49,19 +49,8 @@ ROOT = Path(__file__).resolve().parent.parent
 @pytest.fixture
 def sync_repo(backend_name: str, tmp_path: Path) -> Iterator[Repository[Task]]:
     """A Task repository of each backend, opened and closed through the sync facade's loop."""
-    stack = contextlib.AsyncExitStack()
-
-    async def open_repo() -> Repository[Task]:
-        return await stack.enter_async_context(BACKENDS[backend_name](Task, tmp_path))
-
-    try:
-        repo = run_sync(open_repo())
-    except BackendUnavailable as exc:
-        pytest.skip(f"{backend_name} backend unavailable: {exc}")
-    try:
+    with opened(backend_name, Task, tmp_path) as repo:
         yield repo
-    finally:
-        run_sync(stack.aclose())
 
 
 class DictRepository(Repository[Task]):

@@ -8,8 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from symphony_nb import Repository
-from tests.backends import BACKENDS
-from tests.reliability._sync_open import opened
+from tests.backends import BACKENDS, opened
 
 
 @contextlib.contextmanager

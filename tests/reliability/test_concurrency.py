@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 
 from symphony_nb import ConflictError, Repository, Task, open_repository
+from tests.backends import opened
 from tests.reliability._procs import start
 from tests.reliability._stores import SHARED, store_url
-from tests.reliability._sync_open import opened
 from tests.reliability._worker import increment
 from tests.reliability.conftest import Figures
 
