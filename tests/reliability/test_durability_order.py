@@ -18,9 +18,9 @@ from tests.reliability.conftest import Figures
 
 STRACE = shutil.which("strace")
 SYSCALLS = "openat,fsync,fdatasync,rename,renameat,renameat2"
-_FSYNC = re.compile(r"^\d+ f(?:data)?sync\(\d+<(?P<path>[^>]*)>\)\s+= 0")
-_RENAME = re.compile(r'^\d+ rename(?:at2?)?\(.*"(?P<src>[^"]+)",.*"(?P<dst>[^"]+)".*\)\s+= 0')
-_OPEN = re.compile(r'^\d+ openat\(.*"(?P<path>[^"]+)", (?P<flags>[A-Z_|]+).*\)\s+= \d+')
+_FSYNC = re.compile(r"^\d+\s+f(?:data)?sync\(\d+<(?P<path>[^>]*)>\)\s+= 0")
+_RENAME = re.compile(r'^\d+\s+rename(?:at2?)?\(.*"(?P<src>[^"]+)",.*"(?P<dst>[^"]+)".*\)\s+= 0')
+_OPEN = re.compile(r'^\d+\s+openat\(.*"(?P<path>[^"]+)", (?P<flags>[A-Z_|]+).*\)\s+= \d+')
 
 
 def _events(trace: str, folder: Path) -> list[tuple[str, str]]:
