@@ -37,7 +37,7 @@ from ._models import utc_now
 if TYPE_CHECKING:
     import pandas as pd
 
-    from ._sync import SyncFacade
+    from ._sync_faces import SyncRepository
 
 T = TypeVar("T", bound=BaseModel)
 OnCorrupt = Literal["raise", "warn"]
@@ -405,11 +405,11 @@ class Repository(ABC, Generic[T]):
         await self.close()
 
     @property
-    def sync(self) -> SyncFacade[Self]:
+    def sync(self) -> SyncRepository[T]:
         """The same methods, called without ``await`` (for scripts and notebook cells)."""
-        from ._sync import SyncFacade
+        from ._sync_faces import SyncRepository
 
-        return SyncFacade(self)
+        return SyncRepository(self)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.model.__name__})"

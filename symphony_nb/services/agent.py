@@ -14,7 +14,7 @@ from .._models import AgentConfig, Task
 from .._repository import Repository
 
 if TYPE_CHECKING:
-    from .._sync import SyncFacade
+    from .._sync_faces import SyncAgent, SyncAgentFactory
 
 Message = dict[str, str]
 
@@ -78,11 +78,11 @@ class Agent:
         return await self.run(task.input_data)
 
     @property
-    def sync(self) -> SyncFacade[Agent]:
+    def sync(self) -> SyncAgent:
         """The same methods without ``await``."""
-        from .._sync import SyncFacade
+        from .._sync_faces import SyncAgent
 
-        return SyncFacade(self)
+        return SyncAgent(self)
 
 
 class AgentFactory:
@@ -121,11 +121,11 @@ class AgentFactory:
         return Agent(config, llm or self.llm)
 
     @property
-    def sync(self) -> SyncFacade[AgentFactory]:
+    def sync(self) -> SyncAgentFactory:
         """The same methods without ``await``."""
-        from .._sync import SyncFacade
+        from .._sync_faces import SyncAgentFactory
 
-        return SyncFacade(self)
+        return SyncAgentFactory(self)
 
 
 def _override(config: AgentConfig, overrides: Mapping[str, Any]) -> AgentConfig:

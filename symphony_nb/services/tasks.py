@@ -13,7 +13,7 @@ from .._repository import Repository
 from .agent import Agent
 
 if TYPE_CHECKING:
-    from .._sync import SyncFacade
+    from .._sync_faces import SyncTaskManager
 
 _FINISHED = (TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED)
 
@@ -127,8 +127,8 @@ class TaskManager:
             return list(await asyncio.gather(*(one(task) for task in pending)))
 
     @property
-    def sync(self) -> SyncFacade[TaskManager]:
+    def sync(self) -> SyncTaskManager:
         """The same methods without ``await``."""
-        from .._sync import SyncFacade
+        from .._sync_faces import SyncTaskManager
 
-        return SyncFacade(self)
+        return SyncTaskManager(self)

@@ -1,0 +1,243 @@
+"""Typed sync faces of Repository, TaskManager, AgentFactory, Agent.
+
+Generated from the async classes by scripts/generate-sync. Do not edit: change the
+async methods, then run ``python scripts/generate-sync`` (tests/test_sync_generated.py
+fails while this file is stale).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Generic
+
+from ._repository import Repository, T
+from ._sync import SyncFacade, _sync_iterator, run_sync
+from .services.agent import Agent, AgentFactory
+from .services.tasks import TaskManager
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Iterator, Mapping, Sequence
+    from typing import Any
+
+    import pandas as pd
+
+    from ._models import Task
+    from ._repository import Filter, OnCorrupt, OrderBy
+    from .services.agent import LanguageModel
+
+
+class SyncRepository(SyncFacade[Repository[T]], Generic[T]):
+    """Blocking methods of :class:`Repository`.
+
+    Each one runs the coroutine method of the same name to completion (see
+    :func:`run_sync`) and takes a keyword-only ``timeout`` in seconds.
+    """
+
+    __slots__ = ()
+
+    def save(self, entity: T, *, timeout: float | None = None) -> str:
+        """Insert or replace ``entity``; return its id.
+
+        Raises :class:`ConflictError` if the stored version is not ``entity.version``; on
+        success ``entity.version`` and ``entity.updated_at`` are updated in place.
+        """
+        return run_sync(self._target.save(entity), timeout)
+
+    def save_many(self, entities: Iterable[T], *, timeout: float | None = None) -> list[str]:
+        """Save several entities, all or nothing where the backend allows; return their ids."""
+        return run_sync(self._target.save_many(entities), timeout)
+
+    def find_by_id(self, id: str, *, timeout: float | None = None) -> T | None:
+        """The entity with this id, or None if there is none."""
+        return run_sync(self._target.find_by_id(id), timeout)
+
+    def get(self, id: str, *, timeout: float | None = None) -> T:
+        """The entity with this id; raise :class:`NotFoundError` if there is none."""
+        return run_sync(self._target.get(id), timeout)
+
+    def find_all(
+        self,
+        filter_criteria: Filter | None = None,
+        *,
+        order_by: OrderBy | None = None,
+        limit: int | None = None,
+        offset: int = 0,
+        on_corrupt: OnCorrupt = "raise",
+        timeout: float | None = None,
+    ) -> list[T]:
+        """Entities matching ``filter_criteria`` (see :mod:`symphony_nb.filters`).
+
+        ``order_by`` is a field, ``"-field"`` for descending, or a list of them (id order by
+        default); ``limit`` and ``offset`` page the result. ``on_corrupt="warn"`` skips corrupt
+        entities with a :class:`CorruptEntityWarning` instead of raising.
+        """
+        return run_sync(
+            self._target.find_all(
+                filter_criteria,
+                order_by=order_by,
+                limit=limit,
+                offset=offset,
+                on_corrupt=on_corrupt,
+            ),
+            timeout,
+        )
+
+    def count(self, filter_criteria: Filter | None = None, *, timeout: float | None = None) -> int:
+        """How many entities match ``filter_criteria``."""
+        return run_sync(self._target.count(filter_criteria), timeout)
+
+    def iter_all(
+        self,
+        filter_criteria: Filter | None = None,
+        *,
+        order_by: OrderBy | None = None,
+        batch_size: int = 1000,
+        on_corrupt: OnCorrupt = "raise",
+        timeout: float | None = None,
+    ) -> Iterator[T]:
+        """Iterate over matches in batches of ``batch_size``, keeping memory bounded.
+
+        Without ``order_by`` it pages by id, so entities added or removed while iterating
+        never cause duplicates or skips of the others.
+        """
+        return _sync_iterator(
+            self._target.iter_all(
+                filter_criteria, order_by=order_by, batch_size=batch_size, on_corrupt=on_corrupt
+            ),
+            timeout,
+        )
+
+    def update(self, entity: T, *, timeout: float | None = None) -> bool:
+        """Replace a stored entity; False (and nothing created) if its id is not stored."""
+        return run_sync(self._target.update(entity), timeout)
+
+    def delete(self, id: str, *, timeout: float | None = None) -> bool:
+        """Delete the entity with this id; False if there was none."""
+        return run_sync(self._target.delete(id), timeout)
+
+    def to_dataframe(
+        self,
+        filter_criteria: Filter | None = None,
+        *,
+        columns: Sequence[str] | None = None,
+        order_by: OrderBy | None = None,
+        limit: int | None = None,
+        flatten: bool = False,
+        timeout: float | None = None,
+    ) -> pd.DataFrame:
+        """Matching entities as a pandas DataFrame indexed by id (see :mod:`symphony_nb.dataframes`).
+
+        Enum columns are categoricals, datetimes stay UTC, dict fields stay dicts unless
+        ``flatten=True`` (dotted column names); ``columns`` selects fields.
+        """
+        return run_sync(
+            self._target.to_dataframe(
+                filter_criteria, columns=columns, order_by=order_by, limit=limit, flatten=flatten
+            ),
+            timeout,
+        )
+
+    def save_dataframe(self, df: pd.DataFrame, *, timeout: float | None = None) -> list[str]:
+        """Write edited rows of ``df`` (as made by :meth:`to_dataframe`) back; return their ids.
+
+        Every row is validated first; if any is invalid, :class:`RowValidationError` lists each
+        bad row and field and nothing is saved. Stale rows raise :class:`ConflictError`.
+        """
+        return run_sync(self._target.save_dataframe(df), timeout)
+
+    def close(self, *, timeout: float | None = None) -> None:
+        """Release the backend's resources; safe to call more than once."""
+        run_sync(self._target.close(), timeout)
+
+
+class SyncTaskManager(SyncFacade[TaskManager]):
+    """Blocking methods of :class:`TaskManager`.
+
+    Each one runs the coroutine method of the same name to completion (see
+    :func:`run_sync`) and takes a keyword-only ``timeout`` in seconds.
+    """
+
+    __slots__ = ()
+
+    def create_task(self, name: str, *, timeout: float | None = None, **fields: Any) -> Task:
+        """Validate a new task (``name`` plus any Task field) and save it."""
+        return run_sync(self._target.create_task(name, **fields), timeout)
+
+    def get_task(self, task_id: str, *, timeout: float | None = None) -> Task:
+        """The stored task ``task_id``; raises :class:`NotFoundError` if there is none."""
+        return run_sync(self._target.get_task(task_id), timeout)
+
+    def execute_task(
+        self, task_id: str, agent: Agent, *, rerun: bool = False, timeout: float | None = None
+    ) -> Task:
+        """Run task ``task_id`` with ``agent`` and return the stored result.
+
+        The task is saved as running (with ``started_at``), then as completed with
+        ``output_data`` or as failed with ``error``. If the execution is cancelled it is saved
+        as cancelled and the cancellation propagates. A task that already ran (or is running)
+        is refused unless ``rerun=True``.
+        """
+        return run_sync(self._target.execute_task(task_id, agent, rerun=rerun), timeout)
+
+    def run_pending(
+        self,
+        agent: Agent,
+        filter_criteria: Mapping[str, Any] | None = None,
+        *,
+        concurrency: int = 4,
+        progress: bool = True,
+        timeout: float | None = None,
+    ) -> list[Task]:
+        """Execute every pending task (optionally filtered), ``concurrency`` at a time.
+
+        Shows a progress bar (``tqdm.auto``) unless ``progress=False``; returns the tasks
+        in the order they were found.
+        """
+        return run_sync(
+            self._target.run_pending(
+                agent, filter_criteria, concurrency=concurrency, progress=progress
+            ),
+            timeout,
+        )
+
+
+class SyncAgentFactory(SyncFacade[AgentFactory]):
+    """Blocking methods of :class:`AgentFactory`.
+
+    Each one runs the coroutine method of the same name to completion (see
+    :func:`run_sync`) and takes a keyword-only ``timeout`` in seconds.
+    """
+
+    __slots__ = ()
+
+    def create_agent(
+        self,
+        config_id: str,
+        *,
+        llm: LanguageModel | None = None,
+        timeout: float | None = None,
+        **overrides: Any,
+    ) -> Agent:
+        """Load config ``config_id`` and build an agent, with ``overrides`` for its fields.
+
+        ``llm`` replaces the factory's language model for this agent. Raises
+        :class:`NotFoundError` for an unknown id.
+        """
+        return run_sync(self._target.create_agent(config_id, llm=llm, **overrides), timeout)
+
+
+class SyncAgent(SyncFacade[Agent]):
+    """Blocking methods of :class:`Agent`.
+
+    Each one runs the coroutine method of the same name to completion (see
+    :func:`run_sync`) and takes a keyword-only ``timeout`` in seconds.
+    """
+
+    __slots__ = ()
+
+    def run(self, input_data: Mapping[str, Any], *, timeout: float | None = None) -> dict[str, Any]:
+        """Ask the language model about ``input_data``; return the output to store on a task."""
+        return run_sync(self._target.run(input_data), timeout)
+
+    def execute(self, task: Task, *, timeout: float | None = None) -> dict[str, Any]:
+        """Run this agent on ``task``'s input data."""
+        return run_sync(self._target.execute(task), timeout)
