@@ -3,7 +3,10 @@
 ``repo.sync.find_all(...)`` runs ``repo.find_all(...)`` to completion and returns its result.
 One mechanism serves every object (repositories, services, users' own subclasses): a
 :class:`SyncFacade` wraps whatever coroutine method you reach through it, keeping its
-signature and docstring, and adds a keyword-only ``timeout`` (seconds).
+signature and docstring, and adds a keyword-only ``timeout`` (seconds). For type checkers,
+``_sync_faces.py`` (generated from the async classes by ``scripts/generate-sync``) subclasses it
+with one typed method per public coroutine method of the library's services; methods it does
+not know (a user's subclass) are still served by ``SyncFacade.__getattr__``.
 
 Two modes (see :func:`set_sync_mode`):
 

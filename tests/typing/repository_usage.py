@@ -10,13 +10,15 @@ async def usage(repo: Repository[Task]) -> None:
     if found is not None:
         name: str = found.name
         bad: int = found.name  # type: ignore[assignment]
+        print(name, bad)
     listed: list[Task] = await repo.find_all({"status": "pending"}, order_by="-priority", limit=5)
     wrong: list[int] = await repo.find_all()  # type: ignore[assignment]
     await repo.save(Task(name="ok"))
     await repo.save("not a task")  # type: ignore[arg-type]
     async for task in repo.iter_all():
         also: str = task.name
-    print(name, bad, listed, wrong, also)
+        print(also)
+    print(listed, wrong)
 
 
 memory: Repository[Task] = InMemoryRepository(Task)
