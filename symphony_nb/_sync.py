@@ -337,7 +337,11 @@ async def _next(agen: AsyncIterator[R]) -> R:
     return await agen.__anext__()
 
 
-def _sync_iterator(agen: AsyncIterator[R], timeout: float | None) -> Iterator[R]:
+def sync_iterator(agen: AsyncIterator[R], timeout: float | None = None) -> Iterator[R]:
+    """Iterate over ``agen`` from sync code, each step run with :func:`run_sync`.
+
+    ``timeout`` bounds each step; leaving the loop early closes ``agen``.
+    """
     try:
         while True:
             try:
@@ -382,7 +386,7 @@ def syncify(method: Callable[..., Any]) -> Callable[..., Any]:
         timeout = kwargs.get("timeout") if takes_timeout else kwargs.pop("timeout", None)
         result = method(*args, **kwargs)
         if is_agen:
-            return _sync_iterator(result, timeout)
+            return sync_iterator(result, timeout)
         return run_sync(result, timeout)
 
     call.__signature__ = _sync_signature(inspect.signature(method), is_agen)  # type: ignore[attr-defined]

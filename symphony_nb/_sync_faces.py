@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Generic
 
 from ._repository import Repository, T
-from ._sync import SyncFacade, _sync_iterator, run_sync
+from ._sync import SyncFacade, run_sync, sync_iterator
 from .services.agent import Agent, AgentFactory
 from .services.tasks import TaskManager
 
@@ -99,7 +99,7 @@ class SyncRepository(SyncFacade[Repository[T]], Generic[T]):
         Without ``order_by`` it pages by id, so entities added or removed while iterating
         never cause duplicates or skips of the others.
         """
-        return _sync_iterator(
+        return sync_iterator(
             self._target.iter_all(
                 filter_criteria, order_by=order_by, batch_size=batch_size, on_corrupt=on_corrupt
             ),
