@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from .._sync import SyncFacade
 
 _FINISHED = (TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED)
-_CANCELLED = "execution was cancelled (interrupted or timed out) before it finished"
+_CANCELLED = "execution was cancelled"
 
 
 class TaskManager:
@@ -172,16 +172,8 @@ def _describe(exc: BaseException) -> str:
 
 
 def _first(failure: ExceptionGroup[Exception]) -> Exception:
-    """The first leaf error of ``failure``, noting how many others there were."""
-    leaves: list[Exception] = []
-    pending: list[Exception] = [failure]
-    while pending:
-        error = pending.pop(0)
-        if isinstance(error, ExceptionGroup):
-            pending[:0] = list(error.exceptions)
-        else:
-            leaves.append(error)
-    first = leaves[0]
-    if len(leaves) > 1:
-        first.add_note(f"{len(leaves) - 1} other task(s) of the batch failed as well")
+    """The first error of a batch, noting how many other tasks failed the same way."""
+    first = failure.exceptions[0]
+    if len(failure.exceptions) > 1:
+        first.add_note(f"{len(failure.exceptions) - 1} other task(s) of the batch failed as well")
     return first
