@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import re
 import string
 import uuid
-from datetime import UTC, datetime
+from collections.abc import Callable
+from datetime import UTC, date, datetime, time
 from enum import StrEnum
 from typing import Annotated, Any
 
@@ -149,15 +151,11 @@ class AgentConfig(Entity):
         context: dict[str, Any] = {name: getattr(self, name) for name in type(self).model_fields}
         context["model_config"] = self.llm_config
         context.update(values)
-        formatter = string.Formatter()
         try:
-            fields = [
-                field
-                for _, field, _, _ in formatter.parse(self.instruction_template)
-                if field is not None
-            ]
+            parts = list(string.Formatter().parse(self.instruction_template))
         except ValueError as exc:
             raise TemplateError(f"instruction_template is malformed: {exc}") from None
+        fields = [field for _, field, _, _ in parts if field is not None]
         unsafe = sorted({f for f in fields if not f.isidentifier()})
         if unsafe:
             raise TemplateError(
@@ -170,7 +168,61 @@ class AgentConfig(Entity):
                 f"instruction_template uses unknown placeholder(s) {missing}; "
                 f"known: {sorted(context)} (pass extra values as keyword arguments)"
             )
-        try:
-            return formatter.vformat(self.instruction_template, (), context)
-        except (AttributeError, KeyError, IndexError, ValueError) as exc:
-            raise TemplateError(f"cannot render instruction_template: {exc!r}") from None
+        text: list[str] = []
+        for literal, field, spec, conversion in parts:
+            text.append(literal)
+            if field is not None:
+                text.append(_render_placeholder(field, context[field], spec or "", conversion))
+        return "".join(text)
+
+
+# Python's format mini-language, without nested {fields}:
+# [[fill]align][sign][z][#][0][width][grouping][.precision][type]
+_SIMPLE_SPEC = re.compile(
+    r"(?:[^{}]?[<>=^])?[-+ ]?z?#?0?(?P<width>\d*)[,_]?(?:\.(?P<precision>\d+))?"
+    r"[bcdeEfFgGnosxX%]?"
+)
+# Dates and times also take strftime directives such as {today:%Y-%m-%d}, without the
+# platform's width flags (glibc's %99999999Y is as costly as a huge width).
+_STRFTIME_SPEC = re.compile(r"(?:[^%{}]|%[A-Za-z%])*")
+MAX_TEMPLATE_WIDTH = 1000
+"""The largest width or precision a placeholder's format spec may ask for."""
+_CONVERSIONS: dict[str | None, Callable[[Any], Any]] = {
+    None: lambda value: value,
+    "s": str,
+    "r": repr,
+    "a": ascii,
+}
+
+
+def _render_placeholder(field: str, value: Any, spec: str, conversion: str | None) -> str:
+    """One placeholder's text; any failure is a :class:`TemplateError` naming it."""
+    shown = "{" + field + ("" if conversion is None else "!" + conversion)
+    shown += ("" if not spec else ":" + spec) + "}"
+    match = _SIMPLE_SPEC.fullmatch(spec)
+    if match is None and isinstance(value, date | time) and _STRFTIME_SPEC.fullmatch(spec):
+        sizes: list[int] = []
+    elif match is None:
+        raise TemplateError(
+            f"instruction_template placeholder {shown} has a format spec that is not simple; "
+            "use [[fill]align][sign][width][,][.precision][type], such as {name:>20}, or "
+            "strftime directives for a date or time, such as {today:%Y-%m-%d}"
+        )
+    else:
+        sizes = [int(size) for size in match.group("width", "precision") if size]
+    if any(size > MAX_TEMPLATE_WIDTH for size in sizes):
+        raise TemplateError(
+            f"instruction_template placeholder {shown} asks for a width or precision over "
+            f"{MAX_TEMPLATE_WIDTH}"
+        )
+    if conversion not in _CONVERSIONS:
+        raise TemplateError(
+            f"instruction_template placeholder {shown} has an unknown conversion "
+            f"!{conversion}; use !s, !r or !a"
+        )
+    try:
+        return format(_CONVERSIONS[conversion](value), spec)
+    except Exception as exc:  # a value's own __format__ or __repr__ may raise anything
+        raise TemplateError(
+            f"cannot render instruction_template placeholder {shown}: {type(exc).__name__}: {exc}"
+        ) from None

@@ -172,9 +172,12 @@ class SyncTaskManager(SyncFacade[TaskManager]):
         """Run task ``task_id`` with ``agent`` and return the stored result.
 
         The task is saved as running (with ``started_at``), then as completed with
-        ``output_data`` or as failed with ``error``. If the execution is cancelled it is saved
-        as cancelled and the cancellation propagates. A task that already ran (or is running)
-        is refused unless ``rerun=True``.
+        ``output_data``, or as failed with ``error`` when the agent raises or returns output
+        that cannot be stored (not a dict, NUL text, not serialisable). If the execution is
+        cancelled (an interrupt, a ``timeout=``) it is saved as cancelled and the cancellation
+        propagates; a language model still running in a worker thread then finishes in the
+        background and its reply is discarded. A task that already ran (or is running) is
+        refused unless ``rerun=True``.
         """
         return run_sync(self._target.execute_task(task_id, agent, rerun=rerun), timeout)
 
@@ -189,8 +192,12 @@ class SyncTaskManager(SyncFacade[TaskManager]):
     ) -> list[Task]:
         """Execute every pending task (optionally filtered), ``concurrency`` at a time.
 
-        Shows a progress bar (``tqdm.auto``) unless ``progress=False``; returns the tasks
-        in the order they were found.
+        Returns the tasks in the order they were found, each with its final status: a task
+        whose agent fails (or whose output cannot be stored) is failed and the batch goes on.
+        If an error escapes a task (the storage fails, for example), or the batch is cancelled,
+        every task already started is cancelled and awaited (stored as cancelled; tasks not
+        yet started stay pending) before the error propagates, so nothing is left running.
+        Shows a progress bar (``tqdm.auto``) unless ``progress=False``.
         """
         return run_sync(
             self._target.run_pending(

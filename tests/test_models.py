@@ -104,3 +104,43 @@ def test_render_errors_name_the_problem(template: str, message: str) -> None:
     config = AgentConfig(name="Ada", instruction_template=template)
     with pytest.raises(TemplateError, match=message):
         config.render_instructions()
+
+
+@pytest.mark.parametrize(
+    ("template", "message"),
+    [
+        ("{name:>99999999999}", r"placeholder \{name:>99999999999\} asks for a width"),
+        ("{name:.99999999999}", r"placeholder \{name:.99999999999\} asks for a width"),
+        ("{name:099999999999}", "asks for a width or precision over 1000"),
+        ("{name:>{role}}", r"placeholder \{name:>\{role\}\} has a format spec that is not"),
+        ("{name:{name.__class__}}", "not simple"),
+        ("{created_at:%99999999Y}", "not simple"),
+        ("{name:d}", r"cannot render instruction_template placeholder \{name:d\}: ValueError"),
+        ("{name!x}", r"placeholder \{name!x\} has an unknown conversion"),
+    ],
+)
+def test_render_refuses_format_specs_that_are_huge_or_not_simple(
+    template: str, message: str
+) -> None:
+    config = AgentConfig(name="Ada", role="r", instruction_template=template)
+    with pytest.raises(TemplateError, match=message):
+        config.render_instructions()
+
+
+def test_render_names_the_placeholder_whose_value_fails_to_format() -> None:
+    class Unprintable:
+        def __format__(self, spec: str) -> str:
+            raise MemoryError("no room")
+
+    config = AgentConfig(name="Ada", instruction_template="Hi {name}, {odd:>3}")
+    with pytest.raises(TemplateError, match=r"\{odd:>3\}: MemoryError: no room"):
+        config.render_instructions(odd=Unprintable())
+
+
+def test_render_keeps_simple_format_specs() -> None:
+    config = AgentConfig(
+        name="Ada",
+        instruction_template="[{name:>5}] [{name!r}] v{version:03d} {share:.1%} {day:%Y-%m-%d}",
+    )
+    rendered = config.render_instructions(share=0.25, day=datetime(2026, 1, 31, tzinfo=UTC))
+    assert rendered == "[  Ada] ['Ada'] v000 25.0% 2026-01-31"

@@ -1,8 +1,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import json
 import threading
-from collections.abc import Mapping
+import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,12 +20,14 @@ from symphony_nb import (
     NotFoundError,
     Repository,
     ServiceRegistry,
+    StorageError,
     SymphonyError,
     Task,
     TaskManager,
     TaskStatus,
     offline_model,
 )
+from symphony_nb._repository import Record
 
 
 @pytest.fixture
@@ -187,6 +192,308 @@ async def test_run_pending_bounded_concurrency() -> None:
     assert all(t.status is TaskStatus.COMPLETED for t in results)
     assert peak == 3
     assert (await repo.get(done_task.id)).output_data is None
+
+
+async def test_output_that_cannot_be_stored_fails_the_task(repo: Repository[Task]) -> None:
+    manager = TaskManager(repo)
+    task = await manager.create_task("t", input_data={"query": "q"})
+    result = await manager.execute_task(task.id, await make_agent(lambda m, s: "bad\x00text"))
+    assert result.status is TaskStatus.FAILED and result.output_data is None
+    assert result.error is not None
+    assert result.error.startswith("the output could not be stored: UnstorableEntityError")
+    assert "NUL character" in result.error
+    assert await repo.get(task.id) == result
+
+
+class Returns(Agent):
+    """An agent whose ``execute`` returns ``output`` as it is."""
+
+    def __init__(self, output: Any) -> None:
+        super().__init__(AgentConfig(name="R", instruction_template="x"))
+        self.output = output
+
+    async def execute(self, task: Task) -> Any:
+        return self.output
+
+
+@pytest.mark.parametrize(
+    ("output", "reason"),
+    [
+        ("plain text", "SymphonyError: the agent returned str, not a dict"),
+        (["a", "b"], "SymphonyError: the agent returned list, not a dict"),
+        ({1: "a"}, "ValidationError"),
+        ({"when": object()}, "UnstorableEntityError: cannot serialise Task"),
+        ({"text": "nul \x00"}, "UnstorableEntityError"),
+    ],
+)
+async def test_agent_output_that_is_not_storable_fails_the_task(output: Any, reason: str) -> None:
+    repo: InMemoryRepository[Task] = InMemoryRepository(Task)
+    manager = TaskManager(repo)
+    task = await manager.create_task("t")
+    result = await manager.execute_task(task.id, Returns(output))
+    assert result.status is TaskStatus.FAILED and result.completed_at is not None
+    assert result.error is not None
+    assert result.error.startswith(f"the output could not be stored: {reason}")
+    assert await repo.get(task.id) == result
+
+
+async def test_agent_error_with_nul_text_is_still_recorded() -> None:
+    repo: InMemoryRepository[Task] = InMemoryRepository(Task)
+    manager = TaskManager(repo)
+
+    def llm(messages: list[dict[str, str]], settings: Mapping[str, Any]) -> str:
+        raise RuntimeError("echo: bad\x00")
+
+    task = await manager.create_task("t")
+    result = await manager.execute_task(task.id, await make_agent(llm))
+    assert result.status is TaskStatus.FAILED
+    assert result.error == "RuntimeError: echo: bad\\x00"
+    assert (await repo.get(task.id)).status is TaskStatus.FAILED
+
+
+async def test_rerun_clears_the_previous_output() -> None:
+    manager = TaskManager(InMemoryRepository(Task))
+    task = await manager.create_task("t")
+    assert (await manager.execute_task(task.id, await make_agent())).output_data is not None
+    again = await manager.execute_task(task.id, Returns("not a dict"), rerun=True)
+    assert again.status is TaskStatus.FAILED and again.output_data is None
+
+
+async def test_run_pending_records_each_failure_and_finishes_the_batch() -> None:
+    repo: InMemoryRepository[Task] = InMemoryRepository(Task)
+    manager = TaskManager(repo)
+    calls: list[str] = []
+
+    async def llm(messages: list[dict[str, str]], settings: Mapping[str, Any]) -> str:
+        query = messages[-1]["content"]
+        calls.append(query)
+        await asyncio.sleep(0.01)
+        if query == "raise":
+            raise RuntimeError("model down")
+        return "bad\x00" if query == "nul" else "ok"
+
+    queries = ["nul", "ok", "raise", "ok", "ok", "ok"]
+    for n, query in enumerate(queries):
+        await manager.create_task(f"t{n}", input_data={"query": query})
+    results = await manager.run_pending(await make_agent(llm), concurrency=2, progress=False)
+    assert sorted(calls) == sorted(queries)
+    by_query = {t.input_data["query"]: t for t in results}
+    assert by_query["nul"].status is TaskStatus.FAILED
+    assert "could not be stored" in (by_query["nul"].error or "")
+    assert by_query["raise"].error == "RuntimeError: model down"
+    assert [t.status for t in results].count(TaskStatus.COMPLETED) == 4
+    assert await repo.count({"status": "running"}) == 0
+
+
+_ENDS = ("completed", "failed", "cancelled")
+
+
+class FailsToRecord(InMemoryRepository[Task]):
+    """Fails every write that would record the end of task ``bad``."""
+
+    async def _write(self, records: Sequence[Record], *, create: bool) -> list[bool]:
+        for record in records:
+            if record.id == "bad" and json.loads(record.json)["status"] in _ENDS:
+                raise StorageError("disk full")
+        return await super()._write(records, create=create)
+
+
+async def test_run_pending_stops_and_awaits_the_batch_when_an_error_escapes() -> None:
+    repo = FailsToRecord(Task)
+    manager = TaskManager(repo)
+    active = 0
+    calls = 0
+    others_started = asyncio.Event()
+
+    async def llm(messages: list[dict[str, str]], settings: Mapping[str, Any]) -> str:
+        nonlocal active, calls
+        calls += 1
+        active += 1
+        try:
+            if messages[-1]["content"] == "bad":
+                await others_started.wait()
+                return "ok"
+            if active == 3:
+                others_started.set()
+            await asyncio.sleep(30)
+            return "never"
+        finally:
+            active -= 1
+
+    await manager.create_task("bad", id="bad", priority="high", input_data={"query": "bad"})
+    for n in range(5):
+        await manager.create_task(f"t{n}", input_data={"query": str(n)})
+    with pytest.raises(StorageError, match="disk full"):
+        await manager.run_pending(await make_agent(llm), concurrency=3, progress=False)
+    assert active == 0  # nothing still asks the model once the error is raised
+    assert calls == 3
+    stored = await repo.find_all({"id": {"$ne": "bad"}})
+    statuses = sorted(t.status.value for t in stored)
+    assert statuses == ["cancelled", "cancelled", "pending", "pending", "pending"]
+    await asyncio.sleep(0.05)
+    assert calls == 3
+
+
+async def test_cancelling_run_pending_cancels_and_awaits_every_started_task() -> None:
+    repo: InMemoryRepository[Task] = InMemoryRepository(Task)
+    manager = TaskManager(repo)
+    active = 0
+    started = asyncio.Event()
+
+    async def llm(messages: list[dict[str, str]], settings: Mapping[str, Any]) -> str:
+        nonlocal active
+        active += 1
+        if active == 3:
+            started.set()
+        try:
+            await asyncio.sleep(30)
+            return "never"
+        finally:
+            active -= 1
+
+    for n in range(5):
+        await manager.create_task(f"t{n}")
+    batch = asyncio.create_task(
+        manager.run_pending(await make_agent(llm), concurrency=3, progress=False)
+    )
+    await started.wait()
+    batch.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await batch
+    assert active == 0
+    statuses = sorted(t.status.value for t in await repo.find_all())
+    assert statuses == ["cancelled", "cancelled", "cancelled", "pending", "pending"]
+
+
+@pytest.mark.parametrize("concurrency", ["2", 0, -1, True, 1.5, None])
+async def test_run_pending_validates_concurrency(concurrency: Any) -> None:
+    manager = TaskManager(InMemoryRepository(Task))
+    await manager.create_task("t")
+    with pytest.raises(ValueError, match=r"concurrency must be an int >= 1, got"):
+        await manager.run_pending(await make_agent(), concurrency=concurrency, progress=False)
+    assert (await manager.repository.find_all())[0].status is TaskStatus.PENDING
+
+
+# ---------------------------------------------------------------- sync language models
+
+
+async def test_sync_models_run_concurrently_in_worker_threads(repo: Repository[Task]) -> None:
+    manager = TaskManager(repo)
+    # Passes only if all eight calls overlap: more than asyncio.to_thread's pool holds on
+    # two cores (6), which the file system backend also needs for its own I/O.
+    barrier = threading.Barrier(8, timeout=10)
+    threads: set[int] = set()
+    request = contextvars.ContextVar("request", default="unset")
+    request.set("from the caller")
+    seen: list[str] = []
+
+    def llm(messages: list[dict[str, str]], settings: Mapping[str, Any]) -> str:
+        threads.add(threading.get_ident())
+        seen.append(request.get())
+        barrier.wait()
+        return "ok"
+
+    for n in range(8):
+        await manager.create_task(f"t{n}")
+    results = await manager.run_pending(await make_agent(llm), concurrency=8, progress=False)
+    assert [t.status for t in results] == [TaskStatus.COMPLETED] * 8, [t.error for t in results]
+    assert len(threads) == 8 and threading.get_ident() not in threads
+    assert seen == ["from the caller"] * 8
+
+
+async def test_a_callable_returning_an_awaitable_still_works() -> None:
+    async def answer(messages: list[dict[str, str]], settings: Mapping[str, Any]) -> str:
+        return "awaited"
+
+    class Client:
+        async def __call__(self, messages: list[Any], settings: Mapping[str, Any]) -> str:
+            return "async call"
+
+    agent = await make_agent(lambda m, s: answer(m, s))
+    assert (await agent.run({}))["response"] == "awaited"
+    assert (await (await make_agent(Client())).run({}))["response"] == "async call"
+
+
+def test_a_blocking_model_does_not_block_other_calls() -> None:
+    repo: InMemoryRepository[Task] = InMemoryRepository(Task)
+    manager = TaskManager(repo)
+    entered, release = threading.Event(), threading.Event()
+
+    def llm(messages: list[dict[str, str]], settings: Mapping[str, Any]) -> str:
+        entered.set()
+        release.wait(10)
+        return "ok"
+
+    task = manager.sync.create_task("t")
+    agent = Agent(AgentConfig(name="A", instruction_template="x"), llm)
+    runner = threading.Thread(target=lambda: manager.sync.execute_task(task.id, agent))
+    runner.start()
+    try:
+        assert entered.wait(10)
+        assert repo.sync.count(timeout=5) == 1  # the loop is free while the model blocks
+        assert repo.sync.get(task.id).status is TaskStatus.RUNNING
+    finally:
+        release.set()
+        runner.join(10)
+    assert repo.sync.get(task.id).status is TaskStatus.COMPLETED
+
+
+def test_a_timeout_stops_the_wait_and_stores_the_task_cancelled() -> None:
+    repo: InMemoryRepository[Task] = InMemoryRepository(Task)
+    manager = TaskManager(repo)
+    entered, release, returned = threading.Event(), threading.Event(), threading.Event()
+
+    def llm(messages: list[dict[str, str]], settings: Mapping[str, Any]) -> str:
+        entered.set()
+        release.wait(10)
+        returned.set()
+        return "late"
+
+    task = manager.sync.create_task("t")
+    agent = Agent(AgentConfig(name="A", instruction_template="x"), llm)
+    try:
+        with pytest.raises(TimeoutError, match="within 1.0 s"):
+            manager.sync.execute_task(task.id, agent, timeout=1.0)
+        assert entered.is_set() and not returned.is_set()  # gave up while the model ran
+        stored = repo.sync.get(task.id)
+        assert stored.status is TaskStatus.CANCELLED and stored.completed_at is not None
+        assert stored.error == "execution was cancelled"
+    finally:
+        release.set()
+    assert returned.wait(10)
+    time.sleep(0.1)
+    assert repo.sync.get(task.id) == stored  # the late reply is discarded, never stored
+
+
+def test_a_batch_timeout_cancels_every_started_task() -> None:
+    repo: InMemoryRepository[Task] = InMemoryRepository(Task)
+    manager = TaskManager(repo)
+    release = threading.Event()
+    calls = 0
+    lock = threading.Lock()
+
+    def llm(messages: list[dict[str, str]], settings: Mapping[str, Any]) -> str:
+        nonlocal calls
+        with lock:
+            calls += 1
+        release.wait(10)
+        return "late"
+
+    for n in range(5):
+        manager.sync.create_task(f"t{n}")
+    agent = Agent(AgentConfig(name="A", instruction_template="x"), llm)
+    try:
+        with pytest.raises(TimeoutError):
+            manager.sync.run_pending(agent, concurrency=2, progress=False, timeout=1.0)
+        started = calls
+        statuses = [t.status.value for t in repo.sync.find_all()]
+    finally:
+        release.set()
+    assert set(statuses) <= {"cancelled", "pending"}
+    assert 1 <= started <= statuses.count("cancelled") <= 2
+    time.sleep(0.2)
+    assert calls == started  # no model call starts once the caller is told the batch stopped
+    assert [t.status.value for t in repo.sync.find_all()] == statuses  # late replies dropped
 
 
 # ---------------------------------------------------------------- registry

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
@@ -297,6 +298,66 @@ def test_task_form_runs_the_task_with_a_registered_agent(make: Make) -> None:
     assert "What is Symphony?" in stored[0].output_data["response"]
     assert "completed" in form.result.value
     assert form.fields["status"].value == "completed"
+
+
+def test_agent_config_form_refuses_a_template_that_does_not_render(make: Make) -> None:
+    repo = make(AgentConfig)
+    form = AgentConfigForm(repo)
+    form.fields["name"].value = "Ada"
+    for template in ("Hello {nobody}", "Hello {name:>99999999999}"):
+        form.fields["instruction_template"].value = template
+        assert "#b3261e" in form.preview.value
+        form.save_button.click()
+        assert repo.sync.count() == 0
+        assert set(form.errors) == {"instruction_template"}
+        assert form.errors["instruction_template"] in html.unescape(form.preview.value)
+        assert "instruction_template" in form.status.value
+        assert "#b3261e" in form.inputs["instruction_template"].error.value
+    form.fields["instruction_template"].value = "Hello, I am {name}"
+    config_id = form.save()
+    assert config_id is not None and form.errors == {}
+    assert repo.sync.get(config_id).render_instructions() == "Hello, I am Ada"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('{"temperature": NaN}', "NaN is not a JSON number"),
+        ('{"temperature": Infinity}', "Infinity is not a JSON number"),
+        ('{"limits": [-Infinity]}', "-Infinity is not a JSON number"),
+        ('{"temperature": 1e999}', "1e999 is too large"),
+    ],
+)
+def test_json_inputs_refuse_non_finite_numbers(text: str, message: str) -> None:
+    repo: InMemoryRepository[AgentConfig] = InMemoryRepository(AgentConfig)
+    form = AgentConfigForm(repo)
+    form.fields["name"].value = "Ada"
+    form.fields["instruction_template"].value = "Hi"
+    form.fields["model_config"].value = text
+    assert form.save() is None
+    assert repo.sync.count() == 0
+    assert message in form.errors["model_config"]
+    assert message in html.unescape(form.inputs["model_config"].error.value)
+    form.fields["model_config"].value = '{"temperature": 0.5}'
+    assert form.save() is not None
+
+
+def test_task_form_run_records_output_that_cannot_be_stored(make: Make) -> None:
+    registry = ServiceRegistry()
+    tasks, configs = make(Task), make(AgentConfig)
+    registry.register_repository("task", tasks)
+    registry.register_repository("agent_config", configs)
+    registry.llm = lambda messages, settings: "bad\x00reply"
+    configs.sync.save(AgentConfig(id="helper", name="Helper", instruction_template="Be {name}"))
+    form = TaskForm(tasks, registry=registry)
+    form.fields["name"].value = "ask"
+    form.agent_picker.value = "helper"
+    form.run_button.click()
+    [stored] = tasks.sync.find_all()
+    assert stored.status is TaskStatus.FAILED
+    assert "the output could not be stored" in (stored.error or "")
+    assert "failed: the output could not be stored" in html.unescape(form.result.value)
+    assert form.fields["status"].value == "failed"
 
 
 def test_task_form_without_agents_says_so() -> None:

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import contextvars
 import hashlib
 import inspect
-from collections.abc import Awaitable, Mapping
+import threading
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 from pydantic import ValidationError
@@ -27,6 +31,12 @@ class LanguageModel(Protocol):
         async def openai_model(messages, settings):
             reply = await client.chat.completions.create(messages=messages, **settings)
             return reply.choices[0].message.content
+
+    An ``async def`` model (or an object with an ``async def __call__``) runs on the event
+    loop. Any other callable may block, so each call runs in a worker thread of its own and
+    never holds up other work; if it returns an awaitable, that is awaited on the loop. A
+    call that is cancelled or times out cannot be stopped inside its thread: it finishes in
+    the background and its late reply is discarded.
     """
 
     def __call__(
@@ -42,6 +52,62 @@ def offline_model(messages: list[Message], settings: Mapping[str, Any]) -> str:
     digest = hashlib.sha256(repr((messages, sorted(settings.items()))).encode()).hexdigest()[:8]
     question = messages[-1]["content"] if messages else ""
     return f"(offline answer {digest}) You asked: {question}"
+
+
+def _runs_on_loop(llm: Callable[..., Any]) -> bool:
+    # offline_model is pure computation of a few microseconds; a thread would cost ~100x that.
+    return (
+        llm is offline_model
+        or inspect.iscoroutinefunction(llm)
+        or inspect.iscoroutinefunction(type(llm).__call__)
+    )
+
+
+async def ask(llm: LanguageModel, messages: list[Message], settings: Mapping[str, Any]) -> object:
+    """Call ``llm`` without blocking the event loop and return its reply (awaited if need be)."""
+    if _runs_on_loop(llm):
+        reply: object = llm(messages, settings)
+    else:
+        reply = await _in_thread(llm, messages, settings)
+    if inspect.isawaitable(reply):
+        reply = await reply
+    return reply
+
+
+async def _in_thread(function: Callable[..., Any], *args: Any) -> Any:
+    """``function(*args)`` in a new daemon thread, with the caller's context variables.
+
+    Not ``asyncio.to_thread``: its pool is small (6 threads on 2 cores) and shared with the
+    storage backends, and its threads are joined at exit, so one hung model call would keep
+    the interpreter from exiting. A cancelled wait leaves the thread to finish on its own.
+    """
+    loop = asyncio.get_running_loop()
+    reply: asyncio.Future[Any] = loop.create_future()
+    context = contextvars.copy_context()
+
+    def deliver(value: Any, error: BaseException | None) -> None:
+        if reply.done():  # the caller stopped waiting: the late reply is dropped
+            return
+        if error is None:
+            reply.set_result(value)
+        else:
+            reply.set_exception(error)
+
+    def work() -> None:
+        value, error = None, None
+        try:
+            value = context.run(function, *args)
+        except Exception as exc:  # handed to the waiting coroutine, which re-raises it
+            error = exc
+        except BaseException as exc:
+            # SystemExit or KeyboardInterrupt raised on the loop would stop the loop itself.
+            error = SymphonyError(f"the language model call raised {type(exc).__name__}")
+            error.__cause__ = exc
+        with contextlib.suppress(RuntimeError):  # the loop closed while the call ran
+            loop.call_soon_threadsafe(deliver, value, error)
+
+    threading.Thread(target=work, name="symphony_nb-model", daemon=True).start()
+    return await reply
 
 
 class Agent:
@@ -66,9 +132,7 @@ class Agent:
 
     async def run(self, input_data: Mapping[str, Any]) -> dict[str, Any]:
         """Ask the language model about ``input_data``; return the output to store on a task."""
-        reply = self.llm(self.messages(input_data), dict(self.config.llm_config))
-        if inspect.isawaitable(reply):
-            reply = await reply
+        reply = await ask(self.llm, self.messages(input_data), dict(self.config.llm_config))
         if not isinstance(reply, str):
             raise SymphonyError(f"the language model returned {type(reply).__name__}, not str")
         return {"response": reply, "agent": self.config.name, "agent_id": self.config.id}

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -16,6 +15,7 @@ if TYPE_CHECKING:
     from .._sync_faces import SyncTaskManager
 
 _FINISHED = (TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED)
+_CANCELLED = "execution was cancelled"
 
 
 class TaskManager:
@@ -44,9 +44,12 @@ class TaskManager:
         """Run task ``task_id`` with ``agent`` and return the stored result.
 
         The task is saved as running (with ``started_at``), then as completed with
-        ``output_data`` or as failed with ``error``. If the execution is cancelled it is saved
-        as cancelled and the cancellation propagates. A task that already ran (or is running)
-        is refused unless ``rerun=True``.
+        ``output_data``, or as failed with ``error`` when the agent raises or returns output
+        that cannot be stored (not a dict, NUL text, not serialisable). If the execution is
+        cancelled (an interrupt, a ``timeout=``) it is saved as cancelled and the cancellation
+        propagates; a language model still running in a worker thread then finishes in the
+        background and its reply is discarded. A task that already ran (or is running) is
+        refused unless ``rerun=True``.
         """
         task = await self.get_task(task_id)
         if task.status is not TaskStatus.PENDING and not rerun:
@@ -57,44 +60,63 @@ class TaskManager:
         task.started_at = utc_now()
         task.completed_at = None
         task.error = None
+        task.output_data = None
         task.agent_id = agent.config.id
-        saving = asyncio.ensure_future(self.repository.save(task))
-        try:
-            await asyncio.shield(saving)
-        except asyncio.CancelledError:
-            # The running state may still land after the cancellation: let it, then record
-            # the end, so the task is never left stored as running.
-            with contextlib.suppress(Exception):
-                await saving
-            if saving.done() and not saving.cancelled() and saving.exception() is None:
-                await self._finish(task, TaskStatus.CANCELLED, error="execution was cancelled")
-            raise
+        if await self._save_through_cancellation(task):
+            # The running state landed although the execution was cancelled meanwhile.
+            await self._finish(task, TaskStatus.CANCELLED, error=_CANCELLED)
+            raise asyncio.CancelledError
         try:
             output = await agent.execute(task)
         except asyncio.CancelledError:
-            await self._finish(task, TaskStatus.CANCELLED, error="execution was cancelled")
+            await self._finish(task, TaskStatus.CANCELLED, error=_CANCELLED)
             raise
         except Exception as exc:  # the agent's failure is recorded on the task
-            await self._finish(task, TaskStatus.FAILED, error=f"{type(exc).__name__}: {exc}")
+            await self._finish(task, TaskStatus.FAILED, error=_describe(exc))
         else:
-            await self._finish(task, TaskStatus.COMPLETED, output=output)
+            await self._complete(task, output)
         return task
 
-    async def _finish(
-        self,
-        task: Task,
-        status: TaskStatus,
-        *,
-        output: Mapping[str, Any] | None = None,
-        error: str | None = None,
-    ) -> None:
+    async def _complete(self, task: Task, output: object) -> None:
+        """Store ``output`` as the task's result, or the task as failed with why it cannot be."""
+        try:
+            if not isinstance(output, Mapping):
+                raise SymphonyError(f"the agent returned {type(output).__name__}, not a dict")
+            task.output_data = dict(output)
+            await self._finish(task, TaskStatus.COMPLETED)
+        except Exception as exc:
+            task.output_data = None
+            await self._finish(
+                task, TaskStatus.FAILED, error=f"the output could not be stored: {_describe(exc)}"
+            )
+
+    async def _finish(self, task: Task, status: TaskStatus, *, error: str | None = None) -> None:
         task.status = status
         task.completed_at = utc_now()
         task.error = error
-        if output is not None:
-            task.output_data = dict(output)
-        # Shielded so that a second cancellation cannot leave the task stored as running.
-        await asyncio.shield(self.repository.save(task))
+        if await self._save_through_cancellation(task):
+            raise asyncio.CancelledError
+
+    async def _save_through_cancellation(self, task: Task) -> bool:
+        """Save ``task`` even if cancelled meanwhile; return whether a cancellation came.
+
+        Waiting for the save (not only shielding it) means that when the cancellation reaches
+        the caller, the stored state is already the final one. A failed save raises its error
+        (or CancelledError, chained to it, if a cancellation came too).
+        """
+        saving = asyncio.ensure_future(self.repository.save(task))
+        cancelled = False
+        while not saving.done():
+            try:
+                await asyncio.wait([saving])
+            except asyncio.CancelledError:
+                cancelled = True
+        error = saving.exception()
+        if error is not None:
+            if cancelled:
+                raise asyncio.CancelledError from error
+            raise error
+        return cancelled
 
     async def run_pending(
         self,
@@ -106,25 +128,35 @@ class TaskManager:
     ) -> list[Task]:
         """Execute every pending task (optionally filtered), ``concurrency`` at a time.
 
-        Shows a progress bar (``tqdm.auto``) unless ``progress=False``; returns the tasks
-        in the order they were found.
+        Returns the tasks in the order they were found, each with its final status: a task
+        whose agent fails (or whose output cannot be stored) is failed and the batch goes on.
+        If an error escapes a task (the storage fails, for example), or the batch is cancelled,
+        every task already started is cancelled and awaited (stored as cancelled; tasks not
+        yet started stay pending) before the error propagates, so nothing is left running.
+        Shows a progress bar (``tqdm.auto``) unless ``progress=False``.
         """
-        if concurrency < 1:
-            raise ValueError(f"concurrency must be >= 1, got {concurrency}")
+        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+            raise ValueError(f"concurrency must be an int >= 1, got {concurrency!r}")
         criteria = {**(filter_criteria or {}), "status": TaskStatus.PENDING}
         pending = await self.repository.find_all(criteria, order_by=["-priority", "created_at"])
-        gate = asyncio.Semaphore(concurrency)
+        done: dict[int, Task] = {}
+        queue = iter(enumerate(pending))  # shared: each worker takes the next task
         from tqdm.auto import tqdm
 
         with tqdm(total=len(pending), desc="tasks", disable=not progress) as bar:
 
-            async def one(task: Task) -> Task:
-                async with gate:
-                    done = await self.execute_task(task.id, agent)
-                bar.update()
-                return done
+            async def worker() -> None:
+                for index, task in queue:
+                    done[index] = await self.execute_task(task.id, agent)
+                    bar.update()
 
-            return list(await asyncio.gather(*(one(task) for task in pending)))
+            try:
+                async with asyncio.TaskGroup() as group:
+                    for _ in range(min(concurrency, len(pending))):
+                        group.create_task(worker())
+            except ExceptionGroup as failure:
+                raise _first(failure) from None
+        return [done[index] for index in range(len(pending))]
 
     @property
     def sync(self) -> SyncTaskManager:
@@ -132,3 +164,16 @@ class TaskManager:
         from .._sync_faces import SyncTaskManager
 
         return SyncTaskManager(self)
+
+
+def _describe(exc: BaseException) -> str:
+    # The error is stored on the task, and no backend stores NUL text.
+    return f"{type(exc).__name__}: {exc}".replace("\x00", "\\x00")
+
+
+def _first(failure: ExceptionGroup[Exception]) -> Exception:
+    """The first error of a batch, noting how many other tasks failed the same way."""
+    first = failure.exceptions[0]
+    if len(failure.exceptions) > 1:
+        first.add_note(f"{len(failure.exceptions) - 1} other task(s) of the batch failed as well")
+    return first

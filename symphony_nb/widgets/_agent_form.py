@@ -18,7 +18,7 @@ class AgentConfigForm(ModelForm[AgentConfig]):
     """Edit an :class:`AgentConfig`; ``form.preview`` shows the rendered instructions live.
 
     The preview is redrawn on every change of any input, and shows a template error (an
-    unknown placeholder, for example) in place of the text.
+    unknown placeholder, for example) in place of the text; such a config is not saved.
     """
 
     def __init__(
@@ -29,6 +29,21 @@ class AgentConfigForm(ModelForm[AgentConfig]):
         for field in self.inputs.values():
             field.widget.observe(self._refresh_preview, names="value")
         self._refresh_preview()
+
+    def validate(self) -> AgentConfig | None:
+        """The config the inputs describe, or None after showing each problem beside its field.
+
+        A template that does not render is a problem too: an ``AgentFactory`` would refuse it.
+        """
+        config = super().validate()
+        if config is None:
+            return None
+        try:
+            config.render_instructions()
+        except TemplateError as exc:
+            self._show_errors({"instruction_template": str(exc)})
+            return None
+        return config
 
     def _extra_widgets(self) -> list[widgets.Widget]:
         return [widgets.HTML("<b>Rendered instructions</b>"), self.preview]

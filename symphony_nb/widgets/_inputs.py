@@ -9,6 +9,7 @@ datetimes and optional numbers, so pydantic parses and reports them) or raises
 from __future__ import annotations
 
 import json
+import math
 from datetime import datetime
 from enum import Enum
 from typing import Any, Literal, get_args, get_origin
@@ -90,11 +91,23 @@ class JsonInput(FieldInput):
                 return None
             raise InputError("enter JSON, for example {} or []")
         try:
-            return json.loads(text)
+            return json.loads(text, parse_constant=_no_constant, parse_float=_finite_float)
         except json.JSONDecodeError as exc:
             raise InputError(
                 f"invalid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
             ) from None
+
+
+def _no_constant(name: str) -> Any:
+    # Python's json reads NaN and Infinity, but storing them as JSON writes null.
+    raise InputError(f"{name} is not a JSON number and cannot be stored; use null or a number")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise InputError(f"{text} is too large to store as a number; use a smaller one")
+    return value
 
 
 class DateTimeInput(FieldInput):
