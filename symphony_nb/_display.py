@@ -20,6 +20,7 @@ unexpected failure shows the plain repr with the reason.
 
 from __future__ import annotations
 
+import asyncio
 import html
 import inspect
 import json
@@ -205,7 +206,8 @@ def _tr(cells: Sequence[str]) -> str:
 
 
 def _row(name: str, cell: str) -> str:
-    return f'<tr><th style="{_CELL}{_LINE}">{_esc(name)}</th><td style="{_CELL}{_LINE}">{cell}</td></tr>'
+    style = f"{_CELL}{_LINE}"
+    return f'<tr><th style="{style}">{_esc(name)}</th><td style="{style}">{cell}</td></tr>'
 
 
 def entity_html(entity: BaseModel) -> str:
@@ -340,29 +342,47 @@ def location(repository: Repository[Any]) -> str:
     return f"{where} (table {table})" if isinstance(table, str) else where
 
 
-def count_text(repository: Repository[Any]) -> str:
-    """The number of stored entities, or ``"count unavailable: <reason>"``; never raises.
-
-    The count is read through the sync machinery within :data:`COUNT_TIMEOUT` seconds. Code
-    that runs on the private loop of the sync facades cannot wait for that loop, so there it
-    is not even tried.
-    """
-    if in_loop_thread():
-        return "count unavailable: shown from inside symphony_nb's event loop (await count())"
+def _unavailable(exc: Exception) -> str:
     from ._storage import mask_url
 
-    coro = repository.count()
+    if isinstance(exc, TimeoutError):
+        return f"count unavailable: no answer within {COUNT_TIMEOUT} s"
+    return f"count unavailable: {_clip(mask_url(f'{type(exc).__name__}: {exc}'), 300)}"
+
+
+async def _count(repository: Repository[Any]) -> str:
     try:
-        return f"{run_sync(coro, timeout=COUNT_TIMEOUT):,}"
+        async with asyncio.timeout(COUNT_TIMEOUT):
+            return f"{await repository.count():,}"
     except Exception as exc:
-        return f"count unavailable: {_clip(mask_url(f'{type(exc).__name__}: {exc}'), 300)}"
+        return _unavailable(exc)
+
+
+async def _count_all(repositories: Sequence[Repository[Any]]) -> list[str]:
+    return list(await asyncio.gather(*map(_count, repositories)))
+
+
+def count_texts(repositories: Sequence[Repository[Any]]) -> list[str]:
+    """Each repository's number of entities, or ``"count unavailable: <reason>"``; never raises.
+
+    The counts are read together through the sync machinery, each within
+    :data:`COUNT_TIMEOUT` seconds. Code that runs on the private loop of the sync facades
+    cannot wait for that loop, so there they are not even tried.
+    """
+    if in_loop_thread():
+        reason = "count unavailable: shown from inside symphony_nb's event loop (await count())"
+        return [reason] * len(repositories)
+    coro = _count_all(repositories)
+    try:
+        return run_sync(coro, timeout=COUNT_TIMEOUT + 1)
+    except Exception as exc:
+        return [_unavailable(exc)] * len(repositories)
     finally:
         if inspect.getcoroutinestate(coro) == inspect.CORO_CREATED:
             coro.close()  # never started: close it, so it is not reported as never awaited
 
 
-def _summary(repository: Repository[Any]) -> list[str]:
-    count = count_text(repository)
+def _summary(repository: Repository[Any], count: str) -> list[str]:
     style = _DIM if count.startswith("count unavailable") else ""
     return [
         _esc(type(repository).__name__),
@@ -377,9 +397,11 @@ def repository_html(repository: Repository[Any]) -> str:
 
     def build() -> str:
         labels = ("backend", "model", "location", "entities")
-        rows = "".join(_row(k, v) for k, v in zip(labels, _summary(repository), strict=True))
+        (count,) = count_texts([repository])
+        cells = _summary(repository, count)
+        rows = "".join(_row(k, v) for k, v in zip(labels, cells, strict=True))
         return (
-            f'<div class="snb-repository" style="{_BOX}"><b>{_esc(type(repository).__name__)}</b>'
+            f'<div class="snb-repository" style="{_BOX}">'
             f'<table class="snb-fields" style="{_TABLE}">{rows}</table></div>'
         )
 
@@ -392,7 +414,12 @@ def registry_html(registry: ServiceRegistry) -> str:
     def build() -> str:
         head = ("name", "backend", "model", "location", "entities")
         header = "".join(f'<th style="{_CELL}{_LINE}">{h}</th>' for h in head)
-        rows = [_tr([_esc(n), *_summary(r)]) for n, r in sorted(registry.repositories.items())]
+        registered = sorted(registry.repositories.items())
+        counts = count_texts([repository for _, repository in registered])
+        rows = [
+            _tr([_esc(name), *_summary(repository, count)])
+            for (name, repository), count in zip(registered, counts, strict=True)
+        ]
         llm = registry.llm
         model = "offline_model (default)" if llm is None else getattr(llm, "__name__", None)
         model = model if isinstance(model, str) else _plain_repr(llm)

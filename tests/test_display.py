@@ -384,7 +384,20 @@ def test_a_slow_count_times_out(monkeypatch: pytest.MonkeyPatch) -> None:
     started = time.monotonic()
     html = SlowCount(Task)._repr_html_()
     assert time.monotonic() - started < 5
-    assert "count unavailable: TimeoutError: the operation did not finish within 0.2 s" in html
+    assert "count unavailable: no answer within 0.2 s" in html
+
+
+def test_registry_counts_are_read_together(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(display, "COUNT_TIMEOUT", 0.3)
+    registry = ServiceRegistry()
+    for name in ("a", "b", "c", "d"):
+        registry.register_repository(name, SlowCount(Task))
+    registry.register_repository("e", InMemoryRepository(Task))
+    started = time.monotonic()
+    html = registry._repr_html_()
+    assert time.monotonic() - started < 4 * 0.3
+    assert html.count("count unavailable: no answer within 0.3 s") == 4
+    assert '<span class="snb-count" style="">0</span>' in html
 
 
 def test_a_failing_count_is_shown_not_raised() -> None:
