@@ -100,6 +100,12 @@ class Entity(BaseModel):
         default_factory=utc_now, description="When it was last written (UTC)."
     )
 
+    def _repr_html_(self) -> str:
+        """This entity as an HTML card in a notebook (see :mod:`symphony_nb._display`)."""
+        from ._display import entity_html
+
+        return entity_html(self)
+
 
 class Task(Entity):
     """A unit of work that an agent executes."""

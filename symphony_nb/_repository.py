@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Generic, Literal, Self, TypeVar
 from pydantic import BaseModel, ValidationError
 from pydantic_core import PydanticSerializationError
 
+from ._display import register_model, repository_html
 from ._errors import (
     CorruptEntityError,
     InvalidIdError,
@@ -102,6 +103,7 @@ class Repository(ABC, Generic[T]):
         self.model = model
         self._versioned = "version" in model.model_fields
         self._stamped = "updated_at" in model.model_fields
+        register_model(model)
 
     # ------------------------------------------------------------------ backend hooks
 
@@ -413,6 +415,10 @@ class Repository(ABC, Generic[T]):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.model.__name__})"
+
+    def _repr_html_(self) -> str:
+        """Backend, location and count of entities as HTML, for notebooks; never raises."""
+        return repository_html(self)
 
 
 def model_name(model: type[BaseModel]) -> str:

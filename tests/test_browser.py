@@ -4,7 +4,10 @@ JupyterLab is served on 127.0.0.1 (a free port, a token, scratch Jupyter folders
 of ``notebooks/03_forms.ipynb``; the notebook's storage is a SQLite file given through
 ``SYMPHONY_NB_URL``. Debian's chromium, driven by playwright, runs every cell, types a name
 and an instruction template into the AgentConfig form and clicks Save; the test then reads
-the SQLite file itself. A screenshot is saved under ``artifacts/``.
+the SQLite file itself. A second test runs ``notebooks/01_quickstart.ipynb`` plus one cell
+that displays a task whose name and output carry an ``<img onerror=...>`` payload, and looks
+at the rich display: badges, the table from ``find_all``, a folded JSON field, and the payload
+shown as text without running. Screenshots are saved under ``artifacts/``.
 
 Without chromium or playwright the test skips (the reason says "browser");
 ``SYMPHONY_NB_REQUIRE_BROWSER=1`` turns that skip into a failure (see conftest).
@@ -34,7 +37,7 @@ import pytest
 from symphony_nb import AgentConfig, open_repository
 
 if TYPE_CHECKING:
-    from playwright.sync_api import Locator
+    from playwright.sync_api import Locator, Page
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK = "03_forms.ipynb"
@@ -163,6 +166,16 @@ def stop_lab(lab: Lab) -> None:
     assert not alive, f"kernels left running after the server stopped: {alive}"
 
 
+def run_all(page: Page, lab: Lab, notebook: str) -> None:
+    """Open ``notebook`` in JupyterLab and start Run All once its kernel is connected."""
+    page.set_default_timeout(60_000)
+    page.goto(f"{lab.url}/lab/tree/{notebook}?token={lab.token}")
+    page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']")
+    page.wait_for_function(KERNEL_READY)
+    # Not awaited: the command's promise only settles when every cell has run.
+    page.evaluate("() => { window.jupyterapp.commands.execute('notebook:run-all-cells'); }")
+
+
 def test_config_typed_in_the_browser_is_stored(tmp_path: Path) -> None:
     executable = chromium_path()
     try:
@@ -182,12 +195,7 @@ def test_config_typed_in_the_browser_is_stored(tmp_path: Path) -> None:
         browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.set_default_timeout(60_000)
-            page.goto(f"{lab.url}/lab/tree/{NOTEBOOK}?token={lab.token}")
-            page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']")
-            page.wait_for_function(KERNEL_READY)
-            # Not awaited: the command's promise only settles when every cell has run.
-            page.evaluate("() => { window.jupyterapp.commands.execute('notebook:run-all-cells'); }")
+            run_all(page, lab, NOTEBOOK)
             # The last cell prints the agent's answer: every cell before it has run.
             answer = page.locator(".jp-OutputArea-output").filter(has_text="You asked: What")
             expect(answer.first).to_be_visible()
@@ -222,5 +230,76 @@ def test_config_typed_in_the_browser_is_stored(tmp_path: Path) -> None:
             finally:
                 repo.sync.close()
             page.screenshot(path=str(ARTIFACTS / "forms-notebook.png"), full_page=True)
+        finally:
+            browser.close()
+
+
+HOSTILE = '<img src=x onerror="window.snbUnescaped = true">'
+XSS_CELL = f"""from IPython.display import HTML, display
+
+display(HTML({HOSTILE.replace("snbUnescaped", "snbControl")!r}))  # the payload, not escaped
+Task(name={HOSTILE!r}, output_data={{"response": {HOSTILE!r}}})"""
+
+
+def test_rich_display_in_the_browser(tmp_path: Path) -> None:
+    executable = chromium_path()
+    try:
+        from playwright.sync_api import expect, sync_playwright
+    except ImportError:
+        pytest.skip("browser test needs playwright (pip install playwright)")
+    import nbformat
+
+    root = tmp_path / "lab"
+    root.mkdir()
+    name = "01_quickstart.ipynb"
+    copy_without_outputs(ROOT / "notebooks" / name, root / name)
+    book = nbformat.read(root / name, as_version=4)  # type: ignore[no-untyped-call]
+    book.cells.append(nbformat.v4.new_code_cell(XSS_CELL))  # type: ignore[no-untyped-call]
+    nbformat.write(book, root / name)  # type: ignore[no-untyped-call]
+    ARTIFACTS.mkdir(exist_ok=True)
+
+    with jupyter_lab(root, tmp_path / "jupyter", {}) as lab, sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            run_all(page, lab, name)
+
+            def output(source: str) -> Locator:
+                cell = page.locator(".jp-CodeCell").filter(has_text=source)
+                found = cell.locator(".jp-OutputArea-output")
+                found.first.scroll_into_view_if_needed()
+                return found
+
+            # The control payload ran, so an unescaped one would run too.
+            page.wait_for_function("() => window.snbControl === true")
+            hostile = output("display(HTML(").locator(".snb-entity.snb-task")
+            expect(hostile.locator(".snb-title")).to_have_text(HOSTILE)
+            expect(hostile.locator("img")).to_have_count(0)
+            page.wait_for_timeout(500)
+            assert page.evaluate("() => window.snbUnescaped") is None
+
+            card = output("task_repo.sync.get(task.id)").locator(".snb-entity.snb-task")
+            expect(card.locator(".snb-badge.snb-status-completed")).to_have_text("completed")
+            expect(card.locator(".snb-badge.snb-priority-medium")).to_be_visible()
+            expect(card.locator("time.snb-time").first).to_have_attribute(
+                "title", re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}\+00:00$")
+            )
+            folded = card.locator("details.snb-more").filter(has_text="offline answer")
+            expect(folded.locator("pre")).not_to_be_visible()
+            folded.locator("summary").click()
+            expect(folded.locator("pre")).to_be_visible()
+
+            table = output('task_repo.sync.find_all(order_by=["-priority", "name"])')
+            rows = table.locator(".snb-list table.snb-table tbody tr")
+            expect(rows).to_have_count(3)
+            expect(rows.first.locator(".snb-priority-critical")).to_be_visible()
+            expect(rows.first).to_contain_text("Third Task")
+
+            expect(page.locator(".snb-registry")).to_contain_text("agent_config")
+            repo = page.locator(".snb-repository")
+            expect(repo.locator(".snb-count")).to_have_text("3")
+            expect(repo).to_contain_text("memory of this process")
+            card.evaluate("node => node.scrollIntoView({block: 'start'})")
+            page.screenshot(path=str(ARTIFACTS / "quickstart-display.png"))
         finally:
             browser.close()

@@ -105,3 +105,9 @@ class ServiceRegistry:
 
     def __repr__(self) -> str:
         return f"ServiceRegistry({sorted(self.repositories)})"
+
+    def _repr_html_(self) -> str:
+        """The registered repositories and their counts as HTML, for notebooks."""
+        from .._display import registry_html
+
+        return registry_html(self)
