@@ -416,23 +416,29 @@ def test_display_on_the_private_loop_does_not_deadlock() -> None:
     assert "count unavailable: shown from inside symphony_nb&#x27;s event loop" in html
 
 
+_NESTED_CELL = """
+import asyncio
+from symphony_nb import InMemoryRepository, Task, set_sync_mode
+
+repo = InMemoryRepository(Task)
+repo.sync.save(Task(name="a"))
+
+async def cell():  # a notebook cell: display runs while the kernel's loop runs
+    return repo._repr_html_()
+
+set_sync_mode("nested")
+print(asyncio.run(cell()))
+"""
+
+
 def test_display_inside_a_running_loop_in_nested_mode() -> None:
+    # A fresh process: nested mode patches the loops it runs on for good.
     pytest.importorskip("nest_asyncio2")
-    from symphony_nb import get_sync_mode, set_sync_mode
-
-    repo = InMemoryRepository(Task)
-    repo.sync.save(Task(name="a"))
-
-    async def cell() -> str:  # a notebook cell: display runs while the kernel's loop runs
-        return repo._repr_html_()
-
-    previous = get_sync_mode()
-    set_sync_mode("nested")
-    try:
-        html = asyncio.run(cell())
-    finally:
-        set_sync_mode(previous)
-    assert '<span class="snb-count" style="">1</span>' in html
+    result = subprocess.run(
+        [sys.executable, "-c", _NESTED_CELL], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert '<span class="snb-count" style="">1</span>' in result.stdout
 
 
 # ---------------------------------------------------------------- registry
