@@ -15,10 +15,9 @@ import orjson
 from .._errors import ConflictError, StorageError
 from .._filters import Condition, Query, parse_filter
 from .._repository import Data, Record, Repository, T, model_name
-from .._storage import mask_url
 from ._pg_pool import LoopPools
 from ._pg_schema import DEFAULT_SCHEMA, SCHEMA_VERSION, check_schema, create_schema, split_url
-from ._pg_sql import count_sql, index_sql, quote_ident, select_sql
+from ._pg_sql import count_sql, index_sql, model_segments, quote_ident, select_sql
 
 __all__ = ["DEFAULT_INDEXES", "DEFAULT_SCHEMA", "SCHEMA_VERSION", "PostgresRepository", "open_url"]
 
@@ -68,9 +67,10 @@ class PostgresRepository(Repository[T]):
             parameter chooses the schema when ``schema`` is not given.
         schema: the PostgreSQL schema holding the tables (default ``symphony``); it and the
             table are created on first use, safely when several processes start at once.
-        indexes: more fields (dotted paths into nested models allowed) to index, in addition
-            to those of ``DEFAULT_INDEXES`` the model has. Indexes serve ``$eq``, ``$in`` and
-            range filters on string, enum and datetime fields.
+        indexes: more fields to index, in addition to those of ``DEFAULT_INDEXES`` the model
+            has: field names, dotted paths into nested models, or dotted keys into dict fields
+            (``"input_data.kind"``). Indexes serve ``$eq``, ``$in`` and range filters on
+            string, enum and datetime values.
         pool_size: the most connections kept per event loop.
 
     Filters, ordering, paging and counts run in the database. Writes use optimistic
@@ -92,9 +92,11 @@ class PostgresRepository(Repository[T]):
         self._asyncpg = _asyncpg()
         self._errors = _driver_errors(self._asyncpg)
         self._connect_errors: tuple[type[BaseException], ...] = (*self._errors, ValueError)
-        self._dsn, url_schema = split_url(url)
-        self.url = mask_url(url)
-        self.schema = check_schema(schema if schema is not None else url_schema or DEFAULT_SCHEMA)
+        self._url = split_url(url)
+        self.url = self._url.masked
+        self.schema = check_schema(
+            schema if schema is not None else self._url.schema or DEFAULT_SCHEMA
+        )
         self.table = model_name(model)
         if isinstance(pool_size, bool) or not isinstance(pool_size, int) or pool_size < 1:
             raise ValueError(f"pool_size must be an int >= 1, got {pool_size!r}")
@@ -119,22 +121,28 @@ class PostgresRepository(Repository[T]):
         expressions: dict[str, str] = {}
         for name in dict.fromkeys(names):
             (condition,) = parse_filter(self.model, {name: {"$exists": True}})
-            key = "_".join(condition.path)
-            if len(f"{self.table}_{key}_idx") > 63:
-                key = hashlib.blake2b(key.encode(), digest_size=6).hexdigest()
-            expressions[f"{self.table}_{key}_idx"] = index_sql(self.model, condition.path)
+            path = condition.path
+            key = "_".join(path)
+            if len(f"{self.table}_{key}_idx") > 63 or model_segments(self.model, path) < len(path):
+                # Dict keys may hold any text, and "a.b_c" must not take the name of "a_b.c".
+                key = hashlib.blake2b("\x00".join(path).encode(), digest_size=6).hexdigest()
+            expressions[f"{self.table}_{key}_idx"] = index_sql(self.model, path)
         return expressions
 
     # ------------------------------------------------------------------ connections
 
     def _failure(self, exc: BaseException, doing: str) -> StorageError:
-        message = str(exc).strip() or type(exc).__name__
+        message = self._url.scrub(str(exc).strip() or type(exc).__name__)
         return StorageError(f"PostgreSQL at {self.url}: {doing} failed: {message}")
 
     async def _new_pool(self) -> Any:
         try:
             pool = await self._asyncpg.create_pool(
-                self._dsn, min_size=1, max_size=self._pool_size, timeout=10
+                self._url.dsn,
+                password=self._url.password,
+                min_size=1,
+                max_size=self._pool_size,
+                timeout=10,
             )
         except self._connect_errors as exc:
             raise self._failure(exc, "connecting") from exc

@@ -15,9 +15,16 @@ from typing import Any, TypeVar
 
 import orjson
 
-from .._errors import ConflictError, CorruptEntityError, StorageError, SymphonyError
+from .._errors import (
+    ConflictError,
+    CorruptEntityError,
+    InvalidUrlError,
+    StorageError,
+    SymphonyError,
+)
 from .._filters import Condition, Query
 from .._repository import Data, Record, Repository, T, _gc_paused, model_name
+from .._storage import expand_path, mask_url
 from ._sqlite_conn import MEMORY, Session, WorkerClosed, immediate, translate
 from ._sqlite_schema import IndexSpec, Layout
 from ._sqlite_sql import SqlCompiler, quote
@@ -246,16 +253,17 @@ class SQLiteRepository(Repository[T]):
 
 
 def open_url(model: type[T], url: str) -> SQLiteRepository[T]:
-    """A repository for ``sqlite:///relative.db``, ``sqlite:////abs.db`` or ``sqlite://:memory:``."""
+    """A repository for ``sqlite:///relative.db``, ``sqlite:////abs.db`` (``sqlite:///~/x.db``
+    expands ``~``) or ``sqlite://:memory:``."""
     rest = url.split("://", 1)[1]
     if rest in ("", MEMORY, "/" + MEMORY):
         return SQLiteRepository(model, MEMORY)
     if not rest.startswith("/") or rest == "/":
-        raise StorageError(
-            f"SQLite URL {url!r} names no file: use sqlite:///relative/path.db, "
+        raise InvalidUrlError(
+            f"SQLite URL {mask_url(url)!r} names no file: use sqlite:///relative/path.db, "
             "sqlite:////absolute/path.db or sqlite://:memory:"
         )
-    return SQLiteRepository(model, rest[1:].split("?", 1)[0])
+    return SQLiteRepository(model, expand_path(rest[1:].split("?", 1)[0]))
 
 
 def _after_fork() -> None:
