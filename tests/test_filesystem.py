@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
+import re
 import stat
+import warnings
 from pathlib import Path
 
 import pytest
@@ -113,3 +116,74 @@ async def test_unwritable_folder_raises_storage_error(tmp_path: Path) -> None:
     repo = FileSystemRepository(Task, tmp_path / "file")
     with pytest.raises(StorageError, match="file"):
         await repo.save(Task(name="x"))
+
+
+@pytest.mark.parametrize("stray", ["Notes.json", "bad name!.json"])
+async def test_count_raises_or_skips_a_stray_file_as_find_all_does(
+    repo: FileSystemRepository[Task], tmp_path: Path, stray: str
+) -> None:
+    await repo.save(Task(id="good", name="fine", input_data={"k": 1}))
+    (tmp_path / "data" / "task" / stray).write_text("{}")
+    with pytest.raises(CorruptEntityError, match="not a valid entity id"):
+        await repo.count()
+    with pytest.warns(CorruptEntityWarning, match=re.escape(stray)):
+        assert await repo.count(on_corrupt="warn") == 1
+    with pytest.warns(CorruptEntityWarning, match=re.escape(stray)):
+        assert await repo.count({"input_data.k": 2}, on_corrupt="warn") == 0
+    with pytest.raises(ValueError, match="on_corrupt must be"):
+        await repo.count(on_corrupt="skip")  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def corrupt_repo(tmp_path: Path) -> FileSystemRepository[Task]:
+    repo = FileSystemRepository(Task, tmp_path / "data")
+    repo.sync.save(Task(id="good", name="fine"))
+    (tmp_path / "data" / "task" / "bad.json").write_text('{"id": "bad", "name": 5}')
+    (tmp_path / "data" / "task" / "Notes.json").write_text("{}")
+    return repo
+
+
+async def test_corrupt_entity_warnings_point_at_the_awaiting_line(
+    corrupt_repo: FileSystemRepository[Task],
+) -> None:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        line = inspect.currentframe().f_lineno  # type: ignore[union-attr]
+        await corrupt_repo.find_all(on_corrupt="warn")
+        await corrupt_repo.count(on_corrupt="warn")
+        async for _ in corrupt_repo.iter_all(on_corrupt="warn", batch_size=1):
+            pass
+    assert len(caught) == 5
+    assert {(w.filename, w.lineno) for w in caught} == {
+        (__file__, line + 1),
+        (__file__, line + 2),
+        (__file__, line + 3),
+    }, [(w.filename, w.lineno) for w in caught]
+
+
+@pytest.mark.parametrize("mode", ["thread", "nested"])
+def test_corrupt_entity_warnings_through_sync_point_at_the_calling_line(
+    corrupt_repo: FileSystemRepository[Task], mode: str
+) -> None:
+    from symphony_nb import get_sync_mode, set_sync_mode
+
+    previous = get_sync_mode()
+    set_sync_mode(mode)  # type: ignore[arg-type]
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            line = inspect.currentframe().f_lineno  # type: ignore[union-attr]
+            found = corrupt_repo.sync.find_all(on_corrupt="warn")
+            corrupt_repo.sync.count(on_corrupt="warn")
+            for _ in corrupt_repo.sync.iter_all(on_corrupt="warn", batch_size=1):
+                pass
+    finally:
+        set_sync_mode(previous)
+    assert [t.id for t in found] == ["good"]
+    assert len(caught) == 5
+    assert {(w.filename, w.lineno) for w in caught} == {
+        (__file__, line + 1),
+        (__file__, line + 2),
+        (__file__, line + 3),
+    }, [(w.filename, w.lineno) for w in caught]
+    assert all(issubclass(w.category, CorruptEntityWarning) for w in caught)

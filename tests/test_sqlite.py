@@ -225,6 +225,10 @@ async def test_unparsable_json_written_around_the_check_is_reported(tmp_path: Pa
         assert [n.id for n in found] == ["a"]
         with pytest.raises(CorruptEntityError, match="'b'"):
             await notes.find_by_id("b")
+        with pytest.warns(CorruptEntityWarning, match="'b'"):
+            assert await notes.count({"text": "x"}, on_corrupt="warn") == 1
+        with pytest.warns(CorruptEntityWarning, match="'b'"):
+            assert await notes.count({"text": "q"}, on_corrupt="warn") == 0
 
 
 # ---------------------------------------------------------------------- threads and loops
