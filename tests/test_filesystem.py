@@ -8,6 +8,7 @@ import os
 import re
 import stat
 import warnings
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,7 @@ from symphony_nb import (
     StorageError,
     Task,
 )
+from tests.unprivileged import run_as_reader, share_for_reading, shared_folder, writable_by_reader
 
 
 @pytest.fixture
@@ -187,3 +189,82 @@ def test_corrupt_entity_warnings_through_sync_point_at_the_calling_line(
         (__file__, line + 3),
     }, [(w.filename, w.lineno) for w in caught]
     assert all(issubclass(w.category, CorruptEntityWarning) for w in caught)
+
+
+_READER = """
+import json
+from symphony_nb import AgentConfig, FileSystemRepository, StorageError, Task
+
+repo = FileSystemRepository(Task, {store!r})
+other = FileSystemRepository(AgentConfig, {store!r})
+found = {{
+    "ids": [t.id for t in repo.sync.find_all()],
+    "get": repo.sync.get("b").name,
+    "missing": repo.sync.find_by_id("zz"),
+    "count": repo.sync.count(),
+    "filtered": repo.sync.count({{"name": "a"}}),
+    "paged": [t.id for t in repo.sync.iter_all(batch_size=1)],
+    "other": [other.sync.find_all(), other.sync.count()],
+}}
+writes = {{
+    "save": lambda: repo.sync.save(Task(id="c", name="c")),
+    "update": lambda: repo.sync.update(repo.sync.get("a")),
+    "delete": lambda: repo.sync.delete("a"),
+    "other_save": lambda: other.sync.save(
+        AgentConfig(id="x", name="x", instruction_template="t")
+    ),
+}}
+for name, write in writes.items():
+    try:
+        write()
+        found[name] = "written"
+    except StorageError as exc:
+        found[name] = str(exc)
+print(json.dumps(found))
+"""
+
+
+@pytest.mark.parametrize("lock_file", ["present", "absent"])
+def test_a_store_that_may_be_read_but_not_written(lock_file: str) -> None:
+    with shared_folder() as where:
+        _check_read_only_store(where, lock_file)
+
+
+def _check_read_only_store(shared_dir: Path, lock_file: str) -> None:
+    store = shared_dir / "store"
+    repo = FileSystemRepository(Task, store)
+    repo.sync.save_many([Task(id="a", name="a"), Task(id="b", name="b")])
+    leftover = repo.path / ".tmp-leftover-of-a-crash"
+    leftover.write_text('{"id": "a", "na')
+    if lock_file == "absent":
+        (repo.path / ".lock").unlink()
+    share_for_reading(store)
+    assert not writable_by_reader(repo.path)
+
+    found = run_as_reader(_READER.format(store=str(store)), shared_dir)
+
+    assert found["ids"] == found["paged"] == ["a", "b"]
+    assert (found["get"], found["missing"], found["count"], found["filtered"]) == ("b", None, 2, 1)
+    assert found["other"] == [[], 0]  # its folder does not exist and cannot be made
+    for write in ("save", "update", "delete"):
+        assert f"the store {repo.path} is read-only" in found[write], found[write]
+    assert f"the store {store / 'agentconfig'} is read-only" in found["other_save"]
+    assert leftover.exists()  # left for a writer to clean; never read
+    assert sorted(t.id for t in repo.sync.find_all()) == ["a", "b"]
+
+
+def test_a_file_where_a_folder_should_be_is_called_a_file(tmp_path: Path) -> None:
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "task").write_text("not a folder")
+    (tmp_path / "plain").write_text("not a folder either")
+    for directory, culprit in [
+        (tmp_path / "data", tmp_path / "data" / "task"),
+        (tmp_path / "plain", tmp_path / "plain"),
+        (tmp_path / "plain" / "deeper", tmp_path / "plain"),
+    ]:
+        repo = FileSystemRepository(Task, directory)
+        for call in (repo.sync.find_all, partial(repo.sync.save, Task(name="x"))):
+            with pytest.raises(StorageError) as info:
+                call()
+            assert f"{culprit} is a file, where the store needs a folder" in str(info.value)
+            assert "symbolic link" not in str(info.value)
