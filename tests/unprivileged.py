@@ -16,7 +16,7 @@ import stat
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +65,50 @@ def writable_by_reader(path: Path) -> bool:
     if os.geteuid() == 0:
         return bool(mode & stat.S_IWOTH)
     return bool(mode & stat.S_IWUSR)
+
+
+def may_write_as_owner() -> bool:
+    """Whether this process can still write what it shared (only root: others chmod a-w)."""
+    return os.geteuid() == 0
+
+
+@contextlib.contextmanager
+def reader_process(code: str, cwd: Path) -> Iterator[Callable[[], Any]]:
+    """Start ``code`` as the reader, to be asked again and again.
+
+    ``code`` must print one JSON line for each line it reads on stdin; the function yielded
+    sends a line and returns the JSON that comes back.
+    """
+    process = subprocess.Popen(
+        [*_prefix(), sys.executable, "-c", code],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=cwd,
+        env={**os.environ, "PYTHONPATH": _ROOT, "HOME": str(cwd)},
+    )
+    assert process.stdin is not None and process.stdout is not None
+
+    def ask() -> Any:
+        assert process.stdin is not None and process.stdout is not None
+        process.stdin.write("again\n")
+        process.stdin.flush()
+        line = process.stdout.readline()
+        if not line:
+            process.wait(10)
+            raise AssertionError(f"reader failed:\n{process.stderr.read()}")  # type: ignore[union-attr]
+        return json.loads(line)
+
+    try:
+        yield ask
+    finally:
+        process.stdin.close()
+        try:
+            process.wait(30)
+        finally:
+            process.stdout.close()
+            process.stderr.close()  # type: ignore[union-attr]
 
 
 def run_as_reader(code: str, cwd: Path) -> Any:

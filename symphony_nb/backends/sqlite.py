@@ -25,7 +25,7 @@ from .._errors import (
 from .._filters import Condition, Query
 from .._repository import Data, Record, Repository, T, _gc_paused, model_name
 from .._storage import expand_path, mask_url
-from ._sqlite_conn import MEMORY, Session, WorkerClosed, immediate, translate
+from ._sqlite_conn import MEMORY, Session, WorkerClosed, immediate, read_only_error, translate
 from ._sqlite_schema import IndexSpec, Layout
 from ._sqlite_sql import SqlCompiler, quote
 
@@ -49,6 +49,10 @@ class SQLiteRepository(Repository[T]):
     is in WAL mode, readers never wait, and each write checks versions and writes inside
     ``BEGIN IMMEDIATE``, waiting up to ``timeout`` seconds for another writer. Commits are
     durable (``synchronous=FULL``). ``path=":memory:"`` keeps a private in-memory database.
+
+    A file this process may read but not write (or in a folder it may not write) is opened
+    read-only: reads work (a table not made yet reads as empty) and writes raise
+    :class:`StorageError` saying so. Nothing is created in it, not even the table.
     """
 
     def __init__(
@@ -71,6 +75,7 @@ class SQLiteRepository(Repository[T]):
         self._layout = Layout.plan(model, self.table, indexes)
         self._sql = SqlCompiler(model, self.table, self._layout.columns)
         self._session: Session | None = None
+        self._missing = False  # the table does not exist in a database we may only read
         self._finalizer: weakref.finalize[Any, Any] | None = None
         self._guard = threading.Lock()
         table = quote(self.table)
@@ -122,9 +127,8 @@ class SQLiteRepository(Repository[T]):
         def job() -> R:
             try:
                 conn = session.writer()
-                if not session.ready:
-                    self._layout.create(conn, self.path)
-                    session.ready = True
+                if not session.ready or self._missing:
+                    self._prepare(conn, session)
                 return fn(conn, *args)
             except sqlite3.Error as exc:
                 raise translate(exc, self.path, self.timeout) from None
@@ -134,6 +138,24 @@ class SQLiteRepository(Repository[T]):
         except WorkerClosed:  # closed by another thread meanwhile: open afresh
             return await self._run(fn, *args)
         return await asyncio.wrap_future(future)
+
+    def _prepare(self, conn: sqlite3.Connection, session: Session) -> None:
+        """Make the table and indexes; or, in a database that may only be read, take the
+        table as it is (reading only the indexed columns it has) or as empty if missing."""
+        if session.read_only:
+            present = self._layout.inspect(conn, self.path)
+            self._missing = present is None
+            columns = {p: c for p, c in self._layout.columns.items() if c in (present or ())}
+            self._sql = SqlCompiler(self.model, self.table, columns)
+        else:
+            self._layout.create(conn, self.path)
+            self._missing = False
+            self._sql = SqlCompiler(self.model, self.table, self._layout.columns)
+        session.ready = True
+
+    def _refuse_writes(self) -> None:
+        if self._current().read_only:
+            raise read_only_error(self.path, "no write permission on the file or its folder")
 
     async def _close(self) -> None:
         with self._guard:
@@ -148,7 +170,7 @@ class SQLiteRepository(Repository[T]):
 
     async def _get(self, entity_id: str) -> str | None:
         session = self._current()
-        if session.ready and session.direct_reads:
+        if session.ready and session.direct_reads and not self._missing:
             try:
                 reader = session.reader()
                 if reader is not None:
@@ -163,6 +185,8 @@ class SQLiteRepository(Repository[T]):
         return await self._run(self._get_sync, entity_id)
 
     def _get_sync(self, conn: sqlite3.Connection, entity_id: str) -> str | None:
+        if self._missing:
+            return None
         rows = conn.execute(self._get_sql, (entity_id,)).fetchall()
         return rows[0][0] if rows else None
 
@@ -170,6 +194,8 @@ class SQLiteRepository(Repository[T]):
         return await self._run(self._select_sync, query)
 
     def _select_sync(self, conn: sqlite3.Connection, query: Query) -> Rows:
+        if self._missing:
+            return []
         with _gc_paused():  # a row tuple per match: the same collector cost as decoding
             return self._fetch(conn, query)
 
@@ -204,6 +230,8 @@ class SQLiteRepository(Repository[T]):
         return await self._run(self._count_sync, conditions)
 
     def _count_sync(self, conn: sqlite3.Connection, conditions: tuple[Condition, ...]) -> int:
+        if self._missing:
+            return 0
         sql, params = self._sql.count(conditions)
         try:
             return int(conn.execute(sql, params).fetchone()[0])
@@ -216,6 +244,7 @@ class SQLiteRepository(Repository[T]):
     # ------------------------------------------------------------------ writes
 
     async def _write(self, records: Sequence[Record], *, create: bool) -> list[bool]:
+        self._refuse_writes()
         return await self._run(self._write_sync, records, create)
 
     def _write_sync(
@@ -246,6 +275,7 @@ class SQLiteRepository(Repository[T]):
                 raise ConflictError(r.id, r.expected, stored[r.id])
 
     async def _remove(self, entity_id: str) -> bool:
+        self._refuse_writes()
         return await self._run(self._remove_sync, entity_id)
 
     def _remove_sync(self, conn: sqlite3.Connection, entity_id: str) -> bool:
