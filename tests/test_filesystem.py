@@ -7,6 +7,8 @@ import json
 import os
 import re
 import stat
+import subprocess
+import sys
 import warnings
 from functools import partial
 from pathlib import Path
@@ -163,32 +165,56 @@ async def test_corrupt_entity_warnings_point_at_the_awaiting_line(
     }, [(w.filename, w.lineno) for w in caught]
 
 
+_SYNC_CALLS = """
+import json, sys, warnings
+from symphony_nb import FileSystemRepository, Task, set_sync_mode
+
+set_sync_mode(sys.argv[1])
+repo = FileSystemRepository(Task, sys.argv[2])
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    found = repo.sync.find_all(on_corrupt="warn")  # line 9
+    repo.sync.count(on_corrupt="warn")  # line 10
+    for _ in repo.sync.iter_all(on_corrupt="warn", batch_size=1):  # line 11
+        pass
+print(json.dumps([[w.filename, w.lineno, w.category.__name__] for w in caught]))
+"""
+
+
+# In a fresh process: nested mode patches the event loop it runs on for good.
 @pytest.mark.parametrize("mode", ["thread", "nested"])
 def test_corrupt_entity_warnings_through_sync_point_at_the_calling_line(
-    corrupt_repo: FileSystemRepository[Task], mode: str
+    corrupt_repo: FileSystemRepository[Task], mode: str, tmp_path: Path
 ) -> None:
-    from symphony_nb import get_sync_mode, set_sync_mode
+    script = tmp_path / "calls.py"
+    script.write_text(_SYNC_CALLS)
+    result = subprocess.run(
+        [sys.executable, str(script), mode, str(corrupt_repo.directory)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+    )
+    caught = json.loads(result.stdout)
+    assert len(caught) == 5, caught
+    assert {(name, line) for name, line, _ in caught} == {
+        (str(script), 9),
+        (str(script), 10),
+        (str(script), 11),
+    }, caught
+    assert {category for _, _, category in caught} == {"CorruptEntityWarning"}
 
-    previous = get_sync_mode()
-    set_sync_mode(mode)  # type: ignore[arg-type]
-    try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            line = inspect.currentframe().f_lineno  # type: ignore[union-attr]
-            found = corrupt_repo.sync.find_all(on_corrupt="warn")
-            corrupt_repo.sync.count(on_corrupt="warn")
-            for _ in corrupt_repo.sync.iter_all(on_corrupt="warn", batch_size=1):
-                pass
-    finally:
-        set_sync_mode(previous)
+
+def test_corrupt_entity_warnings_through_sync_in_this_process(
+    corrupt_repo: FileSystemRepository[Task],
+) -> None:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        line = inspect.currentframe().f_lineno  # type: ignore[union-attr]
+        found = corrupt_repo.sync.find_all(on_corrupt="warn")
     assert [t.id for t in found] == ["good"]
-    assert len(caught) == 5
-    assert {(w.filename, w.lineno) for w in caught} == {
-        (__file__, line + 1),
-        (__file__, line + 2),
-        (__file__, line + 3),
-    }, [(w.filename, w.lineno) for w in caught]
-    assert all(issubclass(w.category, CorruptEntityWarning) for w in caught)
+    assert [(w.filename, w.lineno) for w in caught] == [(__file__, line + 1)] * 2
 
 
 _READER = """
