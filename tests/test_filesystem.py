@@ -294,3 +294,19 @@ def test_a_file_where_a_folder_should_be_is_called_a_file(tmp_path: Path) -> Non
                 call()
             assert f"{culprit} is a file, where the store needs a folder" in str(info.value)
             assert "symbolic link" not in str(info.value)
+
+
+def test_a_store_folder_that_cannot_be_made_is_an_error_not_an_empty_store() -> None:
+    with shared_folder() as where:
+        share_for_reading(where)
+        code = (
+            "import json\n"
+            "from symphony_nb import FileSystemRepository, StorageError, Task\n"
+            f"repo = FileSystemRepository(Task, {str(where / 'typo' / 'store')!r})\n"
+            "try:\n"
+            "    print(json.dumps(repo.sync.find_all()))\n"
+            "except StorageError as exc:\n"
+            "    print(json.dumps(str(exc)))\n"
+        )
+        message = run_as_reader(code, where)
+    assert message.startswith(f"cannot create the store folder {where / 'typo' / 'store'}")

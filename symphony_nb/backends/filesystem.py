@@ -132,6 +132,10 @@ class FileSystemRepository(Repository[T]):
         except OSError as exc:
             if exc.errno not in _READ_ONLY:
                 raise self._refuse(exc) from None
+            if not self.directory.is_dir():  # no store at all: a mistyped path, most likely
+                raise StorageError(
+                    f"cannot create the store folder {self.directory}: {exc.strerror or exc}"
+                ) from None
         try:
             fd = os.open(self.path, _DIR_FLAGS)
         except FileNotFoundError:
