@@ -310,3 +310,15 @@ def test_a_store_folder_that_cannot_be_made_is_an_error_not_an_empty_store() -> 
         )
         message = run_as_reader(code, where)
     assert message.startswith(f"cannot create the store folder {where / 'typo' / 'store'}")
+
+
+async def test_a_model_folder_removed_while_open_reads_empty_and_is_made_again(
+    repo: FileSystemRepository[Task],
+) -> None:
+    await repo.save(Task(id="a", name="a"))
+    for name in os.listdir(repo.path):
+        os.unlink(repo.path / name)
+    repo.path.rmdir()
+    assert await repo.find_all() == [] and await repo.count() == 0
+    await repo.save(Task(id="b", name="b"))
+    assert [t.id for t in await repo.find_all()] == ["b"]

@@ -63,21 +63,32 @@ class FileSystemRepository(Repository[T]):
 
     @contextmanager
     def _folder(self) -> Iterator[int | None]:
-        """The model folder, open for reading; None if it does not exist and cannot be made
-        (a store that may be read but not written, where this model has nothing stored)."""
+        """The model folder, open for reading; None where it does not exist and cannot be made.
+
+        That is a store we may read but not write, in which this model has nothing stored.
+        """
         if not self._opened:
             self._open()
-        try:
-            fd = os.open(self.path, _DIR_FLAGS)
-        except FileNotFoundError:
+        fd = self._open_folder()
+        if fd is None and self._opened:  # removed since it was opened: made again if we may
+            self._opened = False
+            self._open()
+            fd = self._open_folder()
+        if fd is None:
             yield None
             return
-        except OSError as exc:
-            raise self._refuse(exc) from None
         try:
             yield fd
         finally:
             os.close(fd)
+
+    def _open_folder(self) -> int | None:
+        try:
+            return os.open(self.path, _DIR_FLAGS)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise self._refuse(exc) from None
 
     @contextmanager
     def _locked_folder(self) -> Iterator[int]:
@@ -136,12 +147,9 @@ class FileSystemRepository(Repository[T]):
                 raise StorageError(
                     f"cannot create the store folder {self.directory}: {exc.strerror or exc}"
                 ) from None
-        try:
-            fd = os.open(self.path, _DIR_FLAGS)
-        except FileNotFoundError:
+        fd = self._open_folder()
+        if fd is None:
             return  # read-only and not made yet: reads see an empty folder
-        except OSError as exc:
-            raise self._refuse(exc) from None
         try:
             if _may_write(fd):
                 self._remove_leftovers(fd)

@@ -140,8 +140,10 @@ class SQLiteRepository(Repository[T]):
         return await asyncio.wrap_future(future)
 
     def _prepare(self, conn: sqlite3.Connection, session: Session) -> None:
-        """Make the table and indexes; or, in a database that may only be read, take the
-        table as it is (reading only the indexed columns it has) or as empty if missing."""
+        """Make the table and its indexes, or take them as they are where we may only read.
+
+        There, only the indexed columns the table has are used, and a missing table is empty.
+        """
         if session.read_only:
             present = self._layout.inspect(conn, self.path)
             self._missing = present is None
