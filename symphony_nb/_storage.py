@@ -71,10 +71,17 @@ def mask_url(url: str) -> str:
     base, question, query = masked.partition("?")
     if not question:
         return masked
-    fields = [
-        f"{field.partition('=')[0]}=***" if _is_secret(field.partition("=")[0]) else field
-        for field in query.split("&")
-    ]
+    fields: list[str] = []
+    hiding = False
+    for field in query.split("&"):
+        key, equals, _ = field.partition("=")
+        if _is_secret(key):
+            field, hiding = f"{key}=***", True
+        elif hiding and not equals:  # "password=a&b": the rest of an unescaped password
+            field = "***"
+        else:
+            hiding = False
+        fields.append(field)
     return base + "?" + "&".join(fields)
 
 

@@ -503,6 +503,7 @@ HOSTILE_URLS: list[tuple[str, str | None]] = [
     ("postgresql://app:Zq9xWk7v", None),
     ("postgresql://app:Zq9xWk7v/test", None),
     ("postgresql://app:Zq9x@127.0.0.1:1/test?password=Wk7v", "Zq9x"),
+    ("postgresql://app@127.0.0.1:1/test?password=Zq9x&Wk7v&sslmode=disable", None),
 ]
 
 
