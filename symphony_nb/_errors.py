@@ -13,6 +13,7 @@ resembles, so ``except ValueError`` keeps working in code that does not know thi
     ├── ConflictError                        a write based on a stale version
     ├── NotFoundError         (LookupError)  a missing entity, repository or service
     └── StorageError          (OSError)      the storage itself failed or cannot be reached
+        └── InvalidUrlError   (ValueError)   a storage URL that is malformed or names no backend
 """
 
 from __future__ import annotations
@@ -98,3 +99,10 @@ class RowValidationError(SymphonyError, ValueError):
             f"{len(self.problems)} row(s) failed validation; nothing was saved:\n"
             + "\n".join(lines)
         )
+
+
+class InvalidUrlError(StorageError, ValueError):
+    """A storage URL that is malformed or names no known backend; nothing was opened.
+
+    The message shows the URL with any password masked, never the password itself.
+    """

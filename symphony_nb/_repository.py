@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gc
 import re
-import warnings
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -34,6 +33,7 @@ from ._filters import (
 )
 from ._ids import check_id
 from ._models import utc_now
+from ._warnings import warn_caller
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -162,8 +162,7 @@ class Repository(ABC, Generic[T]):
         return entity
 
     def _decode_many(self, rows: Iterable[tuple[str, Data]], on_corrupt: OnCorrupt) -> list[T]:
-        if on_corrupt not in ("raise", "warn"):
-            raise ValueError(f"on_corrupt must be 'raise' or 'warn', got {on_corrupt!r}")
+        _check_on_corrupt(on_corrupt)
         out: list[T] = []
         with _gc_paused():
             for entity_id, data in rows:
@@ -174,7 +173,7 @@ class Repository(ABC, Generic[T]):
                 except CorruptEntityError as exc:
                     if on_corrupt == "raise":
                         raise
-                    warnings.warn(str(exc), CorruptEntityWarning, stacklevel=4)
+                    warn_caller(str(exc), CorruptEntityWarning)
         return out
 
     def _record(self, entity: T, now: Any) -> Record:
@@ -319,9 +318,31 @@ class Repository(ABC, Generic[T]):
         query = self._query(filter_criteria, order_by, limit, offset).unordered()
         return self._decode_many(await self._select_sorted(query), on_corrupt)
 
-    async def count(self, filter_criteria: Filter | None = None) -> int:
-        """How many entities match ``filter_criteria``."""
-        return await self._count(parse_filter(self.model, filter_criteria))
+    async def count(
+        self, filter_criteria: Filter | None = None, *, on_corrupt: OnCorrupt = "raise"
+    ) -> int:
+        """How many entities match ``filter_criteria``.
+
+        A stored document that cannot be read at all (not JSON, or a file whose name is no
+        entity id) raises :class:`CorruptEntityError`; ``on_corrupt="warn"`` leaves each one
+        out of the count with a :class:`CorruptEntityWarning` instead, as :meth:`find_all`
+        does. Documents are not validated against the model here (:meth:`find_all` does).
+        """
+        _check_on_corrupt(on_corrupt)
+        conditions = parse_filter(self.model, filter_criteria)
+        try:
+            return await self._count(conditions)
+        except CorruptEntityError:
+            if on_corrupt == "raise":
+                raise
+        # Rare: count the matches one by one, where each unreadable document shows up.
+        total = 0
+        for _, data in await self._select(Query(conditions, any_order=True)):
+            if isinstance(data, CorruptEntityError):
+                warn_caller(str(data), CorruptEntityWarning)
+            else:
+                total += 1
+        return total
 
     async def iter_all(
         self,
@@ -419,6 +440,11 @@ class Repository(ABC, Generic[T]):
     def _repr_html_(self) -> str:
         """Backend, location and count of entities as HTML, for notebooks; never raises."""
         return repository_html(self)
+
+
+def _check_on_corrupt(on_corrupt: object) -> None:
+    if on_corrupt not in ("raise", "warn"):
+        raise ValueError(f"on_corrupt must be 'raise' or 'warn', got {on_corrupt!r}")
 
 
 def model_name(model: type[BaseModel]) -> str:

@@ -1,4 +1,9 @@
-"""Storage URLs: ``memory://``, a folder (``file:///path`` or a plain path), and what SQL backends add."""
+"""Storage URLs: ``memory://``, a folder (``file:///path`` or a plain path), and what SQL backends add.
+
+A URL is stripped of surrounding whitespace and ``~`` is expanded in paths. Anything that looks
+like a URL but is not one (``memory:``, ``sqlite:data.db``) is refused with
+:class:`InvalidUrlError` rather than taken for a folder name.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +12,9 @@ import os
 import re
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote
 
-from ._errors import SymphonyError
+from ._errors import InvalidUrlError
 from ._repository import Repository, T
 
 Opener = Callable[[type[Any], str], Repository[Any]]
@@ -20,8 +25,14 @@ _LAZY = {
     "postgresql": "symphony_nb.backends.postgres",
     "postgres": "symphony_nb.backends.postgres",
 }
+_BUILT_IN = ("file", "memory")
 DEFAULT_URL = "sqlite:///./symphony_data/symphony.db"
 URL_ENV = "SYMPHONY_NB_URL"
+# "name:" not followed by "//": a URL missing its slashes, never meant as a folder name.
+_SCHEME_ONLY = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*):(?!//)")
+_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
+_SECRET_KEYS = ("password", "sslpassword")
+_BAD_PORT = re.compile(r"^([^:/?#\[\]]*):(?![0-9]*(?:[/?#,]|$)).*", re.DOTALL)
 
 
 def register_scheme(scheme: str, opener: Opener) -> None:
@@ -29,28 +40,107 @@ def register_scheme(scheme: str, opener: Opener) -> None:
     _OPENERS[scheme] = opener
 
 
+def known_schemes() -> list[str]:
+    """Every URL scheme ``open_repository`` understands, sorted."""
+    return sorted({*_BUILT_IN, *_LAZY, *_OPENERS})
+
+
 def default_url() -> str:
-    """The storage URL used when none is given: ``$SYMPHONY_NB_URL`` or the embedded default."""
-    return os.environ.get(URL_ENV) or DEFAULT_URL
+    """The storage URL used when none is given: ``$SYMPHONY_NB_URL`` or the embedded default.
+
+    A blank ``$SYMPHONY_NB_URL`` counts as unset.
+    """
+    return os.environ.get(URL_ENV, "").strip() or DEFAULT_URL
 
 
 def mask_url(url: str) -> str:
-    """``url`` with any password replaced by ``***``, for messages and logs."""
-    return re.sub(r"(//[^:/@]*:)[^@/]*@", r"\1***@", url)
+    """``url`` with every form of password replaced by ``***``, for messages and logs.
+
+    Masks the password of the user part (even one holding unescaped ``/``, ``@``, ``#``, ``?``
+    or ``:``, by taking the user part to end at the last ``@``) and ``password=`` query values.
+    """
+    head, sep, rest = url.partition("://")
+    if sep and "@" in rest:
+        userinfo, _, after = rest.rpartition("@")
+        user, colon, _ = userinfo.partition(":")
+        if colon:
+            rest = f"{user}:***@{after}"
+    elif sep:  # no "@": a "port" that is not a number may be a password; hide all after it
+        rest = _BAD_PORT.sub(r"\1:***", rest)
+    masked = head + sep + rest
+    base, question, query = masked.partition("?")
+    if not question:
+        return masked
+    fields: list[str] = []
+    hiding = False
+    for field in query.split("&"):
+        key, equals, _ = field.partition("=")
+        if _is_secret(key):
+            field, hiding = f"{key}=***", True
+        elif hiding and not equals:  # "password=a&b": the rest of an unescaped password
+            field = "***"
+        else:
+            hiding = False
+        fields.append(field)
+    return base + "?" + "&".join(fields)
 
 
-def open_repository(model: type[T], url: str) -> Repository[T]:
-    """A repository of ``model`` at storage ``url`` (see the module docstring for forms)."""
-    if not isinstance(url, str) or not url:
-        raise SymphonyError(f"a storage URL must be a non-empty string, got {url!r}")
-    scheme = urlsplit(url).scheme if "://" in url else ""
+def _is_secret(key: str) -> bool:
+    return unquote(key).strip().lower() in _SECRET_KEYS
+
+
+def expand_path(path: str) -> str:
+    """``path`` with a leading ``~`` expanded to the home folder."""
+    return os.path.expanduser(path)
+
+
+def _refuse_malformed(url: str) -> None:
+    match = _SCHEME_ONLY.match(url)
+    if match is None or (os.name == "nt" and len(match.group(1)) == 1):  # C:\folder
+        return
+    scheme = match.group(1).lower()
+    hint = (
+        f"did you mean {scheme}://...?"
+        if scheme in known_schemes()
+        else "for a folder whose name contains ':', write ./ before it"
+    )
+    raise InvalidUrlError(
+        f"storage URL {mask_url(url)!r} is malformed: a scheme must be followed by '//' "
+        f"({hint}); known schemes: {known_schemes()}"
+    )
+
+
+def open_repository(model: type[T], url: str | os.PathLike[str]) -> Repository[T]:
+    """A repository of ``model`` at storage ``url`` (see the module docstring for forms).
+
+    ``url`` is ``memory://``, ``file:///folder``, a folder path (a string or an
+    ``os.PathLike``), ``sqlite:///file.db`` or ``postgresql://...``; surrounding whitespace
+    is ignored and ``~`` is expanded. A malformed URL raises :class:`InvalidUrlError`.
+    """
+    from .backends.filesystem import FileSystemRepository
+
+    if isinstance(url, os.PathLike):
+        path = os.fspath(url)
+        if not isinstance(path, str):
+            raise InvalidUrlError(f"a storage folder must be a str path, got {path!r}")
+        return FileSystemRepository(model, expand_path(path))
+    if not isinstance(url, str):
+        raise InvalidUrlError(f"a storage URL must be a string or a path, got {type(url).__name__}")
+    url = url.strip()
+    if not url:
+        raise InvalidUrlError(
+            "a storage URL must not be empty: use memory://, a folder, sqlite:///file.db "
+            "or postgresql://..."
+        )
+    match = _SCHEME.match(url)
+    scheme = match.group(1).lower() if match else ""
+    if not scheme:
+        _refuse_malformed(url)
     if scheme in ("", "file"):
-        from .backends.filesystem import FileSystemRepository
-
-        path = url.split("://", 1)[1] if scheme else url
+        path = url[match.end() :] if match else url
         if not path:
-            raise SymphonyError(f"storage URL {url!r} names no folder")
-        return FileSystemRepository(model, path)
+            raise InvalidUrlError(f"storage URL {mask_url(url)!r} names no folder")
+        return FileSystemRepository(model, expand_path(path))
     if scheme == "memory":
         from .backends.memory import InMemoryRepository
 
@@ -60,8 +150,7 @@ def open_repository(model: type[T], url: str) -> Repository[T]:
         module = importlib.import_module(_LAZY[scheme])
         opener = module.open_url
     if opener is None:
-        known = sorted({"memory", "file", *_OPENERS})
-        raise SymphonyError(
-            f"unknown storage URL scheme {scheme!r} in {mask_url(url)!r}; known: {known}"
+        raise InvalidUrlError(
+            f"unknown storage URL scheme {scheme!r} in {mask_url(url)!r}; known: {known_schemes()}"
         )
     return opener(model, url)

@@ -41,6 +41,7 @@ from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from typing import Any, Generic, Literal, TypeVar
 
 from ._errors import SymphonyError
+from ._warnings import WarningsToCaller
 
 TargetT = TypeVar("TargetT")
 R = TypeVar("R")
@@ -327,10 +328,13 @@ def run_sync(coro: Coroutine[Any, Any, R], timeout: float | None = None) -> R:
     ``timeout`` (seconds) cancels it and raises :class:`TimeoutError`. A KeyboardInterrupt
     (kernel interrupt) cancels it too, and waits for the cancellation to unwind before
     re-raising. Called from inside the private loop it raises :class:`SyncUsageError`.
+    Warnings the operation issues (such as :class:`CorruptEntityWarning`) are issued again
+    here, in the calling thread, pointing at the caller's line.
     """
-    if _mode == "nested":
-        return _run_nested(coro, timeout)
-    return _run_in_thread(coro, timeout)
+    with WarningsToCaller():
+        if _mode == "nested":
+            return _run_nested(coro, timeout)
+        return _run_in_thread(coro, timeout)
 
 
 async def _next(agen: AsyncIterator[R]) -> R:

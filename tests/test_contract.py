@@ -452,3 +452,11 @@ async def test_case_distinct_ids_are_distinct_entities(repo: Repository[Task]) -
     assert (await repo.find_by_id("Alice")).name == "upper"
     assert (await repo.find_by_id("alice")).name == "lower"
     assert ids(await repo.find_all()) == ["Alice", "alice"]
+
+
+async def test_count_takes_on_corrupt_like_find_all(repo: Repository[Task]) -> None:
+    await repo.save_many([Task(id="a", name="a"), Task(id="b", name="b", status="running")])
+    assert await repo.count(on_corrupt="warn") == await repo.count() == 2
+    assert await repo.count({"status": "running"}, on_corrupt="warn") == 1
+    with pytest.raises(ValueError, match="on_corrupt must be 'raise' or 'warn'"):
+        await repo.count(on_corrupt="ignore")  # type: ignore[arg-type]

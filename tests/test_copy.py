@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from symphony_nb import AgentConfig, InMemoryRepository, Task, copy_repository
+from symphony_nb.backends.postgres import BULK_THRESHOLD
 from tests.backends import BACKENDS, BackendUnavailable
 
 PAIRS = [("files", "sqlite"), ("sqlite", "postgres"), ("postgres", "files"), ("memory", "sqlite")]
@@ -45,3 +46,26 @@ async def test_copy_keeps_ids_versions_and_fields(
 async def test_copy_refuses_mismatched_models() -> None:
     with pytest.raises(TypeError, match="cannot copy Task entities into a AgentConfig"):
         await copy_repository(InMemoryRepository(Task), InMemoryRepository(AgentConfig))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("target_name", "count"),
+    [(name, 40) for name in sorted(BACKENDS)] + [("postgres", BULK_THRESHOLD + 20)],
+)
+async def test_copying_twice_replaces_what_the_first_copy_wrote(
+    target_name: str, count: int, tmp_path: Path
+) -> None:
+    source = InMemoryRepository(Task)
+    tasks = [Task(id=f"t{i:05d}", name=f"task {i}") for i in range(count)]
+    await source.save_many(tasks)
+    async with contextlib.AsyncExitStack() as stack:
+        try:
+            target = await stack.enter_async_context(BACKENDS[target_name](Task, tmp_path))
+        except BackendUnavailable as exc:
+            pytest.skip(f"postgres backend unavailable: {exc}")
+        assert await copy_repository(source, target, batch_size=count, progress=False) == count
+        tasks[0].name = "changed between the copies"
+        await source.save(tasks[0])
+        assert await copy_repository(source, target, batch_size=count, progress=False) == count
+        assert await target.find_all() == await source.find_all()
+        assert (await target.get("t00000")).version == 2

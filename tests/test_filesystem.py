@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
+import re
 import stat
+import subprocess
+import sys
+import warnings
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -16,6 +22,7 @@ from symphony_nb import (
     StorageError,
     Task,
 )
+from tests.unprivileged import run_as_reader, share_for_reading, shared_folder, writable_by_reader
 
 
 @pytest.fixture
@@ -113,3 +120,205 @@ async def test_unwritable_folder_raises_storage_error(tmp_path: Path) -> None:
     repo = FileSystemRepository(Task, tmp_path / "file")
     with pytest.raises(StorageError, match="file"):
         await repo.save(Task(name="x"))
+
+
+@pytest.mark.parametrize("stray", ["Notes.json", "bad name!.json"])
+async def test_count_raises_or_skips_a_stray_file_as_find_all_does(
+    repo: FileSystemRepository[Task], tmp_path: Path, stray: str
+) -> None:
+    await repo.save(Task(id="good", name="fine", input_data={"k": 1}))
+    (tmp_path / "data" / "task" / stray).write_text("{}")
+    with pytest.raises(CorruptEntityError, match="not a valid entity id"):
+        await repo.count()
+    with pytest.warns(CorruptEntityWarning, match=re.escape(stray)):
+        assert await repo.count(on_corrupt="warn") == 1
+    with pytest.warns(CorruptEntityWarning, match=re.escape(stray)):
+        assert await repo.count({"input_data.k": 2}, on_corrupt="warn") == 0
+    with pytest.raises(ValueError, match="on_corrupt must be"):
+        await repo.count(on_corrupt="skip")  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def corrupt_repo(tmp_path: Path) -> FileSystemRepository[Task]:
+    repo = FileSystemRepository(Task, tmp_path / "data")
+    repo.sync.save(Task(id="good", name="fine"))
+    (tmp_path / "data" / "task" / "bad.json").write_text('{"id": "bad", "name": 5}')
+    (tmp_path / "data" / "task" / "Notes.json").write_text("{}")
+    return repo
+
+
+async def test_corrupt_entity_warnings_point_at_the_awaiting_line(
+    corrupt_repo: FileSystemRepository[Task],
+) -> None:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        line = inspect.currentframe().f_lineno  # type: ignore[union-attr]
+        await corrupt_repo.find_all(on_corrupt="warn")
+        await corrupt_repo.count(on_corrupt="warn")
+        async for _ in corrupt_repo.iter_all(on_corrupt="warn", batch_size=1):
+            pass
+    assert len(caught) == 5
+    assert {(w.filename, w.lineno) for w in caught} == {
+        (__file__, line + 1),
+        (__file__, line + 2),
+        (__file__, line + 3),
+    }, [(w.filename, w.lineno) for w in caught]
+
+
+_SYNC_CALLS = """
+import json, sys, warnings
+from symphony_nb import FileSystemRepository, Task, set_sync_mode
+
+set_sync_mode(sys.argv[1])
+repo = FileSystemRepository(Task, sys.argv[2])
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    found = repo.sync.find_all(on_corrupt="warn")  # line 9
+    repo.sync.count(on_corrupt="warn")  # line 10
+    for _ in repo.sync.iter_all(on_corrupt="warn", batch_size=1):  # line 11
+        pass
+print(json.dumps([[w.filename, w.lineno, w.category.__name__] for w in caught]))
+"""
+
+
+# In a fresh process: nested mode patches the event loop it runs on for good.
+@pytest.mark.parametrize("mode", ["thread", "nested"])
+def test_corrupt_entity_warnings_through_sync_point_at_the_calling_line(
+    corrupt_repo: FileSystemRepository[Task], mode: str, tmp_path: Path
+) -> None:
+    script = tmp_path / "calls.py"
+    script.write_text(_SYNC_CALLS)
+    result = subprocess.run(
+        [sys.executable, str(script), mode, str(corrupt_repo.directory)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+    )
+    caught = json.loads(result.stdout)
+    assert len(caught) == 5, caught
+    assert {(name, line) for name, line, _ in caught} == {
+        (str(script), 9),
+        (str(script), 10),
+        (str(script), 11),
+    }, caught
+    assert {category for _, _, category in caught} == {"CorruptEntityWarning"}
+
+
+def test_corrupt_entity_warnings_through_sync_in_this_process(
+    corrupt_repo: FileSystemRepository[Task],
+) -> None:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        line = inspect.currentframe().f_lineno  # type: ignore[union-attr]
+        found = corrupt_repo.sync.find_all(on_corrupt="warn")
+    assert [t.id for t in found] == ["good"]
+    assert [(w.filename, w.lineno) for w in caught] == [(__file__, line + 1)] * 2
+
+
+_READER = """
+import json
+from symphony_nb import AgentConfig, FileSystemRepository, StorageError, Task
+
+repo = FileSystemRepository(Task, {store!r})
+other = FileSystemRepository(AgentConfig, {store!r})
+found = {{
+    "ids": [t.id for t in repo.sync.find_all()],
+    "get": repo.sync.get("b").name,
+    "missing": repo.sync.find_by_id("zz"),
+    "count": repo.sync.count(),
+    "filtered": repo.sync.count({{"name": "a"}}),
+    "paged": [t.id for t in repo.sync.iter_all(batch_size=1)],
+    "other": [other.sync.find_all(), other.sync.count()],
+}}
+writes = {{
+    "save": lambda: repo.sync.save(Task(id="c", name="c")),
+    "update": lambda: repo.sync.update(repo.sync.get("a")),
+    "delete": lambda: repo.sync.delete("a"),
+    "other_save": lambda: other.sync.save(
+        AgentConfig(id="x", name="x", instruction_template="t")
+    ),
+}}
+for name, write in writes.items():
+    try:
+        write()
+        found[name] = "written"
+    except StorageError as exc:
+        found[name] = str(exc)
+print(json.dumps(found))
+"""
+
+
+@pytest.mark.parametrize("lock_file", ["present", "absent"])
+def test_a_store_that_may_be_read_but_not_written(lock_file: str) -> None:
+    with shared_folder() as where:
+        _check_read_only_store(where, lock_file)
+
+
+def _check_read_only_store(shared_dir: Path, lock_file: str) -> None:
+    store = shared_dir / "store"
+    repo = FileSystemRepository(Task, store)
+    repo.sync.save_many([Task(id="a", name="a"), Task(id="b", name="b")])
+    leftover = repo.path / ".tmp-leftover-of-a-crash"
+    leftover.write_text('{"id": "a", "na')
+    if lock_file == "absent":
+        (repo.path / ".lock").unlink()
+    share_for_reading(store)
+    assert not writable_by_reader(repo.path)
+
+    found = run_as_reader(_READER.format(store=str(store)), shared_dir)
+
+    assert found["ids"] == found["paged"] == ["a", "b"]
+    assert (found["get"], found["missing"], found["count"], found["filtered"]) == ("b", None, 2, 1)
+    assert found["other"] == [[], 0]  # its folder does not exist and cannot be made
+    for write in ("save", "update", "delete"):
+        assert f"the store {repo.path} is read-only" in found[write], found[write]
+    assert f"the store {store / 'agentconfig'} is read-only" in found["other_save"]
+    assert leftover.exists()  # left for a writer to clean; never read
+    assert sorted(t.id for t in repo.sync.find_all()) == ["a", "b"]
+
+
+def test_a_file_where_a_folder_should_be_is_called_a_file(tmp_path: Path) -> None:
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "task").write_text("not a folder")
+    (tmp_path / "plain").write_text("not a folder either")
+    for directory, culprit in [
+        (tmp_path / "data", tmp_path / "data" / "task"),
+        (tmp_path / "plain", tmp_path / "plain"),
+        (tmp_path / "plain" / "deeper", tmp_path / "plain"),
+    ]:
+        repo = FileSystemRepository(Task, directory)
+        for call in (repo.sync.find_all, partial(repo.sync.save, Task(name="x"))):
+            with pytest.raises(StorageError) as info:
+                call()
+            assert f"{culprit} is a file, where the store needs a folder" in str(info.value)
+            assert "symbolic link" not in str(info.value)
+
+
+def test_a_store_folder_that_cannot_be_made_is_an_error_not_an_empty_store() -> None:
+    with shared_folder() as where:
+        share_for_reading(where)
+        code = (
+            "import json\n"
+            "from symphony_nb import FileSystemRepository, StorageError, Task\n"
+            f"repo = FileSystemRepository(Task, {str(where / 'typo' / 'store')!r})\n"
+            "try:\n"
+            "    print(json.dumps(repo.sync.find_all()))\n"
+            "except StorageError as exc:\n"
+            "    print(json.dumps(str(exc)))\n"
+        )
+        message = run_as_reader(code, where)
+    assert message.startswith(f"cannot create the store folder {where / 'typo' / 'store'}")
+
+
+async def test_a_model_folder_removed_while_open_reads_empty_and_is_made_again(
+    repo: FileSystemRepository[Task],
+) -> None:
+    await repo.save(Task(id="a", name="a"))
+    for name in os.listdir(repo.path):
+        os.unlink(repo.path / name)
+    repo.path.rmdir()
+    assert await repo.find_all() == [] and await repo.count() == 0
+    await repo.save(Task(id="b", name="b"))
+    assert [t.id for t in await repo.find_all()] == ["b"]

@@ -156,8 +156,32 @@ async def test_more_indexes_can_be_declared(schema: str) -> None:
     async with PostgresRepository(Task, pg.dsn(), schema=schema, indexes=["agent_id"]) as repo:
         await repo.save(Task(name="a", agent_id="a1"))
         assert "task_agent_id_idx" in await explain(repo, {"agent_id": "a1"})
-    with pytest.raises(ValueError, match="only model fields can be indexed"):
-        PostgresRepository(Task, pg.dsn(), schema=schema, indexes=["input_data.query"])
+
+
+async def test_dict_keys_can_be_indexed_as_on_sqlite(schema: str) -> None:
+    hostile = "kind); DROP TABLE task; --"
+    indexes = ["input_data.kind", f"input_data.{hostile}", "input_data.a_b", "input_data.a.b"]
+    async with PostgresRepository(Task, pg.dsn(), schema=schema, indexes=indexes) as repo:
+        await repo.save_many(
+            [
+                Task(id="s", name="s", input_data={"kind": "summary", hostile: "x"}),
+                Task(id="o", name="o", input_data={"kind": "other", "a_b": "1", "a": {"b": "2"}}),
+            ]
+        )
+        assert [t.id for t in await repo.find_all({"input_data.kind": "summary"})] == ["s"]
+        assert [t.id for t in await repo.find_all({f"input_data.{hostile}": "x"})] == ["s"]
+        assert [t.id for t in await repo.find_all({"input_data.a.b": "2"})] == ["o"]
+        names = {
+            row[0]
+            for row in await fetch(
+                "SELECT indexname FROM pg_indexes WHERE schemaname = $1 AND tablename = 'task'",
+                schema,
+            )
+        }
+        assert len(names) == 3 + len(indexes) + 1  # defaults, declared, primary key
+        for key in ("kind", hostile):
+            plan_text = await explain(repo, {f"input_data.{key}": "summary"})
+            assert "Index Scan" in plan_text and "task_" in plan_text, plan_text
 
 
 # ---------------------------------------------------------------- writes
@@ -459,3 +483,78 @@ def test_package_imports_without_asyncpg_and_says_what_to_install() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
     assert "pip install 'symphony_nb[postgres]'" in result.stdout
+
+
+# A password whose pieces (Zq9x, Wk7v) are each distinctive, joined by every delimiter a URL
+# can get wrong. ``None`` as the parsed password: the URL must be refused as malformed.
+HOSTILE_URLS: list[tuple[str, str | None]] = [
+    ("postgresql://app@127.0.0.1:1/test?password=Zq9xWk7v", "Zq9xWk7v"),
+    ("postgresql://app@127.0.0.1:1/test?sslmode=disable&password=Zq9x%26Wk7v", "Zq9x&Wk7v"),
+    ("postgresql://app@127.0.0.1:1/test?PASSWORD=Zq9xWk7v", "Zq9xWk7v"),
+    ("postgresql://app:Zq9x/Wk7v@127.0.0.1:1/test", None),
+    ("postgresql://app:1234/Zq9xWk7v@127.0.0.1:1/test", None),
+    ("postgresql://app:Zq9x@Wk7v@127.0.0.1:1/test", "Zq9x@Wk7v"),
+    ("postgresql://app:Zq9x:Wk7v@127.0.0.1:1/test", "Zq9x:Wk7v"),
+    ("postgresql://app:Zq9x%40Wk7v@127.0.0.1:1/test", "Zq9x@Wk7v"),
+    ("postgresql://app:Zq9x%2FWk7v@127.0.0.1:1/test", "Zq9x/Wk7v"),
+    ("postgresql://app:Zq9x#Wk7v@127.0.0.1:1/test", None),
+    ("postgresql://app:Zq9x?Wk7v@127.0.0.1:1/test", None),
+    ("postgresql://app:Zq9x?a=Wk7v@127.0.0.1:1/test", None),
+    ("postgresql://app:Zq9xWk7v", None),
+    ("postgresql://app:Zq9xWk7v/test", None),
+    ("postgresql://app:Zq9x@127.0.0.1:1/test?password=Wk7v", "Zq9x"),
+    ("postgresql://app@127.0.0.1:1/test?password=Zq9x&Wk7v&sslmode=disable", None),
+]
+
+
+def _assert_hidden(text: str) -> None:
+    for piece in ("Zq9x", "Wk7v", "1234"):
+        assert piece not in text, text
+
+
+@pytest.mark.parametrize(("url", "password"), HOSTILE_URLS)
+async def test_no_form_of_a_password_appears_in_repr_or_errors(
+    url: str, password: str | None
+) -> None:
+    import traceback
+
+    from symphony_nb import InvalidUrlError, SymphonyError
+    from symphony_nb._storage import mask_url
+    from symphony_nb.backends._pg_schema import split_url
+
+    _assert_hidden(mask_url(url))
+    if password is None:
+        with pytest.raises(InvalidUrlError) as refused:
+            PostgresRepository(Task, url)
+        assert isinstance(refused.value, ValueError) and isinstance(refused.value, SymphonyError)
+        _assert_hidden(str(refused.value))
+        with pytest.raises(InvalidUrlError) as opened:
+            open_repository(Task, url)
+        _assert_hidden(str(opened.value))
+        return
+    parsed = split_url(url)
+    assert parsed.password == password
+    _assert_hidden(parsed.dsn + repr(parsed))  # the driver gets the password on its own
+    repo = PostgresRepository(Task, url, schema="x")
+    _assert_hidden(repr(repo) + repo.url)
+    with pytest.raises(StorageError) as failed:
+        await repo.count()
+    _assert_hidden("".join(traceback.format_exception(failed.value)))
+    await repo.close()
+
+
+def test_an_ssl_key_password_is_masked_though_the_driver_needs_it_in_the_dsn() -> None:
+    from symphony_nb.backends._pg_schema import split_url
+
+    parsed = split_url("postgresql://app@127.0.0.1:1/test?sslpassword=Zq9xWk7v")
+    assert "sslpassword=Zq9xWk7v" in parsed.dsn
+    _assert_hidden(repr(parsed) + parsed.masked + parsed.scrub("bad key: Zq9xWk7v"))
+    _assert_hidden(repr(PostgresRepository(Task, parsed.dsn)))
+
+
+async def test_a_password_in_the_query_reaches_the_server(schema: str) -> None:
+    url = pg.dsn() + f"?password=Zq9xWk7v&schema={schema}"
+    async with PostgresRepository(Task, url) as repo:
+        await repo.save(Task(id="a", name="a"))
+        assert repo.schema == schema and await repo.count() == 1
+        _assert_hidden(repr(repo))

@@ -31,6 +31,13 @@ from symphony_nb import (
     open_repository,
 )
 from symphony_nb._filters import Query, parse_filter, parse_order
+from tests.unprivileged import (
+    may_write_as_owner,
+    reader_process,
+    share_for_reading,
+    shared_folder,
+    writable_by_reader,
+)
 
 
 class Note(BaseModel):
@@ -225,6 +232,10 @@ async def test_unparsable_json_written_around_the_check_is_reported(tmp_path: Pa
         assert [n.id for n in found] == ["a"]
         with pytest.raises(CorruptEntityError, match="'b'"):
             await notes.find_by_id("b")
+        with pytest.warns(CorruptEntityWarning, match="'b'"):
+            assert await notes.count({"text": "x"}, on_corrupt="warn") == 1
+        with pytest.warns(CorruptEntityWarning, match="'b'"):
+            assert await notes.count({"text": "q"}, on_corrupt="warn") == 0
 
 
 # ---------------------------------------------------------------------- threads and loops
@@ -448,3 +459,70 @@ async def test_in_list_mixing_numbers_and_booleans(repo: SQLiteRepository[Task])
     assert [t.id for t in found] == ["float", "one", "true"]
     rest = await repo.find_all({"input_data.v": {"$nin": [True, 1]}})
     assert [t.id for t in rest] == ["false", "text"]
+
+
+# ---------------------------------------------------------------------- read-only databases
+
+_READER = """
+import json, sys
+from symphony_nb import AgentConfig, SQLiteRepository, StorageError, Task
+
+repo = SQLiteRepository(Task, {path!r}, indexes=["input_data.kind"])
+other = SQLiteRepository(AgentConfig, {path!r})
+for _ in sys.stdin:
+    found = {{
+        "ids": [t.id for t in repo.sync.find_all()],
+        "get": repo.sync.get("a").name,
+        "missing": repo.sync.find_by_id("zz"),
+        "count": repo.sync.count(),
+        "kind": [t.id for t in repo.sync.find_all({{"input_data.kind": "k"}})],
+        "running": repo.sync.count({{"status": "running"}}),
+        "other": [other.sync.find_all(), other.sync.count(), other.sync.find_by_id("x")],
+    }}
+    for name, write in {{
+        "save": lambda: repo.sync.save(Task(id="w", name="w")),
+        "delete": lambda: repo.sync.delete("a"),
+        "other_save": lambda: other.sync.save(
+            AgentConfig(id="x", name="x", instruction_template="t")
+        ),
+    }}.items():
+        try:
+            write()
+            found[name] = "written"
+        except StorageError as exc:
+            found[name] = str(exc)
+    print(json.dumps(found), flush=True)
+"""
+
+
+def test_a_database_that_may_be_read_but_not_written() -> None:
+    with shared_folder() as where:
+        path = where / "db" / "s.db"
+        owner = SQLiteRepository(Task, path)
+        owner.sync.save_many(
+            [Task(id="a", name="a", input_data={"kind": "k"}), Task(id="b", name="b")]
+        )
+        owner.sync.close()
+        share_for_reading(where / "db")
+        assert not writable_by_reader(path)
+        with reader_process(_READER.format(path=str(path)), where) as ask:
+            first = ask()
+            assert first["ids"] == ["a", "b"] and first["kind"] == ["a"]
+            assert (first["get"], first["missing"], first["count"]) == ("a", None, 2)
+            assert first["running"] == 0
+            assert first["other"] == [[], 0, None]  # no table, and none is made
+            for write in ("save", "delete", "other_save"):
+                assert f"SQLite database {path} is read-only" in first[write], first[write]
+            if not may_write_as_owner():
+                return
+            # The owner writes and closes: the reader's snapshot is replaced by the new file.
+            owner.sync.save(Task(id="c", name="c", status="running"))
+            owner.sync.close()
+            assert ask()["ids"] == ["a", "b", "c"]
+            # The owner keeps the database open (its log not yet merged): still seen.
+            owner.sync.save(Task(id="d", name="d", status="running"))
+            assert os.path.exists(f"{path}-wal")
+            again = ask()
+            assert again["ids"] == ["a", "b", "c", "d"] and again["running"] == 2
+            owner.sync.close()
+        assert [t.id for t in SQLiteRepository(AgentConfig, path).sync.find_all()] == []

@@ -8,10 +8,11 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, quote_plus, unquote, urlencode
 
-from .._errors import StorageError
+from .._errors import InvalidUrlError, StorageError
 from .._storage import mask_url
 from ._pg_sql import quote_ident
 
@@ -23,20 +24,106 @@ _SCHEMA_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 _SCHEMES = ("postgresql", "postgres")
 
 
-def split_url(url: Any) -> tuple[str, str | None]:
-    """The DSN for the driver (without ``schema=``) and the ``schema`` query parameter."""
-    if not isinstance(url, str) or "://" not in url:
-        raise StorageError(f"not a PostgreSQL URL: {url!r}; use postgresql://user@host:port/db")
-    parts = urlsplit(url)
-    if parts.scheme not in _SCHEMES:
-        raise StorageError(
-            f"not a PostgreSQL URL: {mask_url(url)!r}; it must start with postgresql://"
+@dataclass(frozen=True)
+class PgUrl:
+    """A PostgreSQL URL taken apart: what the driver is given, and what messages may show.
+
+    The password never stays in ``dsn``: it travels to the driver as its own argument, so
+    no driver message that quotes the DSN can reveal it.
+    """
+
+    dsn: str = field(repr=False)
+    """For the driver: without the password and ``schema=`` (``sslpassword=`` stays)."""
+    password: str | None = field(repr=False)
+    schema: str | None
+    masked: str
+    """The URL as messages and ``repr`` show it, every password replaced by ``***``."""
+    secrets: tuple[str, ...] = field(default=(), repr=False)
+
+    def scrub(self, text: str) -> str:
+        """``text`` with every spelling of a password of this URL replaced by ``***``."""
+        for secret in self.secrets:
+            text = text.replace(secret, "***")
+        return text
+
+
+def _malformed(masked: str, problem: str) -> InvalidUrlError:
+    return InvalidUrlError(
+        f"malformed PostgreSQL URL {masked!r}: {problem}; write it as "
+        "postgresql://user:password@host:port/database, with '@', '/', ':', '?' and '#' in "
+        "the user name or password percent-encoded (urllib.parse.quote(password, safe=''))"
+    )
+
+
+def _check_hosts(hostspec: str, masked: str) -> None:
+    for number, host in enumerate(hostspec.split(","), 1):
+        if host.startswith("["):
+            _, bracket, after = host[1:].partition("]")
+            if not bracket or (after and not after.startswith(":")):
+                raise _malformed(masked, f"host {number} is not a valid [IPv6] address")
+            has_port, port = bool(after), after[1:]
+        else:
+            _, colon, port = host.partition(":")
+            has_port = bool(colon)
+        if has_port and not port.isdigit():
+            # The port is never quoted: a password with a stray delimiter ends up here.
+            raise _malformed(masked, f"the port of host {number} is not a number")
+
+
+def split_url(url: Any) -> PgUrl:
+    """Take apart a ``postgresql://`` URL; :class:`InvalidUrlError` if it is malformed.
+
+    A password in the user part or in a ``password=`` query parameter is moved out of the
+    DSN; ``schema=`` is taken out as the schema name.
+    """
+    if not isinstance(url, str):
+        raise InvalidUrlError(f"a PostgreSQL URL must be a string, got {type(url).__name__}")
+    url = url.strip()
+    masked = mask_url(url)
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme.lower() not in _SCHEMES:
+        raise InvalidUrlError(
+            f"not a PostgreSQL URL: {masked!r}; it must start with postgresql://, as in "
+            "postgresql://user:password@host:port/database"
         )
-    query = parse_qsl(parts.query, keep_blank_values=True)
-    schemas = [value for key, value in query if key == "schema"]
-    rest = [(key, value) for key, value in query if key != "schema"]
-    dsn = urlunsplit(parts._replace(query=urlencode(rest)))
-    return dsn, schemas[-1] if schemas else None
+    if "#" in rest:
+        raise _malformed(masked, "it contains '#'")
+    cut = min((i for i in (rest.find("/"), rest.find("?")) if i >= 0), default=len(rest))
+    authority, tail = rest[:cut], rest[cut:]
+    path, _, query = tail.partition("?")
+    if "@" in path or ("@" in tail and "@" not in authority):
+        raise _malformed(masked, "it has an '@' after the host")
+    userinfo, at, hostspec = authority.rpartition("@")
+    _check_hosts(hostspec, masked)
+    try:
+        fields = parse_qsl(query, keep_blank_values=True, strict_parsing=True)
+    except ValueError:
+        raise _malformed(masked, "its query is not a list of name=value pairs") from None
+    raw_user, colon, raw_password = userinfo.partition(":")
+    secrets = [raw_password, unquote(raw_password)] if colon else []
+    password = unquote(raw_password) if colon else None
+    kept: list[tuple[str, str]] = []
+    schemas: list[str] = []
+    for key, value in fields:
+        if key.lower() in ("password", "sslpassword"):
+            secrets += [value, quote(value, safe=""), quote_plus(value, safe="")]
+        if key == "schema":
+            schemas.append(value)
+        elif key.lower() == "password":
+            if not colon:  # as in libpq, a password in the user part wins
+                password = value
+        else:
+            kept.append((key, value))
+    user = quote(unquote(raw_user), safe="") + "@" if at and raw_user else ""
+    dsn = f"{scheme.lower()}://{user}{hostspec}{path}" + (f"?{urlencode(kept)}" if kept else "")
+    return PgUrl(
+        dsn=dsn,
+        password=password or None,
+        schema=schemas[-1] if schemas else None,
+        masked=masked,
+        # Longest first, so a spelling containing another is replaced whole.
+        secrets=tuple(sorted({s for s in secrets if len(s) >= 3}, key=len, reverse=True)),
+    )
 
 
 def check_schema(schema: Any) -> str:

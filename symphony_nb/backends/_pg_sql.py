@@ -3,7 +3,8 @@
 Documents live in a ``doc jsonb`` column. The SQL built here follows ``apply_query`` exactly:
 
 * a path is ``doc->'field'->$n``: model field names that are plain identifiers are quoted
-  literals (so expression indexes match them); dict sub-keys are always bound parameters;
+  literals (so expression indexes match them); in queries dict sub-keys are always bound
+  parameters (an index on one is made with the key as an escaped literal);
 * equality is jsonb equality (type-strict, ``1 = 1.0``); strings compare as ``text COLLATE
   "C"`` (code point order), so the ``COLLATE "C"`` expression indexes serve ``$eq``, ``$in``
   and ranges on string, enum and datetime fields;
@@ -71,8 +72,9 @@ def model_segments(model: type[BaseModel], path: Sequence[str]) -> int:
 def path_sql(model: type[BaseModel], path: Sequence[str], params: Params | None) -> tuple[str, str]:
     """The ``(jsonb, text)`` expressions of ``path`` in ``doc``.
 
-    With ``params`` None (DDL, where nothing can be bound) every segment must be a model field
-    whose name is a plain identifier; otherwise ValueError.
+    With ``params`` None (DDL, where nothing can be bound) a segment that is not a plain model
+    field name becomes an escaped string literal; a query binds the same key, and the planner
+    matches the two once the parameter's value is known.
     """
     fixed = model_segments(model, path)
     parts: list[str] = []
@@ -80,11 +82,18 @@ def path_sql(model: type[BaseModel], path: Sequence[str], params: Params | None)
         if index < fixed and _LITERAL_RE.fullmatch(part):
             parts.append(f"'{part}'")
         elif params is None:
-            raise ValueError(f"cannot index {'.'.join(path)!r}: only model fields can be indexed")
+            parts.append(_escaped_literal(part))
         else:
             parts.append(params.add(part, "text"))
     head = "doc" + "".join(f"->{p}" for p in parts[:-1])
     return f"({head}->{parts[-1]})", f"({head}->>{parts[-1]})"
+
+
+def _escaped_literal(text: str) -> str:
+    # An E'' string reads the same whatever standard_conforming_strings says.
+    if "\x00" in text:
+        raise ValueError(f"key {text!r} contains a NUL character")
+    return "E'" + text.replace("\\", "\\\\").replace("'", "''") + "'"
 
 
 def index_sql(model: type[BaseModel], path: Sequence[str]) -> str:

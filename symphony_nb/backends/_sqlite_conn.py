@@ -12,14 +12,19 @@ Threading model (each sqlite3 connection is only ever used by one thread at a ti
   wait for a read in progress.
 * The worker is a daemon, so a program that never calls ``close()`` still exits; its
   connections are then released by the operating system, and WAL keeps the file consistent.
+* A database this process may not write is opened read-only (``mode=ro``): reads work as
+  usual, writes are refused. With no writer open, its reads go to a snapshot of the file
+  through the worker (see :func:`connect_read_only`).
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import os
 import queue
 import sqlite3
 import threading
+import urllib.parse
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from typing import Any, TypeVar
@@ -42,11 +47,90 @@ def translate(exc: sqlite3.Error, where: str, timeout: float) -> StorageError:
         return StorageError(f"cannot open SQLite database {where}: {exc}")
     if name.startswith("SQLITE_NOTADB"):
         return StorageError(f"cannot open {where}: it is not an SQLite database ({exc})")
+    if name.startswith("SQLITE_READONLY"):
+        return read_only_error(where, str(exc))
     if name.startswith("SQLITE_CORRUPT"):
         return StorageError(f"SQLite database {where} is damaged ({exc}); restore a backup")
     if isinstance(exc, sqlite3.ProgrammingError):
         return StorageError(f"SQLite database {where} was closed while in use ({exc})")
     return StorageError(f"SQLite error on {where}: {exc}")
+
+
+def read_only_error(where: str, detail: str) -> StorageError:
+    """The error of a write to a database this process may only read."""
+    return StorageError(
+        f"SQLite database {where} is read-only for this process ({detail}): it can be read "
+        "but not written; ask its owner for write access, or copy it to a file you may write "
+        "(copy_repository)"
+    )
+
+
+def _may_write(path: str) -> bool:
+    try:
+        return os.access(path, os.W_OK, effective_ids=os.access in os.supports_effective_ids)
+    except OSError:
+        return False
+
+
+def may_only_read(path: str) -> bool:
+    """Whether ``path`` is an existing database file that this process may not write.
+
+    SQLite writes beside the file too (its write-ahead log), so the folder counts as well.
+    """
+    if path == MEMORY or not os.path.exists(path):
+        return False
+    return not (_may_write(path) and _may_write(os.path.dirname(path) or "."))
+
+
+Stamp = tuple[int, int, int, bool]
+
+
+def _stamp(path: str) -> Stamp:
+    info = os.stat(path)
+    return (info.st_ino, info.st_size, info.st_mtime_ns, os.path.exists(path + "-wal"))
+
+
+def connect_read_only(path: str, timeout: float) -> tuple[sqlite3.Connection, Stamp | None]:
+    """A connection that never writes, and the file's stamp if it is a frozen snapshot.
+
+    A reader of a database in WAL mode shares the ``-shm`` index with the writers; with no
+    writer open there is none, and a reader that may not write the folder cannot create it.
+    Then the file, complete as the last writer left it, is opened ``immutable``: a snapshot
+    that :func:`is_stale` tells apart from the file once anyone writes it again.
+    """
+    uri = "file:" + urllib.parse.quote(path) + "?mode=ro"
+    for _ in range(3):
+        conn = _open(uri, timeout)
+        try:
+            conn.execute("SELECT count(*) FROM sqlite_schema").fetchone()
+            return conn, None
+        except sqlite3.OperationalError as exc:
+            conn.close()
+            name = getattr(exc, "sqlite_errorname", "")
+            if not name.startswith(("SQLITE_READONLY", "SQLITE_CANTOPEN")):
+                raise
+            error = exc
+        stamp = _stamp(path)
+        if not stamp[3]:
+            return _open(uri + "&immutable=1", timeout), stamp
+        # A writer opened it meanwhile: its log must be read, not skipped; try again.
+    raise error
+
+
+def is_stale(path: str, stamp: Stamp) -> bool:
+    """Whether the file changed, or a writer opened it, since ``stamp`` was taken."""
+    try:
+        return _stamp(path) != stamp
+    except OSError:
+        return True
+
+
+def _open(uri: str, timeout: float) -> sqlite3.Connection:
+    conn = sqlite3.connect(
+        uri, uri=True, timeout=timeout, isolation_level=None, check_same_thread=False
+    )
+    conn.execute("PRAGMA query_only = ON")
+    return conn
 
 
 def connect(path: str, timeout: float, *, reader: bool) -> sqlite3.Connection:
@@ -136,18 +220,32 @@ class Session:
         self.path = path
         self.timeout = timeout
         self.ready = False
+        self.read_only = may_only_read(path)
         self.direct_reads = path != MEMORY
         self.worker = Worker(name)
         self._writer: sqlite3.Connection | None = None
+        self._snapshot: Stamp | None = None
         self._local = threading.local()
         self._readers: list[tuple[sqlite3.Connection, threading.Lock]] = []
         self._lock = threading.Lock()
         self._closed = False
 
     def writer(self) -> sqlite3.Connection:
-        """The worker thread's connection (call only from the worker thread)."""
+        """The worker thread's connection (call only from the worker thread).
+
+        For a database that may only be read it never writes; if it is a snapshot (see
+        :func:`connect_read_only`), it is opened afresh once the file has changed.
+        """
+        if self._snapshot is not None and is_stale(self.path, self._snapshot):
+            self._close_writer()
+            self.ready = False
         if self._writer is None:
-            self._writer = connect(self.path, self.timeout, reader=False)
+            if self.read_only:
+                self._writer, self._snapshot = connect_read_only(self.path, self.timeout)
+                # Point reads on other threads would need a snapshot each; use this one.
+                self.direct_reads = self._snapshot is None
+            else:
+                self._writer = connect(self.path, self.timeout, reader=False)
         return self._writer
 
     def reader(self) -> tuple[sqlite3.Connection, threading.Lock] | None:
@@ -161,10 +259,23 @@ class Session:
             with self._lock:
                 if self._closed:
                     return None
-                entry = (connect(self.path, self.timeout, reader=True), threading.Lock())
+                conn = self._read_connection()
+                if conn is None:
+                    return None
+                entry = (conn, threading.Lock())
                 self._readers.append(entry)
             self._local.entry = entry
         return entry
+
+    def _read_connection(self) -> sqlite3.Connection | None:
+        if not self.read_only:
+            return connect(self.path, self.timeout, reader=True)
+        conn, snapshot = connect_read_only(self.path, self.timeout)
+        if snapshot is None:
+            return conn
+        conn.close()
+        self.direct_reads = False
+        return None
 
     def _close_writer(self) -> None:
         if self._writer is not None:

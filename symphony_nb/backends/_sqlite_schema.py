@@ -83,6 +83,25 @@ class Layout:
         cols = ", ".join([*(quote(n) for n in names), "id"])
         return f"CREATE INDEX IF NOT EXISTS {index} ON {quote(self.table)} ({cols})"
 
+    def _columns(self, conn: sqlite3.Connection, where: str) -> set[str] | None:
+        existing = {row[1] for row in conn.execute(f"PRAGMA table_xinfo({quote(self.table)})")}
+        if not existing:
+            return None
+        if not {"id", "version", "doc"} <= existing:
+            raise StorageError(
+                f"table {self.table!r} in {where} was not made by symphony_nb "
+                f"(its columns are {sorted(existing)}); use another file or model name"
+            )
+        return existing
+
+    def inspect(self, conn: sqlite3.Connection, where: str) -> set[str] | None:
+        """The columns of the table as it is, or None if it does not exist; writes nothing.
+
+        For a database that may only be read: refuses a newer schema or a foreign table.
+        """
+        check_version(conn, where)
+        return self._columns(conn, where)
+
     def create(self, conn: sqlite3.Connection, where: str) -> None:
         """Create or extend the table and its indexes; refuse a newer schema."""
         check_version(conn, where)
@@ -95,12 +114,7 @@ class Layout:
                 f"CREATE TABLE IF NOT EXISTS {table} (id TEXT PRIMARY KEY NOT NULL, "
                 "version INTEGER, doc TEXT NOT NULL CHECK (json_valid(doc)))"
             )
-            existing = {row[1] for row in conn.execute(f"PRAGMA table_xinfo({table})")}
-            if not {"id", "version", "doc"} <= existing:
-                raise StorageError(
-                    f"table {self.table!r} in {where} was not made by symphony_nb "
-                    f"(its columns are {sorted(existing)}); use another file or model name"
-                )
+            existing = self._columns(conn, where) or set()
             for path, name in self.columns.items():
                 if name not in existing:
                     literal = json_path(path).replace("'", "''")

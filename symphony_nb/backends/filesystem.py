@@ -6,6 +6,7 @@ import asyncio
 import errno
 import fcntl
 import os
+import stat
 import threading
 import uuid
 from collections.abc import Iterator, Sequence
@@ -24,6 +25,15 @@ LOCK_NAME = ".lock"
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
 _TEMP_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+_READ_ONLY = (errno.EACCES, errno.EPERM, errno.EROFS)
+
+
+def _may_write(folder: int) -> bool:
+    """Whether this process may create and remove files in the open ``folder``."""
+    try:
+        return os.access(".", os.W_OK | os.X_OK, dir_fd=folder, effective_ids=True)
+    except NotImplementedError:  # a platform without faccessat flags: let the write tell
+        return True
 
 
 class FileSystemRepository(Repository[T]):
@@ -52,43 +62,117 @@ class FileSystemRepository(Repository[T]):
     # ------------------------------------------------------------------ folder access
 
     @contextmanager
-    def _folder(self) -> Iterator[int]:
+    def _folder(self) -> Iterator[int | None]:
+        """The model folder, open for reading; None where it does not exist and cannot be made.
+
+        That is a store we may read but not write, in which this model has nothing stored.
+        """
         if not self._opened:
             self._open()
-        try:
-            fd = os.open(self.path, _DIR_FLAGS)
-        except OSError as exc:
-            raise self._refuse(exc) from None
+        fd = self._open_folder()
+        if fd is None and self._opened:  # removed since it was opened: made again if we may
+            self._opened = False
+            self._open()
+            fd = self._open_folder()
+        if fd is None:
+            yield None
+            return
         try:
             yield fd
         finally:
             os.close(fd)
 
+    def _open_folder(self) -> int | None:
+        try:
+            return os.open(self.path, _DIR_FLAGS)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise self._refuse(exc) from None
+
+    @contextmanager
+    def _locked_folder(self) -> Iterator[int]:
+        """The model folder, open and locked for writing; StorageError if it is read-only."""
+        with self._folder() as folder:
+            if folder is None:
+                raise self._read_only("cannot create the folder")
+            with self._writer_lock(folder):
+                yield folder
+
     def _refuse(self, exc: OSError) -> StorageError:
-        if exc.errno in (errno.ELOOP, errno.ENOTDIR):
-            return StorageError(
-                f"{self.path} is not a real folder (a symbolic link?); refusing to use it"
-            )
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR, errno.EEXIST):
+            return self._not_a_folder()
         return StorageError(f"cannot open {self.path}: {exc.strerror or exc}")
+
+    def _not_a_folder(self) -> StorageError:
+        # Folders above the model folder may be symbolic links (followed, as for any path);
+        # the model folder itself never is.
+        for candidate in [*reversed(self.path.parents), self.path]:
+            try:
+                mode = os.lstat(candidate).st_mode
+                if candidate != self.path and stat.S_ISLNK(mode):
+                    mode = os.stat(candidate).st_mode
+            except OSError:
+                continue
+            if stat.S_ISDIR(mode):
+                continue
+            if stat.S_ISLNK(mode):
+                return StorageError(
+                    f"{candidate} is a symbolic link, not a real folder; symbolic links are "
+                    "never followed there: replace it with a folder"
+                )
+            kind = "a file" if stat.S_ISREG(mode) else "not a folder"
+            return StorageError(
+                f"{candidate} is {kind}, where the store needs a folder: move it away or "
+                "choose another storage folder"
+            )
+        return StorageError(f"{self.path} is not a real folder; refusing to use it")
+
+    def _read_only(self, detail: str) -> StorageError:
+        return StorageError(
+            f"the store {self.path} is read-only for this process ({detail}): it can be read "
+            "but not written; ask its owner for write access, or copy it to a folder you may "
+            "write (copy_repository)"
+        )
 
     def _open(self) -> None:
         try:
             self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
             with suppress(FileExistsError):
                 os.mkdir(self.path, 0o700)
-            fd = os.open(self.path, _DIR_FLAGS)
         except OSError as exc:
-            raise self._refuse(exc) from None
+            if exc.errno not in _READ_ONLY:
+                raise self._refuse(exc) from None
+            if not self.directory.is_dir():  # no store at all: a mistyped path, most likely
+                raise StorageError(
+                    f"cannot create the store folder {self.directory}: {exc.strerror or exc}"
+                ) from None
+        fd = self._open_folder()
+        if fd is None:
+            return  # read-only and not made yet: reads see an empty folder
         try:
-            # Under the writer lock no other process is between writing a temp file and
-            # renaming it, so every temp file seen is a leftover of a crash.
-            with self._writer_lock(fd):
-                for name in os.listdir(fd):
-                    if name.startswith(TEMP_PREFIX):
-                        os.unlink(name, dir_fd=fd)
+            if _may_write(fd):
+                self._remove_leftovers(fd)
         finally:
             os.close(fd)
         self._opened = True
+
+    def _remove_leftovers(self, folder: int) -> None:
+        # Under the writer lock no other process is between writing a temp file and renaming
+        # it, so every temp file seen is a leftover of a crash. Reads never need them gone
+        # (temp files are never read), so a lock or folder we may not write skips this.
+        try:
+            with self._writer_lock(folder):
+                for name in os.listdir(folder):
+                    if name.startswith(TEMP_PREFIX):
+                        os.unlink(name, dir_fd=folder)
+        except StorageError:
+            return
+        except OSError as exc:
+            if exc.errno not in _READ_ONLY:
+                raise StorageError(
+                    f"cannot remove leftover temp files in {self.path}: {exc.strerror or exc}"
+                ) from None
 
     @contextmanager
     def _writer_lock(self, folder: int) -> Iterator[None]:
@@ -101,17 +185,23 @@ class FileSystemRepository(Repository[T]):
                     dir_fd=folder,
                 )
             except OSError as exc:
+                if exc.errno in _READ_ONLY:
+                    raise self._read_only(f"cannot open its lock file: {exc.strerror}") from None
                 raise StorageError(
                     f"cannot open the lock file {self.path / LOCK_NAME} "
                     f"({exc.strerror or exc}); a symbolic link there is never followed"
                 ) from None
             try:
+                if not _may_write(folder):
+                    raise self._read_only("no write permission on the folder")
                 fcntl.flock(fd, fcntl.LOCK_EX)
                 yield
             finally:
                 os.close(fd)
 
-    def _read(self, folder: int, filename: str) -> bytes | None:
+    def _read(self, folder: int | None, filename: str) -> bytes | None:
+        if folder is None:
+            return None
         try:
             fd = os.open(filename, _READ_FLAGS, dir_fd=folder)
         except FileNotFoundError:
@@ -153,7 +243,7 @@ class FileSystemRepository(Repository[T]):
         return await asyncio.to_thread(self._write_sync, records, create)
 
     def _write_sync(self, records: Sequence[Record], create: bool) -> list[bool]:
-        with self._folder() as folder, self._writer_lock(folder):
+        with self._locked_folder() as folder:
             written: list[bool] = []
             for record in records:
                 if record.expected is None and create:
@@ -226,7 +316,7 @@ class FileSystemRepository(Repository[T]):
         return await asyncio.to_thread(self._remove_sync, entity_id)
 
     def _remove_sync(self, entity_id: str) -> bool:
-        with self._folder() as folder, self._writer_lock(folder):
+        with self._locked_folder() as folder:
             try:
                 os.unlink(id_to_filename(entity_id), dir_fd=folder)
             except FileNotFoundError:
@@ -242,7 +332,7 @@ class FileSystemRepository(Repository[T]):
     def _scan(self) -> Iterator[tuple[str, bytes, object]]:
         """Every entity file as ``(id, raw, parsed)``; ``parsed`` is an error when unusable."""
         with self._folder() as folder:
-            for name in sorted(os.listdir(folder)):
+            for name in sorted(os.listdir(folder)) if folder is not None else ():
                 if name.startswith(".") or not name.endswith(".json"):
                     continue
                 entity_id = filename_to_id(name)

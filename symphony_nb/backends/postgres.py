@@ -10,13 +10,14 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, cast
 
+import orjson
+
 from .._errors import ConflictError, StorageError
 from .._filters import Condition, Query, parse_filter
 from .._repository import Data, Record, Repository, T, model_name
-from .._storage import mask_url
 from ._pg_pool import LoopPools
 from ._pg_schema import DEFAULT_SCHEMA, SCHEMA_VERSION, check_schema, create_schema, split_url
-from ._pg_sql import count_sql, index_sql, quote_ident, select_sql
+from ._pg_sql import count_sql, index_sql, model_segments, quote_ident, select_sql
 
 __all__ = ["DEFAULT_INDEXES", "DEFAULT_SCHEMA", "SCHEMA_VERSION", "PostgresRepository", "open_url"]
 
@@ -24,10 +25,14 @@ DEFAULT_INDEXES = ("status", "priority", "created_at")
 """Fields indexed whenever the model has them (Task: all three)."""
 BULK_THRESHOLD = 1000
 """From this many records on, ``save_many`` loads them with COPY into a temp table."""
+# ``{expected}`` is a jsonb object of id -> the version each checked record was based on; an
+# id missing from it is written whatever is stored. (A jsonb key lookup is a binary search;
+# looking each conflicting row up in the source rows instead measured 11x slower at 999 rows.)
 _UPSERT = (
     "INSERT INTO {table} AS t (id, version, doc) {source} "
     "ON CONFLICT (id) DO UPDATE SET version = EXCLUDED.version, doc = EXCLUDED.doc "
-    "WHERE EXCLUDED.version IS NULL OR t.version = EXCLUDED.version - 1 "
+    "WHERE ({expected} -> EXCLUDED.id) IS NULL "
+    "OR t.version = ({expected} ->> EXCLUDED.id)::bigint "
     "RETURNING id"
 )
 _INCOMING = "_symphony_incoming"
@@ -62,9 +67,10 @@ class PostgresRepository(Repository[T]):
             parameter chooses the schema when ``schema`` is not given.
         schema: the PostgreSQL schema holding the tables (default ``symphony``); it and the
             table are created on first use, safely when several processes start at once.
-        indexes: more fields (dotted paths into nested models allowed) to index, in addition
-            to those of ``DEFAULT_INDEXES`` the model has. Indexes serve ``$eq``, ``$in`` and
-            range filters on string, enum and datetime fields.
+        indexes: more fields to index, in addition to those of ``DEFAULT_INDEXES`` the model
+            has: field names, dotted paths into nested models, or dotted keys into dict fields
+            (``"input_data.kind"``). Indexes serve ``$eq``, ``$in`` and range filters on
+            string, enum and datetime values.
         pool_size: the most connections kept per event loop.
 
     Filters, ordering, paging and counts run in the database. Writes use optimistic
@@ -86,9 +92,11 @@ class PostgresRepository(Repository[T]):
         self._asyncpg = _asyncpg()
         self._errors = _driver_errors(self._asyncpg)
         self._connect_errors: tuple[type[BaseException], ...] = (*self._errors, ValueError)
-        self._dsn, url_schema = split_url(url)
-        self.url = mask_url(url)
-        self.schema = check_schema(schema if schema is not None else url_schema or DEFAULT_SCHEMA)
+        self._url = split_url(url)
+        self.url = self._url.masked
+        self.schema = check_schema(
+            schema if schema is not None else self._url.schema or DEFAULT_SCHEMA
+        )
         self.table = model_name(model)
         if isinstance(pool_size, bool) or not isinstance(pool_size, int) or pool_size < 1:
             raise ValueError(f"pool_size must be an int >= 1, got {pool_size!r}")
@@ -113,22 +121,28 @@ class PostgresRepository(Repository[T]):
         expressions: dict[str, str] = {}
         for name in dict.fromkeys(names):
             (condition,) = parse_filter(self.model, {name: {"$exists": True}})
-            key = "_".join(condition.path)
-            if len(f"{self.table}_{key}_idx") > 63:
-                key = hashlib.blake2b(key.encode(), digest_size=6).hexdigest()
-            expressions[f"{self.table}_{key}_idx"] = index_sql(self.model, condition.path)
+            path = condition.path
+            key = "_".join(path)
+            if len(f"{self.table}_{key}_idx") > 63 or model_segments(self.model, path) < len(path):
+                # Dict keys may hold any text, and "a.b_c" must not take the name of "a_b.c".
+                key = hashlib.blake2b("\x00".join(path).encode(), digest_size=6).hexdigest()
+            expressions[f"{self.table}_{key}_idx"] = index_sql(self.model, path)
         return expressions
 
     # ------------------------------------------------------------------ connections
 
     def _failure(self, exc: BaseException, doing: str) -> StorageError:
-        message = str(exc).strip() or type(exc).__name__
+        message = self._url.scrub(str(exc).strip() or type(exc).__name__)
         return StorageError(f"PostgreSQL at {self.url}: {doing} failed: {message}")
 
     async def _new_pool(self) -> Any:
         try:
             pool = await self._asyncpg.create_pool(
-                self._dsn, min_size=1, max_size=self._pool_size, timeout=10
+                self._url.dsn,
+                password=self._url.password,
+                min_size=1,
+                max_size=self._pool_size,
+                timeout=10,
             )
         except self._connect_errors as exc:
             raise self._failure(exc, "connecting") from exc
@@ -174,7 +188,7 @@ class PostgresRepository(Repository[T]):
         async with self._connection("writing") as conn, conn.transaction():
             if not create:
                 return await self._update(conn, records, ids, versions, docs)
-            written = await self._upsert(conn, ids, versions, docs)
+            written = await self._upsert(conn, records, ids, versions, docs)
             if len(written) < len(records):
                 done = {row[0] for row in written}
                 record = next(record for record in records if record.id not in done)
@@ -185,15 +199,23 @@ class PostgresRepository(Repository[T]):
         return [True] * len(records)
 
     async def _upsert(
-        self, conn: Any, ids: list[str], versions: list[int | None], docs: list[str]
+        self,
+        conn: Any,
+        records: Sequence[Record],
+        ids: list[str],
+        versions: list[int | None],
+        docs: list[str],
     ) -> list[Any]:
         """The ``(id,)`` rows written; a row left out had a version conflict."""
         # A conflicting row is locked but left alone (the WHERE), so it is missing from
         # RETURNING; racing inserts of one id serialise on the primary key the same way.
+        expected = orjson.dumps(
+            {record.id: record.expected for record in records if record.expected is not None}
+        ).decode()
         if len(ids) < BULK_THRESHOLD:
             source = "SELECT * FROM unnest($1::text[], $2::bigint[], $3::jsonb[])"
-            sql = _UPSERT.format(table=self._qualified, source=source)
-            return cast("list[Any]", await conn.fetch(sql, ids, versions, docs))
+            sql = _UPSERT.format(table=self._qualified, source=source, expected="$4::jsonb")
+            return cast("list[Any]", await conn.fetch(sql, ids, versions, docs, expected))
         rows = list(zip(ids, versions, docs, strict=True))
         if await self._copy_new(conn, ids, rows):
             return rows
@@ -203,9 +225,8 @@ class PostgresRepository(Repository[T]):
         )
         await conn.copy_records_to_table(_INCOMING, records=rows)
         source = f"SELECT id, version, doc FROM {_INCOMING}"
-        return cast(
-            "list[Any]", await conn.fetch(_UPSERT.format(table=self._qualified, source=source))
-        )
+        sql = _UPSERT.format(table=self._qualified, source=source, expected="$1::jsonb")
+        return cast("list[Any]", await conn.fetch(sql, expected))
 
     async def _copy_new(self, conn: Any, ids: list[str], rows: list[Any]) -> bool:
         """COPY ``rows`` straight into the table if none of them is stored yet."""

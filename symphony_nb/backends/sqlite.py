@@ -15,10 +15,17 @@ from typing import Any, TypeVar
 
 import orjson
 
-from .._errors import ConflictError, CorruptEntityError, StorageError, SymphonyError
+from .._errors import (
+    ConflictError,
+    CorruptEntityError,
+    InvalidUrlError,
+    StorageError,
+    SymphonyError,
+)
 from .._filters import Condition, Query
 from .._repository import Data, Record, Repository, T, _gc_paused, model_name
-from ._sqlite_conn import MEMORY, Session, WorkerClosed, immediate, translate
+from .._storage import expand_path, mask_url
+from ._sqlite_conn import MEMORY, Session, WorkerClosed, immediate, read_only_error, translate
 from ._sqlite_schema import IndexSpec, Layout
 from ._sqlite_sql import SqlCompiler, quote
 
@@ -42,6 +49,10 @@ class SQLiteRepository(Repository[T]):
     is in WAL mode, readers never wait, and each write checks versions and writes inside
     ``BEGIN IMMEDIATE``, waiting up to ``timeout`` seconds for another writer. Commits are
     durable (``synchronous=FULL``). ``path=":memory:"`` keeps a private in-memory database.
+
+    A file this process may read but not write (or in a folder it may not write) is opened
+    read-only: reads work (a table not made yet reads as empty) and writes raise
+    :class:`StorageError` saying so. Nothing is created in it, not even the table.
     """
 
     def __init__(
@@ -64,6 +75,7 @@ class SQLiteRepository(Repository[T]):
         self._layout = Layout.plan(model, self.table, indexes)
         self._sql = SqlCompiler(model, self.table, self._layout.columns)
         self._session: Session | None = None
+        self._missing = False  # the table does not exist in a database we may only read
         self._finalizer: weakref.finalize[Any, Any] | None = None
         self._guard = threading.Lock()
         table = quote(self.table)
@@ -115,9 +127,8 @@ class SQLiteRepository(Repository[T]):
         def job() -> R:
             try:
                 conn = session.writer()
-                if not session.ready:
-                    self._layout.create(conn, self.path)
-                    session.ready = True
+                if not session.ready or self._missing:
+                    self._prepare(conn, session)
                 return fn(conn, *args)
             except sqlite3.Error as exc:
                 raise translate(exc, self.path, self.timeout) from None
@@ -127,6 +138,26 @@ class SQLiteRepository(Repository[T]):
         except WorkerClosed:  # closed by another thread meanwhile: open afresh
             return await self._run(fn, *args)
         return await asyncio.wrap_future(future)
+
+    def _prepare(self, conn: sqlite3.Connection, session: Session) -> None:
+        """Make the table and its indexes, or take them as they are where we may only read.
+
+        There, only the indexed columns the table has are used, and a missing table is empty.
+        """
+        if session.read_only:
+            present = self._layout.inspect(conn, self.path)
+            self._missing = present is None
+            columns = {p: c for p, c in self._layout.columns.items() if c in (present or ())}
+            self._sql = SqlCompiler(self.model, self.table, columns)
+        else:
+            self._layout.create(conn, self.path)
+            self._missing = False
+            self._sql = SqlCompiler(self.model, self.table, self._layout.columns)
+        session.ready = True
+
+    def _refuse_writes(self) -> None:
+        if self._current().read_only:
+            raise read_only_error(self.path, "no write permission on the file or its folder")
 
     async def _close(self) -> None:
         with self._guard:
@@ -141,7 +172,7 @@ class SQLiteRepository(Repository[T]):
 
     async def _get(self, entity_id: str) -> str | None:
         session = self._current()
-        if session.ready and session.direct_reads:
+        if session.ready and session.direct_reads and not self._missing:
             try:
                 reader = session.reader()
                 if reader is not None:
@@ -156,6 +187,8 @@ class SQLiteRepository(Repository[T]):
         return await self._run(self._get_sync, entity_id)
 
     def _get_sync(self, conn: sqlite3.Connection, entity_id: str) -> str | None:
+        if self._missing:
+            return None
         rows = conn.execute(self._get_sql, (entity_id,)).fetchall()
         return rows[0][0] if rows else None
 
@@ -163,6 +196,8 @@ class SQLiteRepository(Repository[T]):
         return await self._run(self._select_sync, query)
 
     def _select_sync(self, conn: sqlite3.Connection, query: Query) -> Rows:
+        if self._missing:
+            return []
         with _gc_paused():  # a row tuple per match: the same collector cost as decoding
             return self._fetch(conn, query)
 
@@ -197,6 +232,8 @@ class SQLiteRepository(Repository[T]):
         return await self._run(self._count_sync, conditions)
 
     def _count_sync(self, conn: sqlite3.Connection, conditions: tuple[Condition, ...]) -> int:
+        if self._missing:
+            return 0
         sql, params = self._sql.count(conditions)
         try:
             return int(conn.execute(sql, params).fetchone()[0])
@@ -209,6 +246,7 @@ class SQLiteRepository(Repository[T]):
     # ------------------------------------------------------------------ writes
 
     async def _write(self, records: Sequence[Record], *, create: bool) -> list[bool]:
+        self._refuse_writes()
         return await self._run(self._write_sync, records, create)
 
     def _write_sync(
@@ -239,6 +277,7 @@ class SQLiteRepository(Repository[T]):
                 raise ConflictError(r.id, r.expected, stored[r.id])
 
     async def _remove(self, entity_id: str) -> bool:
+        self._refuse_writes()
         return await self._run(self._remove_sync, entity_id)
 
     def _remove_sync(self, conn: sqlite3.Connection, entity_id: str) -> bool:
@@ -246,16 +285,17 @@ class SQLiteRepository(Repository[T]):
 
 
 def open_url(model: type[T], url: str) -> SQLiteRepository[T]:
-    """A repository for ``sqlite:///relative.db``, ``sqlite:////abs.db`` or ``sqlite://:memory:``."""
+    """A repository for ``sqlite:///relative.db``, ``sqlite:////abs.db`` (``sqlite:///~/x.db``
+    expands ``~``) or ``sqlite://:memory:``."""
     rest = url.split("://", 1)[1]
     if rest in ("", MEMORY, "/" + MEMORY):
         return SQLiteRepository(model, MEMORY)
     if not rest.startswith("/") or rest == "/":
-        raise StorageError(
-            f"SQLite URL {url!r} names no file: use sqlite:///relative/path.db, "
+        raise InvalidUrlError(
+            f"SQLite URL {mask_url(url)!r} names no file: use sqlite:///relative/path.db, "
             "sqlite:////absolute/path.db or sqlite://:memory:"
         )
-    return SQLiteRepository(model, rest[1:].split("?", 1)[0])
+    return SQLiteRepository(model, expand_path(rest[1:].split("?", 1)[0]))
 
 
 def _after_fork() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from typing import Any, ClassVar
 
@@ -71,13 +72,15 @@ class ServiceRegistry:
         """An :class:`AgentFactory` over the repository registered as ``"agent_config"``."""
         return AgentFactory(self.get_repository("agent_config"), llm=self.llm)
 
-    def configure(self, url: str | None = None) -> ServiceRegistry:
+    def configure(self, url: str | os.PathLike[str] | None = None) -> ServiceRegistry:
         """Register the ``"task"`` and ``"agent_config"`` repositories from one storage URL.
 
-        ``url`` is ``memory://``, a folder (``file:///path`` or a plain path), or a database
-        URL; without it, ``$SYMPHONY_NB_URL`` or the embedded default is used. Returns self.
+        ``url`` is ``memory://``, a folder (``file:///path``, a plain path or an
+        ``os.PathLike``; ``~`` is expanded), ``sqlite:///path.db`` or ``postgresql://...``;
+        without it, ``$SYMPHONY_NB_URL`` (if not blank) or the embedded default is used.
+        A malformed URL such as ``memory:`` raises :class:`InvalidUrlError`. Returns self.
         """
-        target = url or default_url()
+        target = default_url() if url is None else url
         tasks = open_repository(Task, target)
         configs = open_repository(AgentConfig, target)
         with self._lock:
