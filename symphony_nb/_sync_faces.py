@@ -81,9 +81,21 @@ class SyncRepository(SyncFacade[Repository[T]], Generic[T]):
             timeout,
         )
 
-    def count(self, filter_criteria: Filter | None = None, *, timeout: float | None = None) -> int:
-        """How many entities match ``filter_criteria``."""
-        return run_sync(self._target.count(filter_criteria), timeout)
+    def count(
+        self,
+        filter_criteria: Filter | None = None,
+        *,
+        on_corrupt: OnCorrupt = "raise",
+        timeout: float | None = None,
+    ) -> int:
+        """How many entities match ``filter_criteria``.
+
+        A stored document that cannot be read at all (not JSON, or a file whose name is no
+        entity id) raises :class:`CorruptEntityError`; ``on_corrupt="warn"`` leaves each one
+        out of the count with a :class:`CorruptEntityWarning` instead, as :meth:`find_all`
+        does. Documents are not validated against the model here (:meth:`find_all` does).
+        """
+        return run_sync(self._target.count(filter_criteria, on_corrupt=on_corrupt), timeout)
 
     def iter_all(
         self,
