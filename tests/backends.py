@@ -1,16 +1,19 @@
-"""Factories for every backend, so one behavioural suite runs over all of them.
+"""Every backend the tests run on, and what each can do besides the Repository contract.
 
-Each factory is an async context manager ``make(model, where)`` yielding a fresh, empty
-repository of ``model``; ``where`` is a temp folder the factory may use. A backend whose
-service is not reachable raises ``BackendUnavailable`` with the reason.
+``BACKENDS`` maps a name to a :class:`Backend`. ``BACKENDS[name](model, where)`` is an async
+context manager yielding a fresh, empty repository of ``model``; ``where`` is a temp folder
+it may use. A backend whose service is not reachable raises ``BackendUnavailable`` with the
+reason. A suite that needs more than the contract picks backends by capability with
+:func:`having`, never by name, so a backend added here reaches every suite that can run it.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 
@@ -18,10 +21,56 @@ from symphony_nb import FileSystemRepository, InMemoryRepository, Repository
 from symphony_nb._sync import run_sync
 
 Factory = Callable[[type[Any], Path], contextlib.AbstractAsyncContextManager[Repository[Any]]]
+UrlFactory = Callable[[Path], contextlib.AbstractAsyncContextManager[str]]
+Plant = Callable[[Any, str, bytes], Awaitable[bool]]
 
 
 class BackendUnavailable(Exception):
     """The backend's service cannot be reached; the message says why."""
+
+
+@dataclass(frozen=True)
+class Backend:
+    """How to make a repository of one backend, and its capabilities beyond the contract.
+
+    - ``url(where)``: an async context manager yielding the storage URL of a fresh store
+      under ``where``, which ``open_repository`` opens in this process or in another one.
+    - ``shared``: processes that open the same URL work on one store (multi-process tests).
+    - ``on_disk``: the store is files under ``where`` that outlive a killed writer process
+      (crash tests).
+    - ``plant(repo, id, raw)``: store the bytes ``raw`` as the document of ``id`` behind the
+      repository's back; False when the storage itself refuses them (corrupt-data tests).
+    """
+
+    make: Factory
+    url: UrlFactory | None = None
+    shared: bool = False
+    on_disk: bool = False
+    plant: Plant | None = None
+
+    def __call__(
+        self, model: type[Any], where: Path
+    ) -> contextlib.AbstractAsyncContextManager[Repository[Any]]:
+        return self.make(model, where)
+
+
+BACKENDS: dict[str, Backend] = {}
+
+
+def having(*capabilities: str) -> list[str]:
+    """The names, sorted, of the backends that have every one of ``capabilities``."""
+    known = {field.name for field in fields(Backend)}
+    for capability in capabilities:
+        if capability not in known:
+            raise ValueError(f"{capability!r} is not a capability of Backend: {sorted(known)}")
+    return sorted(
+        name
+        for name, backend in BACKENDS.items()
+        if all(getattr(backend, capability) for capability in capabilities)
+    )
+
+
+# ---------------------------------------------------------------------- memory
 
 
 @contextlib.asynccontextmanager
@@ -31,12 +80,39 @@ async def memory(model: type[Any], where: Path) -> AsyncIterator[Repository[Any]
 
 
 @contextlib.asynccontextmanager
+async def memory_url(where: Path) -> AsyncIterator[str]:
+    """A store of its own in each process that opens it."""
+    yield "memory://"
+
+
+BACKENDS["memory"] = Backend(memory, url=memory_url)
+
+
+# ---------------------------------------------------------------------- files
+
+
+@contextlib.asynccontextmanager
 async def files(model: type[Any], where: Path) -> AsyncIterator[Repository[Any]]:
     async with FileSystemRepository(model, where / "store") as repo:
         yield repo
 
 
-BACKENDS: dict[str, Factory] = {"memory": memory, "files": files}
+@contextlib.asynccontextmanager
+async def files_url(where: Path) -> AsyncIterator[str]:
+    yield str(where / "store")
+
+
+async def plant_file(repo: Any, key: str, raw: bytes) -> bool:
+    from symphony_nb._ids import id_to_filename
+
+    (repo.path / id_to_filename(key)).write_bytes(raw)
+    return True
+
+
+BACKENDS["files"] = Backend(files, url=files_url, shared=True, on_disk=True, plant=plant_file)
+
+
+# ---------------------------------------------------------------------- postgres
 
 
 @contextlib.asynccontextmanager
@@ -45,15 +121,54 @@ async def postgres(model: type[Any], where: Path) -> AsyncIterator[Repository[An
     from symphony_nb.backends.postgres import PostgresRepository
     from tests import pg
 
+    async with postgres_schema() as name, PostgresRepository(model, pg.dsn(), schema=name) as repo:
+        yield repo
+
+
+@contextlib.asynccontextmanager
+async def postgres_url(where: Path) -> AsyncIterator[str]:
+    """The test server's URL with a schema of its own, dropped afterwards."""
+    from tests import pg
+
+    async with postgres_schema() as name:
+        yield f"{pg.dsn()}?schema={name}"
+
+
+@contextlib.asynccontextmanager
+async def postgres_schema() -> AsyncIterator[str]:
+    from tests import pg
+
     try:
         await pg.ping()
     except pg.ServerUnavailable as exc:
         raise BackendUnavailable(str(exc)) from exc
-    async with pg.schema() as name, PostgresRepository(model, pg.dsn(), schema=name) as repo:
-        yield repo
+    async with pg.schema() as name:
+        yield name
 
 
-BACKENDS["postgres"] = postgres
+async def plant_postgres(repo: Any, key: str, raw: bytes) -> bool:
+    import asyncpg
+
+    from tests import pg
+
+    conn = await pg.connect()
+    try:
+        await conn.execute(
+            f'INSERT INTO "{repo.schema}"."{repo.table}" (id, version, doc) VALUES ($1, 1, $2::jsonb)',
+            key,
+            raw.decode(),
+        )
+    except (asyncpg.PostgresError, UnicodeDecodeError):
+        return False  # jsonb refuses it
+    finally:
+        await conn.close()
+    return True
+
+
+BACKENDS["postgres"] = Backend(postgres, url=postgres_url, shared=True, plant=plant_postgres)
+
+
+# ---------------------------------------------------------------------- sqlite
 
 
 @contextlib.asynccontextmanager
@@ -65,7 +180,36 @@ async def sqlite(model: type[Any], where: Path) -> AsyncIterator[Repository[Any]
         yield repo
 
 
-BACKENDS["sqlite"] = sqlite
+@contextlib.asynccontextmanager
+async def sqlite_url(where: Path) -> AsyncIterator[str]:
+    yield f"sqlite:///{where / 'symphony.db'}"
+
+
+async def plant_sqlite(repo: Any, key: str, raw: bytes) -> bool:
+    import sqlite3
+
+    conn = sqlite3.connect(repo.path, timeout=30)
+    try:
+        with conn:
+            conn.execute(
+                f'INSERT INTO "{repo.table}" (id, version, doc) VALUES (?, 1, ?)',
+                (key, raw.decode()),
+            )
+    except (sqlite3.DatabaseError, UnicodeDecodeError):
+        return False  # the database itself refuses it (CHECK json_valid, TEXT encoding)
+    finally:
+        conn.close()
+    return True
+
+
+BACKENDS["sqlite"] = Backend(sqlite, url=sqlite_url, shared=True, on_disk=True, plant=plant_sqlite)
+
+
+# ---------------------------------------------------------------------- opening
+
+
+def _skip(name: str, exc: BackendUnavailable) -> NoReturn:
+    pytest.skip(f"{name} backend unavailable: {exc}")
 
 
 @contextlib.contextmanager
@@ -79,8 +223,44 @@ def opened(backend: str, model: type[Any], where: Path) -> Iterator[Repository[A
     try:
         repo = run_sync(enter())
     except BackendUnavailable as exc:
-        pytest.skip(f"{backend} backend unavailable: {exc}")
+        _skip(backend, exc)
     try:
         yield repo
+    finally:
+        run_sync(stack.aclose())
+
+
+def _url_factory(backend: str) -> UrlFactory:
+    url = BACKENDS[backend].url
+    if url is None:
+        raise ValueError(f"the {backend} backend has no storage URL; pick one from having('url')")
+    return url
+
+
+@contextlib.asynccontextmanager
+async def store_url(backend: str, where: Path) -> AsyncIterator[str]:
+    """The storage URL of a fresh store of ``backend``; skip the test if it is unavailable."""
+    async with contextlib.AsyncExitStack() as stack:
+        try:
+            url = await stack.enter_async_context(_url_factory(backend)(where))
+        except BackendUnavailable as exc:
+            _skip(backend, exc)
+        yield url
+
+
+@contextlib.contextmanager
+def store_url_sync(backend: str, where: Path) -> Iterator[str]:
+    """:func:`store_url` for code without an event loop, made on the sync facades' loop."""
+    stack = contextlib.AsyncExitStack()
+
+    async def enter() -> str:
+        return await stack.enter_async_context(_url_factory(backend)(where))
+
+    try:
+        url = run_sync(enter())
+    except BackendUnavailable as exc:
+        _skip(backend, exc)
+    try:
+        yield url
     finally:
         run_sync(stack.aclose())

@@ -18,7 +18,7 @@ from typing import Any
 
 import asyncpg
 
-from symphony_nb import ConflictError, Task
+from symphony_nb import Task
 from symphony_nb.backends.postgres import PostgresRepository
 
 DEFAULT_DSN = "postgresql://postgres@127.0.0.1:5432/test"
@@ -100,29 +100,6 @@ async def schema() -> AsyncIterator[str]:
 
 
 # ---------------------------------------------------------------- worker processes
-
-
-def increment_worker(url: str, schema_name: str, entity_id: str, times: int) -> int:
-    """Add 1 to ``input_data['n']`` of a task ``times`` times, retrying on conflict.
-
-    Returns how many conflicts it retried (run in a separate process).
-    """
-
-    async def run() -> int:
-        conflicts = 0
-        async with PostgresRepository(Task, url, schema=schema_name) as repo:
-            for _ in range(times):
-                while True:
-                    task = await repo.get(entity_id)
-                    task.input_data = {"n": task.input_data["n"] + 1}
-                    try:
-                        await repo.save(task)
-                        break
-                    except ConflictError:
-                        conflicts += 1
-        return conflicts
-
-    return asyncio.run(run())
 
 
 def open_worker(url: str, schema_name: str, entity_id: str) -> int:

@@ -8,8 +8,6 @@ before sending the next cell).
 
 from __future__ import annotations
 
-import asyncio
-import importlib.util
 import textwrap
 import time
 from collections.abc import Callable, Iterator
@@ -19,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from symphony_nb import FileSystemRepository, Task, TaskStatus
+from tests.backends import having, store_url_sync
 from tests.kernel import Kernel
 
 MODES = ["thread", "nested"]
@@ -101,38 +100,13 @@ class Backend:
     open_code: str
 
 
-@pytest.fixture(params=["memory", "files", "sqlite", "postgres"])
+@pytest.fixture(params=having("url"))
 def backend(request: pytest.FixtureRequest, mk: ModeKernel) -> Iterator[Backend]:
     name = str(request.param)
-    folder = mk.store / f"{name}-{time.monotonic_ns()}"
-    if name == "memory":
-        yield Backend(name, "repo = InMemoryRepository(Task)")
-    elif name == "files":
-        yield Backend(name, f"repo = FileSystemRepository(Task, {str(folder)!r})")
-    elif name == "sqlite":
-        if importlib.util.find_spec("symphony_nb.backends.sqlite") is None:
-            pytest.skip("the SQLite backend (symphony_nb.backends.sqlite) is not there yet")
-        url = f"sqlite:///{folder}.db"
+    where = mk.store / f"{name}-{time.monotonic_ns()}"
+    where.mkdir()
+    with store_url_sync(name, where) as url:
         yield Backend(name, f"repo = open_repository(Task, {url!r})")
-    else:
-        from tests import pg
-
-        async def probe() -> None:
-            await (await pg.connect()).close()
-
-        try:
-            asyncio.run(probe())
-        except pg.ServerUnavailable as exc:
-            pytest.skip(f"postgres backend unavailable: {exc}")
-        schema = pg.unique_schema()
-        code = (
-            "from symphony_nb.backends.postgres import PostgresRepository\n"
-            f"repo = PostgresRepository(Task, {pg.dsn()!r}, schema={schema!r})"
-        )
-        try:
-            yield Backend(name, code)
-        finally:
-            asyncio.run(pg.drop_schema(schema))
 
 
 def mixed_cells(backend: Backend) -> list[str]:

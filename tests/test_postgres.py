@@ -352,33 +352,6 @@ def test_several_processes_create_the_schema_at_once() -> None:
     assert max(counts) == 4
 
 
-def test_four_processes_increment_without_losing_updates() -> None:
-    name = pg.unique_schema()
-    try:
-
-        async def setup() -> None:
-            async with PostgresRepository(Task, pg.dsn(), schema=name) as repo:
-                await repo.save(Task(id="counter", name="counter", input_data={"n": 0}))
-
-        asyncio.run(setup())
-        with ProcessPoolExecutor(4, mp_context=get_context("spawn")) as pool:
-            futures = [
-                pool.submit(pg.increment_worker, pg.dsn(), name, "counter", 200) for _ in range(4)
-            ]
-            conflicts = sum(future.result(timeout=300) for future in futures)
-
-        async def final() -> Task:
-            async with PostgresRepository(Task, pg.dsn(), schema=name) as repo:
-                return await repo.get("counter")
-
-        counter = asyncio.run(final())
-    finally:
-        asyncio.run(pg.drop_schema(name))
-    assert counter.input_data["n"] == 800
-    assert counter.version == 801
-    print(f"4 x 200 increments: 800/800, {conflicts} conflicts retried")
-
-
 # ---------------------------------------------------------------- event loops
 
 

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import json
 import threading
@@ -499,18 +500,36 @@ def test_a_batch_timeout_cancels_every_started_task() -> None:
 # ---------------------------------------------------------------- registry
 
 
-def test_registry_singleton_thread_safe() -> None:
-    ServiceRegistry._instance = None
+def test_registry_singleton_thread_safe(monkeypatch: pytest.MonkeyPatch) -> None:
+    threads = 16
+    start = threading.Barrier(threads)
+    # Construction waits until a second construction starts (or 0.5 s pass): without the lock
+    # a second thread always finds no instance yet and builds its own while the first waits.
+    second_construction = threading.Barrier(2, timeout=0.5)
+    built: list[ServiceRegistry] = []
+    original_init = ServiceRegistry.__init__
+
+    def slow_init(self: ServiceRegistry) -> None:
+        built.append(self)
+        with contextlib.suppress(threading.BrokenBarrierError):  # nobody else got in
+            second_construction.wait()
+        original_init(self)
+
+    monkeypatch.setattr(ServiceRegistry, "_instance", None)
+    monkeypatch.setattr(ServiceRegistry, "__init__", slow_init)
     seen: list[ServiceRegistry] = []
-    threads = [
-        threading.Thread(target=lambda: seen.append(ServiceRegistry.get_instance()))
-        for _ in range(16)
-    ]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert len({id(r) for r in seen}) == 1
+
+    def get() -> None:
+        start.wait()
+        seen.append(ServiceRegistry.get_instance())
+
+    workers = [threading.Thread(target=get) for _ in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    assert len(built) == 1, f"{len(built)} registries were constructed"
+    assert len(seen) == threads and {id(r) for r in seen} == {id(built[0])}
 
 
 def test_registry_missing_name_lists_registered() -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import multiprocessing
 import os
 import sqlite3
 import subprocess
@@ -319,37 +318,6 @@ def test_program_that_never_closes_exits_promptly(tmp_path: Path) -> None:
     ended = time.monotonic()
     assert proc.returncode == 0, proc.stderr
     assert ended - float(proc.stdout.strip()) < 1.0
-
-
-def _increment(path: str, times: int) -> int:
-    repo = SQLiteRepository(Task, path).sync
-    conflicts = 0
-    for _ in range(times):
-        while True:
-            task = repo.get("counter")
-            task.input_data["n"] += 1
-            try:
-                repo.save(task)
-                break
-            except ConflictError:
-                conflicts += 1
-    repo.close()
-    return conflicts
-
-
-def test_four_processes_increment_one_counter(tmp_path: Path) -> None:
-    path = str(tmp_path / "s.db")
-    seed = SQLiteRepository(Task, path).sync
-    seed.save(Task(id="counter", name="c", input_data={"n": 0}))
-    seed.close()
-    with multiprocessing.get_context("spawn").Pool(4) as pool:
-        conflicts = pool.starmap(_increment, [(path, 200)] * 4)
-    final = SQLiteRepository(Task, path).sync
-    task = final.get("counter")
-    final.close()
-    assert task.input_data["n"] == 800
-    assert task.version == 801
-    print(f"conflicts retried: {sum(conflicts)}")
 
 
 # ---------------------------------------------------------------------- URLs and memory

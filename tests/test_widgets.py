@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import html
 import json
 from collections.abc import Callable, Iterator, Sequence
@@ -15,40 +16,29 @@ from pydantic import AwareDatetime, BaseModel, Field
 
 from symphony_nb import (
     AgentConfig,
-    FileSystemRepository,
     InMemoryRepository,
     Repository,
     ServiceRegistry,
-    SQLiteRepository,
     Task,
     TaskPriority,
     TaskStatus,
 )
 from symphony_nb._repository import Record
 from symphony_nb.widgets import AgentConfigForm, ModelForm, RegistryExplorer, TaskForm
+from tests.backends import BACKENDS, opened
 
 Make = Callable[[type[Any]], Repository[Any]]
 
 
-@pytest.fixture(params=["memory", "files", "sqlite"])
+@pytest.fixture(params=sorted(BACKENDS))
 def make(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Make]:
-    """Build repositories of the current backend through their sync faces; close them after."""
-    made: list[Repository[Any]] = []
+    """Build repositories of the current backend, to use through their sync faces; close them after."""
+    with contextlib.ExitStack() as stack:
 
-    def build(model: type[Any]) -> Repository[Any]:
-        repo: Repository[Any]
-        if request.param == "memory":
-            repo = InMemoryRepository(model)
-        elif request.param == "files":
-            repo = FileSystemRepository(model, tmp_path / "store")
-        else:
-            repo = SQLiteRepository(model, tmp_path / "store.db")
-        made.append(repo)
-        return repo
+        def build(model: type[Any]) -> Repository[Any]:
+            return stack.enter_context(opened(str(request.param), model, tmp_path))
 
-    yield build
-    for repo in made:
-        repo.sync.close()
+        yield build
 
 
 def hidden(widget: widgets.Widget) -> bool:

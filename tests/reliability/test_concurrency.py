@@ -13,9 +13,8 @@ from typing import Any
 import pytest
 
 from symphony_nb import ConflictError, Repository, Task, open_repository
-from tests.backends import opened
+from tests.backends import having, opened, store_url
 from tests.reliability._procs import start
-from tests.reliability._stores import SHARED, store_url
 from tests.reliability._worker import increment
 from tests.reliability.conftest import Figures
 
@@ -25,6 +24,8 @@ TASKS = 200
 THREADS = 8
 RACERS = 6
 MakeRepo = Callable[[type[Any]], Any]
+# Backends whose store several processes open by URL at once.
+MULTI_PROCESS = having("url", "shared")
 
 
 def _race(jobs: list[tuple[str, ...]]) -> list[dict[str, Any]]:
@@ -51,7 +52,7 @@ def _race(jobs: list[tuple[str, ...]]) -> list[dict[str, Any]]:
                 proc.communicate()
 
 
-@pytest.mark.parametrize("backend", SHARED)
+@pytest.mark.parametrize("backend", MULTI_PROCESS)
 async def test_processes_increment_one_entity_exactly(
     backend: str, tmp_path: Path, figures: Figures
 ) -> None:
@@ -223,7 +224,7 @@ async def test_two_stale_copies_exactly_one_wins(
 # ---------------------------------------------------------------------- creation races
 
 
-@pytest.mark.parametrize("backend", SHARED)
+@pytest.mark.parametrize("backend", MULTI_PROCESS)
 async def test_store_creation_raced_by_processes(
     backend: str, tmp_path: Path, figures: Figures
 ) -> None:

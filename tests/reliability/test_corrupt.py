@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import sqlite3
 import warnings
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 import orjson
 import pytest
 
 from symphony_nb import CorruptEntityError, CorruptEntityWarning, Repository, Task
-from symphony_nb._ids import id_to_filename
+from tests.backends import BACKENDS, having, plant_file
 from tests.reliability.conftest import Figures
 
 MakeRepo = Callable[[type[Any]], Any]
@@ -38,56 +37,6 @@ def _cases() -> dict[str, bytes]:
     }
 
 
-# Plants raw stored data behind the repository's back; None when the backend cannot hold it.
-Plant = Callable[[Repository[Any], str, bytes], Awaitable[bool]]
-
-
-async def _plant_file(repo: Any, key: str, raw: bytes) -> bool:
-    (repo.path / id_to_filename(key)).write_bytes(raw)
-    return True
-
-
-async def _plant_sqlite(repo: Any, key: str, raw: bytes) -> bool:
-    conn = sqlite3.connect(repo.path, timeout=30)
-    try:
-        with conn:
-            conn.execute(
-                f'INSERT INTO "{repo.table}" (id, version, doc) VALUES (?, 1, ?)',
-                (key, raw.decode()),
-            )
-    except (sqlite3.DatabaseError, UnicodeDecodeError):
-        return False  # the database itself refuses it (CHECK json_valid, TEXT encoding)
-    finally:
-        conn.close()
-    return True
-
-
-async def _plant_postgres(repo: Any, key: str, raw: bytes) -> bool:
-    import asyncpg
-
-    from tests import pg
-
-    conn = await pg.connect()
-    try:
-        await conn.execute(
-            f'INSERT INTO "{repo.schema}"."{repo.table}" (id, version, doc) VALUES ($1, 1, $2::jsonb)',
-            key,
-            raw.decode(),
-        )
-    except (asyncpg.PostgresError, UnicodeDecodeError):
-        return False  # jsonb refuses it
-    finally:
-        await conn.close()
-    return True
-
-
-PLANTS: dict[str, Plant] = {
-    "files": _plant_file,
-    "sqlite": _plant_sqlite,
-    "postgres": _plant_postgres,
-}
-
-
 def _where(repo: Any) -> str:
     """Text every error about ``repo`` must contain to say where the data is."""
     if hasattr(repo, "schema"):
@@ -95,14 +44,17 @@ def _where(repo: Any) -> str:
     return str(repo.path)
 
 
-# The memory backend holds only documents it serialised itself: nothing can corrupt them.
-@pytest.mark.parametrize("backend_name", sorted(PLANTS))
+# Backends whose stored documents can be written behind the repository's back; the memory
+# backend holds only documents it serialised itself: nothing can corrupt them.
+@pytest.mark.parametrize("backend_name", having("plant"))
 async def test_corrupt_entities_are_reported_and_contained(
     backend_name: str, make_repo: MakeRepo, figures: Figures
 ) -> None:
     repo: Repository[Task] = await make_repo(Task)
     await repo.save_many([Task(id=key, name=key) for key in GOOD])
-    planted = [key for key, raw in _cases().items() if await PLANTS[backend_name](repo, key, raw)]
+    plant = BACKENDS[backend_name].plant
+    assert plant is not None
+    planted = [key for key, raw in _cases().items() if await plant(repo, key, raw)]
     assert {"wrong-types", "id-mismatch", "future-schema"} <= set(planted)
 
     for key in planted:
@@ -147,7 +99,7 @@ async def test_paged_scan_reports_each_unparsable_file_once(
         await repo.save_many([Task(id=f"ok-{i}", name="ok") for i in range(5)])
         broken = [f"bad-{i}" for i in range(5)] + [f"zz-{i}" for i in range(3)]
         for key in broken:
-            await _plant_file(repo, key, b'{"id": "')
+            await plant_file(repo, key, b'{"id": "')
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
 

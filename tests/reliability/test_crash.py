@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from symphony_nb import Task, open_repository
+from tests.backends import having, store_url
 from tests.reliability._procs import start
-from tests.reliability._stores import LOCAL, store_url
 from tests.reliability._writer import POOL
 from tests.reliability.conftest import Figures
 
@@ -77,7 +77,8 @@ async def _check_store(url: str, acked: dict[str, int], run: int, *, folder: boo
     return lost
 
 
-@pytest.mark.parametrize("backend", LOCAL)
+# Backends whose store is files on this machine, reopened by URL after each kill.
+@pytest.mark.parametrize("backend", having("url", "on_disk"))
 async def test_sigkill_mid_write_loses_nothing(
     backend: str, tmp_path: Path, figures: Figures
 ) -> None:

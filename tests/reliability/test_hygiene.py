@@ -8,25 +8,22 @@ from pathlib import Path
 
 import pytest
 
+from tests.backends import having, store_url
 from tests.reliability._procs import run, start
-from tests.reliability._stores import SHARED, store_url
 from tests.reliability.conftest import Figures
 
-BACKENDS = ["memory", *SHARED]
+# Backends a subprocess opens by URL.
+BY_URL = having("url")
 EXIT_LIMIT = 1.0
 
 
-def _url(backend: str, url: str) -> str:
-    return "memory://" if backend == "memory" else url
-
-
 @pytest.mark.parametrize("mode", ["async", "sync"])
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", BY_URL)
 async def test_close_releases_threads_files_and_connections(
     backend: str, mode: str, tmp_path: Path, figures: Figures
 ) -> None:
-    async with store_url("files" if backend == "memory" else backend, tmp_path) as url:
-        done = run("_hygiene", mode, _url(backend, url), str(tmp_path))
+    async with store_url(backend, tmp_path) as url:
+        done = run("_hygiene", mode, url, str(tmp_path))
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout.splitlines()[-1])
     after_close, after_loop = dict(report), report.pop("after_exit_of_loop")
@@ -51,12 +48,12 @@ async def test_close_releases_threads_files_and_connections(
         assert after_loop == {"threads": [], "files": [], "sockets": 0}
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", BY_URL)
 async def test_script_that_never_closes_exits_promptly(
     backend: str, tmp_path: Path, figures: Figures
 ) -> None:
-    async with store_url("files" if backend == "memory" else backend, tmp_path) as url:
-        with start("_hygiene", "leak", _url(backend, url), str(tmp_path)) as proc:
+    async with store_url(backend, tmp_path) as url:
+        with start("_hygiene", "leak", url, str(tmp_path)) as proc:
             assert proc.stdout is not None
             assert proc.stdout.readline() == "done\n", proc.communicate()[1]
             finished = time.monotonic()
