@@ -186,7 +186,7 @@ class Repository(ABC, Generic[T]):
         version = None if expected is None else expected + 1
         # Dump with the new version, stamp and normalised values in place, then restore: a
         # model_copy per write would double the cost of serialising.
-        swaps = storable_fields(entity, f"{self.model.__name__} {entity_id!r}")
+        swaps = storable_fields(entity, entity_id)
         fields = entity.__dict__
         saved: dict[str, Any] = {n: fields[n] for n in ("version", "updated_at") if n in fields}
         saved.update((name, fields[name]) for name in swaps)

@@ -41,18 +41,18 @@ class _Refused(Exception):
         self.path: list[str] = []  # innermost first
 
 
-def storable_fields(entity: BaseModel, label: str) -> dict[str, Any]:
+def storable_fields(entity: BaseModel, entity_id: str) -> dict[str, Any]:
     """The fields of ``entity`` to serialise in place of their values (usually none).
 
-    Raises UnstorableEntityError, starting its message with ``label``, for a value that no
-    backend can store faithfully.
+    Raises UnstorableEntityError for a value that no backend can store faithfully.
     """
     try:
         return _changes(entity)
     except _Refused as exc:
         path = "".join(part if part.startswith("[") else f".{part}" for part in reversed(exc.path))
         raise UnstorableEntityError(
-            f"{label}: {path.lstrip('.')} {exc.reason}; no backend can store it faithfully"
+            f"{type(entity).__name__} {entity_id!r}: {path.lstrip('.')} {exc.reason}; "
+            "no backend can store it faithfully"
         ) from None
 
 
