@@ -12,11 +12,14 @@ Semantics, on the entity's JSON document (the form every backend stores):
 * A missing key and a JSON ``null`` are the same thing ("no value").
 * ``$eq`` / ``$ne``: ``$eq None`` matches no value; otherwise the stored value must have the
   same JSON type (numbers are one type, ``1 == 1.0``; ``true`` is not ``1``) and be equal.
+  Numbers compare exactly by value, integers of any size included (``10**20 == 1e20``,
+  ``2**64 + 1 != 2**64``); NaN and infinity are refused.
   ``$ne`` is exactly ``not $eq`` (so it matches entities with no value).
 * ``$in`` / ``$nin``: a list of such values; ``$nin`` is exactly ``not $in``.
 * ``$gt $gte $lt $lte``: only numbers against numbers and strings against strings (by code
-  point); anything else, including no value, does not match. Datetimes are stored as
-  fixed-width UTC text, so they compare as instants.
+  point); anything else, including no value, does not match. Datetimes (fields, and values
+  inside dicts) are stored as fixed-width UTC text, so a datetime operand compares as an
+  instant; a string operand compares as text.
 * ``$exists``: ``True`` matches a value that is present and not null, ``False`` the opposite.
 * ``$contains``: a list that has an element equal to the operand, or a string that has the
   operand (a string) as a substring.
@@ -37,12 +40,24 @@ import re
 import types
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import date, datetime
 from enum import Enum
 from functools import lru_cache
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
-from pydantic import BaseModel, TypeAdapter, ValidationError
+import orjson
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    FutureDate,
+    FutureDatetime,
+    NaiveDatetime,
+    PastDate,
+    PastDatetime,
+    TypeAdapter,
+    ValidationError,
+)
+from pydantic_core import from_json
 
 from ._errors import FilterError
 from ._models import _format_utc
@@ -55,7 +70,13 @@ COMPARISONS = frozenset({"$gt", "$gte", "$lt", "$lte"})
 Scalar = None | bool | int | float | str
 Kind = Literal["scalar", "dict", "model", "list"]
 
-_INT64 = 2**63
+WIDE = 2**63
+MAX_DIGITS = 4300
+"""The longest integer (in digits) that Python and pydantic read back from JSON text."""
+_DIGIT_BOUND = 10**MAX_DIGITS
+_DIGIT_RUNS = bytes(ord("0") if 48 <= i <= 57 else ord(" ") for i in range(256))
+_LONG_RUN = b"0" * 19
+_DATE_TYPES = (AwareDatetime, NaiveDatetime, PastDatetime, FutureDatetime, PastDate, FutureDate)
 _SUBKEY_RE = re.compile(r'[^\x00-\x1f\x7f".\\\[\]*$]+')
 _MAX_SUBKEY = 200
 _MISSING: Any = None
@@ -84,11 +105,15 @@ class Condition:
 
 @dataclass(frozen=True)
 class OrderKey:
-    """One parsed ordering key; ``enum`` gives the rank order of an enum field."""
+    """One parsed ordering key; ``enum`` gives the rank order of an enum field.
+
+    ``numeric`` is False when the field cannot hold a number (text, datetime, enum, bool).
+    """
 
     path: tuple[str, ...]
     descending: bool = False
     enum: tuple[str, ...] | None = None
+    numeric: bool = True
 
 
 @dataclass(frozen=True)
@@ -238,8 +263,10 @@ def _json_scalar(value: Any, key: str) -> Scalar:
     if value is None or isinstance(value, bool | str):
         return value
     if isinstance(value, int):
-        if not -_INT64 <= value < _INT64:
-            raise FilterError(f"{key!r}: integer {value} is outside the 64-bit range")
+        if not -_DIGIT_BOUND < value < _DIGIT_BOUND:
+            raise FilterError(
+                f"{key!r}: an integer of more than {MAX_DIGITS} digits can never be stored"
+            )
         return value
     if isinstance(value, float):
         if not math.isfinite(value):
@@ -352,8 +379,16 @@ def parse_order(
         spec = fields[bare]
         if spec.kind != "scalar":
             raise FilterError(f"cannot order by {bare!r}: it is a {spec.kind}, not a single value")
-        keys.append(OrderKey((spec.name,), descending, spec.enum))
+        keys.append(OrderKey((spec.name,), descending, spec.enum, _may_be_number(spec)))
     return tuple(keys)
+
+
+def _may_be_number(spec: FieldSpec) -> bool:
+    inner, _ = unwrap(spec.annotation)
+    origin = get_origin(inner) or inner
+    if not isinstance(origin, type):
+        return True
+    return not issubclass(origin, (str, bool, date, Enum, *_DATE_TYPES))
 
 
 def parse_columns(model: type[BaseModel], columns: Sequence[str] | None) -> tuple[str, ...] | None:
@@ -375,6 +410,56 @@ def check_paging(limit: int | None, offset: int) -> None:
         raise FilterError(f"limit must be None or an int >= 0, got {limit!r}")
     if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
         raise FilterError(f"offset must be an int >= 0, got {offset!r}")
+
+
+# --------------------------------------------------------------------------- numbers
+
+
+def wide(value: Any) -> bool:
+    """Whether ``value`` is a number that 64-bit arithmetic cannot compare exactly.
+
+    Integers outside the signed 64-bit range are where stores lose precision: SQLite (and
+    orjson, from 2**64 on) read them as the nearest double. Such a double ``d`` has
+    ``|d| >= 2**63``, so it still compares with any number ``x`` with ``|x| < 2**63``
+    exactly as the integer does; only an operand with ``|x| >= 2**63`` needs exact integers.
+    """
+    return (
+        isinstance(value, int | float) and not isinstance(value, bool) and not -WIDE < value < WIDE
+    )
+
+
+def needs_exact(conditions: Iterable[Condition], order: Iterable[OrderKey] = ()) -> bool:
+    """Whether evaluating needs integers beyond 64 bits exactly (see :func:`wide`).
+
+    True for a wide operand, and for an ordering by a field that can hold numbers: two
+    integers that round to one double would otherwise tie.
+    """
+    for cond in conditions:
+        values = cond.value if isinstance(cond.value, tuple) else (cond.value,)
+        if any(wide(value) for value in values):
+            return True
+    return any(key.numeric for key in order)
+
+
+def parse_document(data: str | bytes, *, exact: bool = False) -> Any:
+    """A stored JSON document as filters evaluate it; ValueError if it is not JSON.
+
+    Fast (orjson), but integers beyond 64 bits come back as the nearest float (see
+    :func:`wide` for when that is enough); with ``exact``, a document that may hold one is
+    read by pydantic's parser instead, exactly as the model reads it.
+    """
+    if exact and has_long_digits(data):
+        return from_json(data, allow_inf_nan=False)
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:  # also raised for valid JSON: an integer beyond 1e308
+        return from_json(data, allow_inf_nan=False)
+
+
+def has_long_digits(data: str | bytes) -> bool:
+    """Whether ``data`` has 19 digits in a row: maybe an integer orjson cannot read exactly."""
+    raw = data.encode() if isinstance(data, str) else data
+    return _LONG_RUN in raw.translate(_DIGIT_RUNS)
 
 
 # --------------------------------------------------------------------------- evaluation

@@ -33,6 +33,7 @@ from ._filters import (
 )
 from ._ids import check_id
 from ._models import utc_now
+from ._values import storable_fields
 from ._warnings import warn_caller
 
 if TYPE_CHECKING:
@@ -184,10 +185,13 @@ class Repository(ABC, Generic[T]):
         entity_id = check_id(getattr(entity, "id", None))
         expected = getattr(entity, "version", None) if self._versioned else None
         version = None if expected is None else expected + 1
-        # Dump with the new version and stamp in place, then restore: a model_copy per write
-        # would double the cost of serialising.
+        # Dump with the new version, stamp and normalised values in place, then restore: a
+        # model_copy per write would double the cost of serialising.
+        swaps = storable_fields(entity, entity_id)
         fields = entity.__dict__
         saved: dict[str, Any] = {n: fields[n] for n in ("version", "updated_at") if n in fields}
+        saved.update((name, fields[name]) for name in swaps)
+        fields.update(swaps)
         if version is not None:
             fields["version"] = version
         if self._stamped:

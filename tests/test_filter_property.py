@@ -1,7 +1,8 @@
 """Every backend answers random queries exactly as the reference evaluation does.
 
 Hypothesis draws Task sets (enums, datetimes, None, unicode, nested dicts of mixed JSON
-types) and queries (every operator, dotted paths, orderings, paging); each backend in
+types, integers beyond 64 bits, floats of every magnitude, datetimes in any time zone inside
+dicts) and queries (every operator, dotted paths, orderings, paging); each backend in
 ``BACKENDS`` must return the ids that ``apply_query`` returns over the stored JSON documents,
 in the same order, also when paged by ``iter_all``. Examples per run:
 ``SYMPHONY_NB_PROPERTY_EXAMPLES`` (default 60; 1000 or more for a thorough run);
@@ -13,16 +14,22 @@ from __future__ import annotations
 import asyncio
 import os
 import tempfile
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-import orjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from symphony_nb import FilterError, Task, TaskPriority, TaskStatus
-from symphony_nb._filters import OPERATORS, Query, apply_query, parse_filter, parse_order
+from symphony_nb._filters import (
+    OPERATORS,
+    Query,
+    apply_query,
+    parse_document,
+    parse_filter,
+    parse_order,
+)
 from tests.backends import BACKENDS, BackendUnavailable
 
 EXAMPLES = int(os.environ.get("SYMPHONY_NB_PROPERTY_EXAMPLES", "60"))
@@ -34,10 +41,18 @@ SHORT = st.sampled_from(["", "a", "ab", "b", "B", "é", "e\u0301", "日本", "a 
 WORDS = SHORT | TEXT
 BASE = datetime(2026, 1, 1, tzinfo=UTC)
 DATES = st.integers(0, 10**6).map(lambda s: BASE + timedelta(seconds=s, microseconds=s % 7))
-INTS = st.integers(-5, 5) | st.integers(-(2**53), 2**53)
-FLOATS = st.sampled_from([0.0, -0.5, 1.0, 2.5, 1e-9]) | st.floats(-1e6, 1e6, allow_nan=False)
+# Integers near and beyond 64 bits, which some stores read as the nearest double.
+WIDE = [2**63 - 1, 2**63, -(2**63), -(2**63) - 1, 2**64 + 5, 2**64 + 6, 10**20, -(10**30)]
+INTS = st.integers(-5, 5) | st.integers(-(2**53), 2**53) | st.sampled_from(WIDE)
+INTS |= st.integers(-(2**70), 2**70)
+FLOATS = st.sampled_from([0.0, -0.0, -0.5, 1.0, 2.5, 1e-9, 1e20, 1.2345678901234567e17, 5e-324])
+FLOATS |= st.floats(-1e6, 1e6, allow_nan=False) | st.floats(allow_nan=False, allow_infinity=False)
+ZONES = st.sampled_from(
+    [UTC, timezone(timedelta(hours=2)), timezone(timedelta(hours=-9, minutes=-30))]
+)
+ZONED = st.tuples(DATES, ZONES).map(lambda pair: pair[0].astimezone(pair[1]))
 TRICKY = [0, 1, 1.0, True, False, "1", "true", None]  # equal in Python, not in JSON
-SCALARS = st.sampled_from(TRICKY) | INTS | FLOATS | WORDS
+SCALARS = st.sampled_from(TRICKY) | INTS | FLOATS | WORDS | ZONED
 KEYS = st.sampled_from(["a", "b", "c", "é", "k 1", "it's"])
 JSON = st.recursive(
     SCALARS,
@@ -71,7 +86,7 @@ OPERANDS: dict[str, st.SearchStrategy[Any]] = {
     "agent_id": st.none() | SHORT,
     "created_at": DATES,
     "started_at": st.none() | DATES,
-    "version": st.integers(0, 3),
+    "version": st.integers(0, 3) | st.sampled_from(WIDE),
     "id": st.sampled_from(["t00", "t03", "t1", "u"]),
     "tags": SHORT,
     "input_data.a": SCALARS,
@@ -139,7 +154,7 @@ async def _check(tasks: list[Task], asked: list[Any], where: Path) -> None:
                 await repo.save_many([t.model_copy() for t in tasks])
                 if docs is None:
                     stored = await repo.find_all()
-                    docs = [(t.id, orjson.loads(t.model_dump_json())) for t in stored]
+                    docs = [(t.id, parse_document(t.model_dump_json(), exact=True)) for t in stored]
                 for (criteria, order, limit, offset), (conds, keys) in valid:
                     expected = apply_query(Query(conds, keys, limit, offset), docs)
                     found = await repo.find_all(

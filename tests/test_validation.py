@@ -83,6 +83,8 @@ async def test_the_recording_sees_every_backend_call(recording: Recording) -> No
         ({"input_data.q": [1]}, "cannot compare"),
         ({"created_at": datetime(2026, 1, 1)}, "valid value"),
         ({"input_data.q": float("nan")}, "finite"),
+        ({"input_data.q": {"$in": [float("inf")]}}, "finite"),
+        ({"input_data.q": -(10**4300)}, "more than 4300 digits"),
         ({"": 1}, "non-empty"),
     ],
 )

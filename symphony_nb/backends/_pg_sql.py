@@ -8,6 +8,9 @@ Documents live in a ``doc jsonb`` column. The SQL built here follows ``apply_que
 * equality is jsonb equality (type-strict, ``1 = 1.0``); strings compare as ``text COLLATE
   "C"`` (code point order), so the ``COLLATE "C"`` expression indexes serve ``$eq``, ``$in``
   and ranges on string, enum and datetime fields;
+* numbers are ``numeric``, exact at any size: :func:`document` writes each float so that
+  jsonb keeps it a float (a decimal point survives, an exponent does not) and compares it
+  exactly with integers;
 * "no value" is SQL NULL (missing key) or JSON null; negations are ``NOT COALESCE(p, false)``
   so that they match entities with no value.
 
@@ -40,8 +43,48 @@ def quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+_EXACT_FLOAT = 2**53
+# A JSON string, or a number with a positive exponent (written by pydantic as "1e+20").
+_EXPONENT_RE = re.compile(r'"(?:[^"\\]|\\.)*"|-?\d+(?:\.\d+)?[eE]\+?\d+')
+
+
+def number(value: float) -> str:
+    """The JSON text of a float as stored and compared in PostgreSQL.
+
+    ``numeric`` forgets an exponent (``1e20`` comes back as the integer
+    ``100000000000000000000``) but keeps a decimal point, so every float is written with one.
+    From 2**53 on a float is an integer, written exactly (``123456789012345664.0``, not the
+    shorter ``1.2345678901234566e17``), so it compares with integers as Python compares them.
+    """
+    if abs(value) >= _EXACT_FLOAT:
+        return f"{int(value)}.0"
+    return repr(value)  # positional with a point, or a negative exponent: both keep a point
+
+
+def document(text: str) -> str:
+    """A document's JSON as stored in PostgreSQL: floats written by :func:`number`.
+
+    Below 1e16 pydantic writes floats positionally already (and a negative exponent
+    keeps its decimals); only a positive exponent needs rewriting, and most documents have none.
+    """
+    if "e+" not in text and "E+" not in text:
+        return text
+    return _EXPONENT_RE.sub(_rewrite, text)
+
+
+def _rewrite(match: re.Match[str]) -> str:
+    token = match.group()
+    return token if token.startswith('"') else number(float(token))
+
+
 def jsonb(value: Any) -> str:
-    """The JSON text of a filter operand, bound as a ``jsonb`` parameter."""
+    """The JSON text of a filter operand (a scalar or a list of them), bound as ``jsonb``."""
+    if isinstance(value, float):
+        return number(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)  # any size; orjson stops at 64 bits
+    if isinstance(value, list):
+        return "[" + ",".join(jsonb(item) for item in value) + "]"
     return orjson.dumps(value).decode()
 
 

@@ -13,12 +13,16 @@ How the semantics map onto SQLite:
   compares with the BINARY collation, which on UTF-8 is code point order.
 * A positive condition is 1 when it holds and 0 or NULL otherwise; negations wrap it in
   ``coalesce(..., 0)`` so that "no value" counts as "does not match".
+* ``json_extract`` reads an integer beyond 64 bits as the nearest REAL. That still compares
+  exactly with operands below 2**63 in magnitude (see ``_filters.wide``); a wider operand is
+  compared exactly with such integers through their JSON text (``doc -> path``).
 """
 
 # ruff: noqa: S608  (SQL text holds only names derived from the model; values are bound)
 
 from __future__ import annotations
 
+import math
 import types
 from collections.abc import Mapping
 from datetime import date, datetime
@@ -27,13 +31,23 @@ from typing import Any, Union, get_origin
 
 from pydantic import BaseModel
 
-from .._filters import COMPARISONS, Condition, OrderKey, Query, model_fields, unwrap
+from .._filters import (
+    COMPARISONS,
+    WIDE,
+    Condition,
+    OrderKey,
+    Query,
+    model_fields,
+    unwrap,
+    wide,
+)
 
 Path = tuple[str, ...]
 TEXT = frozenset({"text"})
 NUMBER = frozenset({"integer", "real"})
 BOOL = frozenset({"true", "false"})
 ARRAY = frozenset({"array"})
+_SIGNS = {"$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}
 
 
 def quote(name: str) -> str:
@@ -138,6 +152,8 @@ class _Builder:
     def equal(self, path: Path, operand: Any) -> str:
         if operand is None:
             return f"{self.value(path)} IS NULL"
+        if wide(operand):
+            return self.wide(path, "$eq", operand)
         kinds = _kinds_of(operand)
         stored = stored_kinds(self.model, path)
         if isinstance(operand, bool) and not (stored is not None and stored <= BOOL):
@@ -150,13 +166,17 @@ class _Builder:
             group = [
                 v
                 for v in operands
-                if not isinstance(v, bool) and v is not None and _kinds_of(v) == kinds
+                if not isinstance(v, bool)
+                and v is not None
+                and _kinds_of(v) == kinds
+                and not wide(v)
             ]
             if group:
                 values = ", ".join(self.param(v) for v in group)
                 parts.append(f"({self.value(path)} IN ({values}) AND {self.typed(path, kinds)})")
         # A set of the booleans alone: in a mixed set, True == 1 would swallow one of them.
         parts.extend(self.equal(path, v) for v in {v for v in operands if isinstance(v, bool)})
+        parts.extend(self.equal(path, v) for v in operands if wide(v))
         if any(v is None for v in operands):
             parts.append(self.equal(path, None))
         return "(" + " OR ".join(parts) + ")" if parts else "0"
@@ -168,7 +188,10 @@ class _Builder:
             element_kinds = _kinds_of(operand)
             names = ", ".join(self.param(kind) for kind in sorted(element_kinds))
             match = f"e.type IN ({names})"
-            if not isinstance(operand, bool):
+            if wide(operand):
+                exact = self.exact("e.value", "e.type", "(doc -> e.fullkey)", "$eq", operand)
+                match += f" AND {exact}"
+            elif not isinstance(operand, bool):
                 match += f" AND e.value = {self.param(operand)}"
             parts.append(
                 f"({self._json('json_type', path)} = 'array' AND EXISTS (SELECT 1 FROM "
@@ -195,10 +218,74 @@ class _Builder:
             return f"{self.value(path)} IS {'NOT NULL' if operand else 'NULL'}"
         if op == "$contains":
             return self.contains(path, operand)
-        sign = {"$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}[op]
+        if wide(operand):
+            return self.wide(path, op, operand)
         return (
-            f"({self.value(path)} {sign} {self.param(operand)} "
+            f"({self.value(path)} {_SIGNS[op]} {self.param(operand)} "
             f"AND {self.typed(path, _kinds_of(operand))})"
+        )
+
+    # ------------------------------------------------------------------ wide numbers
+
+    def wide(self, path: Path, op: str, operand: int | float) -> str:
+        """``value op operand`` for an operand of 2**63 or more in magnitude, exactly."""
+        exact = self.exact(
+            self.value(path),
+            self._json("json_type", path),
+            f"(doc -> {self._path_param(path)})",
+            op,
+            operand,
+        )
+        return f"({exact} AND {self.typed(path, NUMBER)})"
+
+    def exact(self, value: str, kind: str, text: str, op: str, operand: int | float) -> str:
+        """Compare a stored number (its SQL value, JSON type and JSON text) exactly.
+
+        An integer read as REAL (beyond 64 bits) is compared as digits; any other stored
+        number is exact in SQL, and is compared with the operand's nearest double, the
+        tie decided here where Python knows whether that double is above the operand.
+        """
+        try:
+            near = float(operand)
+        except OverflowError:
+            near = math.inf if operand > 0 else -math.inf
+        above = (near > operand) - (near < operand)
+        sign = {
+            "$eq": "=" if above == 0 else None,
+            "$gt": ">=" if above > 0 else ">",
+            "$gte": ">=" if above >= 0 else ">",
+            "$lt": "<=" if above < 0 else "<",
+            "$lte": "<=" if above <= 0 else "<",
+        }[op]
+        native = "0" if sign is None else f"{value} {sign} {self.param(near)}"
+        return (
+            f"(CASE WHEN {kind} = 'integer' AND typeof({value}) = 'real' "
+            f"THEN {self.digits(text, op, operand)} ELSE {native} END)"
+        )
+
+    def digits(self, text: str, op: str, operand: int | float) -> str:
+        """``op`` between an integer's JSON ``text`` and ``operand``, exactly."""
+        if op == "$eq":
+            integral = isinstance(operand, int) or operand.is_integer()
+            return f"{text} = {self.param(str(int(operand)))}" if integral else "0"
+        # Against an integer, x > operand is x >= floor(operand) + 1, and so on.
+        bound = math.floor(operand) + 1 if op in ("$gt", "$lte") else math.ceil(operand)
+        at_least = self.at_least(text, bound)
+        return at_least if op in ("$gt", "$gte") else f"NOT {at_least}"
+
+    def at_least(self, text: str, bound: int) -> str:
+        """Whether the integer written ``text`` is >= ``bound``: by sign, length, then digits."""
+        digits = str(bound)
+        size, same = self.param(len(digits)), self.param(digits)
+        positive = f"substr({text}, 1, 1) <> '-'"
+        if bound >= 0:
+            return (
+                f"({positive} AND (length({text}) > {size} "
+                f"OR (length({text}) = {size} AND {text} >= {same})))"
+            )
+        return (
+            f"({positive} OR length({text}) < {size} "
+            f"OR (length({text}) = {size} AND {text} <= {same}))"
         )
 
     def where(self, conditions: tuple[Condition, ...], after_id: str | None) -> str:
@@ -222,7 +309,27 @@ class _Builder:
                 f"CASE WHEN {value} IS NULL THEN NULL ELSE CASE {value} {ranks} "
                 f"ELSE {len(key.enum)} END END"
             )
-        return f"{value} {'DESC' if key.descending else 'ASC'}"
+        up, down = ("DESC", "ASC") if key.descending else ("ASC", "DESC")
+        kinds = stored_kinds(self.model, key.path)
+        if key.enum or not key.numeric or not (kinds is None or kinds == {"integer"}):
+            return f"{value} {up}"
+        # Integers beyond 64 bits read as the REAL they round to, so they tie with each other
+        # (and -2**63 with those just below it): order the tied by sign, length, then digits.
+        digits = (
+            f"(CASE WHEN typeof({value}) = 'real' THEN (CASE WHEN "
+            f"{self._json('json_type', key.path)} = 'integer' THEN "
+            f"(doc -> {self._path_param(key.path)}) END) "
+            f"WHEN {value} = {-WIDE} THEN '{-WIDE}' END)"
+        )
+        negative = f"substr({digits}, 1, 1) = '-'"
+        return ", ".join(
+            [
+                f"{value} {up}",
+                f"(CASE WHEN {negative} THEN -length({digits}) ELSE length({digits}) END) {up}",
+                f"(CASE WHEN {negative} THEN NULL ELSE {digits} END) {up}",
+                f"(CASE WHEN {negative} THEN {digits} END) {down}",
+            ]
+        )
 
     def order(self, keys: tuple[OrderKey, ...], tie: str = "id") -> str:
         return " ORDER BY " + ", ".join([*(self.order_key(k) for k in keys), f"{tie} ASC"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import fcntl
+import json
 import os
 import stat
 import threading
@@ -16,7 +17,7 @@ from pathlib import Path
 import orjson
 
 from .._errors import ConflictError, CorruptEntityError, StorageError
-from .._filters import Condition, Query, apply_query, matches
+from .._filters import Condition, Query, apply_query, matches, needs_exact, parse_document
 from .._ids import filename_to_id, id_to_filename
 from .._repository import Data, Record, Repository, T, model_name
 
@@ -222,8 +223,8 @@ class FileSystemRepository(Repository[T]):
         if data is None:
             return False, None
         try:
-            doc = orjson.loads(data)
-        except orjson.JSONDecodeError as exc:
+            doc = parse_document(data, exact=True)
+        except ValueError as exc:
             raise CorruptEntityError(
                 self._location(entity_id), f"not valid JSON ({exc}); delete it to replace it"
             ) from None
@@ -265,7 +266,7 @@ class FileSystemRepository(Repository[T]):
                 fd = os.open(temp, _TEMP_FLAGS, 0o600, dir_fd=folder)
                 temps.append(temp)
                 with os.fdopen(fd, "wb") as file:
-                    file.write(orjson.dumps(orjson.loads(record.json), option=orjson.OPT_INDENT_2))
+                    file.write(_pretty(record.json))
                     file.write(b"\n")
                     file.flush()
                     os.fsync(file.fileno())
@@ -329,8 +330,11 @@ class FileSystemRepository(Repository[T]):
                 ) from exc
             return True
 
-    def _scan(self) -> Iterator[tuple[str, bytes, object]]:
-        """Every entity file as ``(id, raw, parsed)``; ``parsed`` is an error when unusable."""
+    def _scan(self, exact: bool = False) -> Iterator[tuple[str, bytes, object]]:
+        """Every entity file as ``(id, raw, parsed)``; ``parsed`` is an error when unusable.
+
+        ``exact`` keeps integers beyond 64 bits exact (see ``parse_document``).
+        """
         with self._folder() as folder:
             for name in sorted(os.listdir(folder)) if folder is not None else ():
                 if name.startswith(".") or not name.endswith(".json"):
@@ -353,13 +357,10 @@ class FileSystemRepository(Repository[T]):
                 if raw is None:  # deleted while scanning
                     continue
                 try:
-                    yield entity_id, raw, orjson.loads(raw)
-                except orjson.JSONDecodeError as exc:
-                    yield (
-                        entity_id,
-                        raw,
-                        CorruptEntityError(str(self.path / name), f"not valid JSON: {exc}"),
-                    )
+                    doc = parse_document(raw, exact=exact)
+                except ValueError as exc:
+                    doc = CorruptEntityError(str(self.path / name), f"not valid JSON: {exc}")
+                yield entity_id, raw, doc
 
     async def _select(self, query: Query) -> list[tuple[str, Data]]:
         return await asyncio.to_thread(self._select_sync, query)
@@ -368,7 +369,7 @@ class FileSystemRepository(Repository[T]):
         raws: dict[str, bytes] = {}
         docs: list[tuple[str, object]] = []
         broken: list[tuple[str, Data]] = []
-        for entity_id, raw, doc in self._scan():
+        for entity_id, raw, doc in self._scan(needs_exact(query.conditions, query.order)):
             if isinstance(doc, CorruptEntityError):
                 broken.append((entity_id, doc))
             else:
@@ -396,8 +397,17 @@ class FileSystemRepository(Repository[T]):
 
     def _count_sync(self, conditions: tuple[Condition, ...]) -> int:
         total = 0
-        for _, _, doc in self._scan():
+        for _, _, doc in self._scan(needs_exact(conditions)):
             if isinstance(doc, CorruptEntityError):
                 raise doc
             total += matches(conditions, doc)
         return total
+
+
+def _pretty(text: str) -> bytes:
+    """``text`` (a document) indented for people, every number kept exactly."""
+    doc = parse_document(text, exact=True)
+    try:
+        return orjson.dumps(doc, option=orjson.OPT_INDENT_2)
+    except TypeError:  # an integer beyond 64 bits, which orjson cannot write
+        return json.dumps(doc, indent=2, ensure_ascii=False).encode()

@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
-
-import orjson
+from collections.abc import Iterable, Sequence
 
 from .._errors import ConflictError
-from .._filters import Condition, Query, apply_query, matches
+from .._filters import (
+    Condition,
+    Query,
+    apply_query,
+    has_long_digits,
+    matches,
+    needs_exact,
+    parse_document,
+)
 from .._repository import Data, Record, Repository, T
 
 
@@ -31,7 +37,7 @@ class InMemoryRepository(Repository[T]):
         return None if row is None else row[1]
 
     async def _write(self, records: Sequence[Record], *, create: bool) -> list[bool]:
-        parsed = [orjson.loads(record.json) for record in records]
+        parsed = [parse_document(record.json) for record in records]
         with self._lock:
             present = [record.id in self._rows for record in records]
             for record, exists in zip(records, present, strict=True):
@@ -52,10 +58,23 @@ class InMemoryRepository(Repository[T]):
     async def _select(self, query: Query) -> list[tuple[str, Data]]:
         with self._lock:
             rows = dict(self._rows)
-        ids = apply_query(query, ((key, row[2]) for key, row in rows.items()))
+        exact = needs_exact(query.conditions, query.order)
+        ids = apply_query(query, _documents(rows.items(), exact))
         return [(key, rows[key][1]) for key in ids]
 
     async def _count(self, conditions: tuple[Condition, ...]) -> int:
         with self._lock:
-            docs = [row[2] for row in self._rows.values()]
-        return sum(1 for doc in docs if matches(conditions, doc))
+            rows = dict(self._rows)
+        docs = _documents(rows.items(), needs_exact(conditions))
+        return sum(1 for _, doc in docs if matches(conditions, doc))
+
+
+def _documents(
+    rows: Iterable[tuple[str, tuple[int | None, str, object]]], exact: bool
+) -> Iterable[tuple[str, object]]:
+    """``(id, parsed document)``; re-read exactly where integers beyond 64 bits may be."""
+    for key, (_, text, doc) in rows:
+        if exact and has_long_digits(text):
+            yield key, parse_document(text, exact=True)
+        else:
+            yield key, doc

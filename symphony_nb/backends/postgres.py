@@ -17,7 +17,7 @@ from .._filters import Condition, Query, parse_filter
 from .._repository import Data, Record, Repository, T, model_name
 from ._pg_pool import LoopPools
 from ._pg_schema import DEFAULT_SCHEMA, SCHEMA_VERSION, check_schema, create_schema, split_url
-from ._pg_sql import count_sql, index_sql, model_segments, quote_ident, select_sql
+from ._pg_sql import count_sql, document, index_sql, model_segments, quote_ident, select_sql
 
 __all__ = ["DEFAULT_INDEXES", "DEFAULT_SCHEMA", "SCHEMA_VERSION", "PostgresRepository", "open_url"]
 
@@ -184,7 +184,7 @@ class PostgresRepository(Repository[T]):
     async def _write(self, records: Sequence[Record], *, create: bool) -> list[bool]:
         ids = [record.id for record in records]
         versions = [record.version for record in records]
-        docs = [record.json for record in records]
+        docs = [document(record.json) for record in records]
         async with self._connection("writing") as conn, conn.transaction():
             if not create:
                 return await self._update(conn, records, ids, versions, docs)
