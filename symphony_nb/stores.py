@@ -1,0 +1,231 @@
+"""The storage contract: a :class:`Store` moves the JSON documents of one collection.
+
+A :class:`~symphony_nb.Repository` holds a store and does everything model-level once
+(validation, ids, versions, filter parsing, errors, corrupt-row reporting); a store only
+reads and writes documents::
+
+    Repository[T]
+    └── Store                        get, write, remove, select, count, close
+        ├── MemoryStore              symphony_nb.backends.memory
+        ├── FileStore                symphony_nb.backends.filesystem
+        ├── SQLiteStore              symphony_nb.backends.sqlite
+        ├── PostgresStore            symphony_nb.backends.postgres
+        └── StoreLayer(inner)        wraps another store and sees every read and write
+
+A new backend subclasses :class:`Store` using only the names of this module: filters
+arrive parsed (:class:`Query`, :class:`Condition`), :func:`matches` and :func:`apply_query`
+evaluate them over JSON documents, and :func:`plan_writes` is the one optimistic-concurrency
+rule every store applies inside its own lock or transaction::
+
+    class DictStore(Store):
+        def __init__(self, model):
+            super().__init__(model)
+            self.docs = {}            # id -> (version, json)
+
+        async def get(self, entity_id):
+            row = self.docs.get(entity_id)
+            return None if row is None else row[1]
+
+        async def write(self, records, *, create):
+            stored = {r.id: self.docs[r.id][0] for r in records if r.id in self.docs}
+            written = plan_writes(records, stored, create=create)
+            for record, ok in zip(records, written):
+                if ok:
+                    self.docs[record.id] = (record.version, record.json)
+            return written
+        ...
+
+A layer (history, schema versions, encryption, a cache) subclasses :class:`StoreLayer`
+and overrides what it changes; everything else passes through to ``inner``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel
+
+from ._errors import ConflictError, CorruptEntityError
+from ._filters import Condition, OrderKey, Query, apply_query, lookup, matches
+
+__all__ = [
+    "Condition",
+    "Counted",
+    "Document",
+    "OrderKey",
+    "Query",
+    "Record",
+    "Selection",
+    "Store",
+    "StoreLayer",
+    "apply_query",
+    "collection_name",
+    "lookup",
+    "matches",
+    "plan_writes",
+]
+
+Document = str | bytes
+"""The JSON text of one entity, as stored."""
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One document to write.
+
+    ``version`` is the version written with it (None for models without one); ``expected``
+    is the version the writer read: the store refuses the write with :class:`ConflictError`
+    when another version is stored (None: do not check).
+    """
+
+    id: str
+    json: str
+    version: int | None
+    expected: int | None
+
+
+@dataclass(slots=True)
+class Selection:
+    """What :meth:`Store.select` found.
+
+    ``rows`` are ``(id, document)`` in the query's order and page. ``corrupt`` lists, as
+    ``(id, error)`` in id order, the stored documents that could not even be parsed to
+    evaluate the query, with ids greater than ``query.after_id`` (if set), whatever the
+    page: the repository decides, by one rule, on which page each is reported.
+    """
+
+    rows: list[tuple[str, Document]]
+    corrupt: list[tuple[str, CorruptEntityError]] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class Counted:
+    """What :meth:`Store.count` found: matches, and documents too broken to evaluate."""
+
+    total: int
+    corrupt: list[tuple[str, CorruptEntityError]] = field(default_factory=list)
+
+
+def collection_name(model: type[BaseModel]) -> str:
+    """The folder / table name of a model: its class name, lower-cased."""
+    return model.__name__.lower()
+
+
+def plan_writes(
+    records: Sequence[Record], stored: Mapping[str, int | None], *, create: bool
+) -> list[bool]:
+    """The optimistic-concurrency rule: which of ``records`` to write, given the stored versions.
+
+    ``stored`` maps each record id that is stored to its stored version (ids not stored are
+    absent). Raises :class:`ConflictError` for the first record whose ``expected`` version is
+    not None and differs from the stored one; otherwise each record is written if it is
+    stored or ``create`` is true. Call it inside the lock or transaction that writes.
+    """
+    for record in records:
+        if record.expected is not None and record.id in stored:
+            version = stored[record.id]
+            if version != record.expected:
+                raise ConflictError(record.id, record.expected, version)
+    return [create or record.id in stored for record in records]
+
+
+class Store(ABC):
+    """The documents of one model's collection; every backend implements this contract.
+
+    Methods are coroutines; a store is used from one event loop at a time unless it says
+    otherwise. ``model`` is the pydantic model whose documents it holds (stores use it
+    only for its name and the types of its fields, for indexes and SQL).
+    """
+
+    model: type[BaseModel]
+
+    def __init__(self, model: type[BaseModel]) -> None:
+        self.model = model
+
+    @property
+    def name(self) -> str:
+        """The collection's name (the model's name, lower-cased)."""
+        return collection_name(self.model)
+
+    @abstractmethod
+    async def get(self, entity_id: str) -> Document | None:
+        """The stored document of ``entity_id``, or None."""
+
+    @abstractmethod
+    async def write(self, records: Sequence[Record], *, create: bool) -> list[bool]:
+        """Store ``records`` all or nothing, checking versions with :func:`plan_writes`.
+
+        With ``create=False`` a record whose id is not stored is skipped. Returns, for each
+        record, whether it was written. A failure after some records landed raises
+        :class:`StorageError` with their ids in ``written``.
+        """
+
+    @abstractmethod
+    async def remove(self, entity_id: str) -> bool:
+        """Delete ``entity_id``; False if it was not stored."""
+
+    @abstractmethod
+    async def select(self, query: Query) -> Selection:
+        """The documents matching ``query``, in its order and page (see :class:`Selection`).
+
+        With ``query.any_order`` the rows may come in any order (the caller sorts by id).
+        """
+
+    @abstractmethod
+    async def count(self, conditions: tuple[Condition, ...]) -> Counted:
+        """How many documents satisfy ``conditions``."""
+
+    async def close(self) -> None:
+        """Release connections, threads and files; safe to call more than once."""
+
+    def location(self, entity_id: str) -> str:
+        """Where ``entity_id`` is stored, for error messages."""
+        return f"{self.describe()} id {entity_id!r}"
+
+    def describe(self) -> str:
+        """A short description of where the collection lives (no secrets), for reprs."""
+        return f"{type(self).__name__}({self.name})"
+
+    def __repr__(self) -> str:
+        return self.describe()
+
+
+class StoreLayer(Store):
+    """A store that wraps ``inner``: every call passes through unless a subclass overrides it."""
+
+    def __init__(self, inner: Store) -> None:
+        super().__init__(inner.model)
+        self.inner = inner
+
+    async def get(self, entity_id: str) -> Document | None:
+        return await self.inner.get(entity_id)
+
+    async def write(self, records: Sequence[Record], *, create: bool) -> list[bool]:
+        return await self.inner.write(records, create=create)
+
+    async def remove(self, entity_id: str) -> bool:
+        return await self.inner.remove(entity_id)
+
+    async def select(self, query: Query) -> Selection:
+        return await self.inner.select(query)
+
+    async def count(self, conditions: tuple[Condition, ...]) -> Counted:
+        return await self.inner.count(conditions)
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+    def location(self, entity_id: str) -> str:
+        return self.inner.location(entity_id)
+
+    def describe(self) -> str:
+        return self.inner.describe()
+
+    def __getattr__(self, name: str) -> Any:
+        # Backend-specific attributes (path, table, schema) stay reachable through layers.
+        if name.startswith("__") or name == "inner":
+            raise AttributeError(name)
+        return getattr(self.inner, name)
