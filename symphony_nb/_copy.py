@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from ._filters import Query
-from ._repository import Record, Repository, T
+from ._repository import Repository, T
+from .stores import Record
 
 
 async def copy_repository(
@@ -31,23 +31,31 @@ async def copy_repository(
     copied = 0
     total = await source.count()
     with tqdm(total=total, desc=f"copy {source.model.__name__}", disable=not progress) as bar:
-        query = Query(limit=batch_size)
-        while True:
-            rows = await source._select(query)
-            entities = source._decode_many(rows, "raise")
-            records = [
-                Record(
-                    entity.id,  # type: ignore[attr-defined]
-                    entity.model_dump_json(by_alias=True),
-                    getattr(entity, "version", None),
-                    None,
-                )
-                for entity in entities
-            ]
-            if records:
-                await target._write(records, create=True)
-            copied += len(records)
-            bar.update(len(records))
-            if len(rows) < batch_size:
-                return copied
-            query = Query(limit=batch_size, after_id=rows[-1][0])
+        batch: list[T] = []
+        async for entity in source.iter_all(batch_size=batch_size):
+            batch.append(entity)
+            if len(batch) == batch_size:
+                copied += await _write_as_is(target, batch)
+                bar.update(len(batch))
+                batch = []
+        if batch:
+            copied += await _write_as_is(target, batch)
+            bar.update(len(batch))
+    return copied
+
+
+async def _write_as_is(target: Repository[T], entities: list[T]) -> int:
+    """Write ``entities`` to ``target``'s store with their own versions, replacing any there."""
+    records = []
+    for entity in entities:
+        version = getattr(entity, "version", None)
+        records.append(
+            Record(
+                str(getattr(entity, "id", "")),
+                entity.model_dump_json(by_alias=True),
+                version if isinstance(version, int) else None,
+                None,
+            )
+        )
+    await target.store.write(records, create=True)
+    return len(records)

@@ -8,7 +8,7 @@ import uuid
 from collections.abc import Callable
 from datetime import UTC, date, datetime, time
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar
 
 from pydantic import (
     AfterValidator,
@@ -109,6 +109,8 @@ class Entity(BaseModel):
 
 class Task(Entity):
     """A unit of work that an agent executes."""
+
+    __indexes__: ClassVar[tuple[str, ...]] = ("status", "priority", "created_at")
 
     name: NonBlank = Field(description="Short human-readable name.")
     description: str = ""

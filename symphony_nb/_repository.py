@@ -1,18 +1,17 @@
-"""The :class:`Repository` contract: public methods written once over a few backend hooks."""
+"""The :class:`Repository`: the public contract, written once over a :class:`~symphony_nb.stores.Store`."""
 
 from __future__ import annotations
 
 import gc
 import re
-from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from datetime import datetime
 from operator import itemgetter
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Generic, Literal, Self, TypeVar
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 from pydantic_core import PydanticSerializationError
 
 from ._display import register_model, repository_html
@@ -24,17 +23,18 @@ from ._errors import (
     UnstorableEntityError,
 )
 from ._filters import (
-    Condition,
     Query,
     check_paging,
     parse_columns,
     parse_filter,
     parse_order,
+    unwrap,
 )
 from ._ids import check_id
 from ._models import utc_now
 from ._values import storable_fields
 from ._warnings import warn_caller
+from .stores import Record, Store, collection_name
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -47,22 +47,6 @@ Filter = Mapping[str, Any]
 OrderBy = str | Sequence[str]
 Data = str | bytes | CorruptEntityError
 _NUL_RE = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
-
-
-@dataclass(frozen=True, slots=True)
-class Record:
-    """One document to write.
-
-    ``expected`` is the version the writer read (None: do not check); a backend refuses the
-    write with ConflictError when the stored version differs from it. ``stamp`` is the
-    ``updated_at`` written, if the model has one.
-    """
-
-    id: str
-    json: str
-    version: int | None
-    expected: int | None
-    stamp: Any = None
 
 
 class CorruptEntityWarning(UserWarning):
@@ -82,67 +66,43 @@ def _gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-class Repository(ABC, Generic[T]):
-    """Async storage of one pydantic model type.
+class Repository(Generic[T]):
+    """Async storage of one pydantic model type in a :class:`~symphony_nb.stores.Store`.
 
-    Subclasses implement six small hooks (``_get``, ``_write``, ``_remove``, ``_select``,
-    ``_count``, ``_close``) that move JSON documents; validation, id checks, versions, filter
-    parsing and error messages are done here, once, for every backend.
+    ``Repository(Task, store)`` works over any store; the backends' classes
+    (``SQLiteRepository(Task, path)`` and the others) build their store for you. Validation,
+    id checks, versions, filter parsing, copies and error messages are done here, once, for
+    every store.
 
     Models with an integer ``version`` field get optimistic concurrency: a write whose version
     is not the stored one raises :class:`ConflictError`, and a successful write bumps the
-    version of the object you passed, so saving it again just works.
+    version of the object you passed, so saving it again just works. A ``version`` field of
+    another type is an ordinary field.
     """
 
     model: type[T]
+    store: Store
+    """Where the documents live; layers wrap it (see :mod:`symphony_nb.stores`)."""
 
-    def __init__(self, model: type[T]) -> None:
+    def __init__(self, model: type[T], store: Store) -> None:
         if not (isinstance(model, type) and issubclass(model, BaseModel)):
             raise TypeError(f"a repository stores a pydantic model class, got {model!r}")
         if "id" not in model.model_fields:
             raise TypeError(f"{model.__name__} has no 'id' field; a repository needs one")
+        if not isinstance(store, Store):
+            raise TypeError(f"a repository needs a symphony_nb.stores.Store, got {store!r}")
+        if store.model is not model:
+            raise TypeError(
+                f"the store holds {store.model.__name__} documents, not {model.__name__}"
+            )
         self.model = model
-        self._versioned = "version" in model.model_fields
-        self._stamped = "updated_at" in model.model_fields
+        self.store = store
+        self._versioned = _field_is(model, "version", int)
+        self._stamped = _field_is(model, "updated_at", datetime)
         register_model(model)
 
-    # ------------------------------------------------------------------ backend hooks
-
-    @abstractmethod
-    async def _get(self, entity_id: str) -> str | bytes | None:
-        """The stored JSON of ``entity_id``, or None."""
-
-    @abstractmethod
-    async def _write(self, records: Sequence[Record], *, create: bool) -> list[bool]:
-        """Store ``records``, all or nothing where the backend allows.
-
-        Check every record before writing any: raise ConflictError when a stored version
-        differs from ``record.expected`` (unless it is None). With ``create=False`` a record
-        whose id is not stored is skipped and reported False; otherwise True.
-        """
-
-    @abstractmethod
-    async def _remove(self, entity_id: str) -> bool:
-        """Delete ``entity_id``; False if it was not stored."""
-
-    @abstractmethod
-    async def _select(self, query: Query) -> list[tuple[str, Data]]:
-        """``(id, json)`` of the entities matching ``query``, in its order and page.
-
-        A document that cannot even be parsed for filtering is returned as a
-        CorruptEntityError in place of its JSON, so the caller reports it.
-        """
-
-    @abstractmethod
-    async def _count(self, conditions: tuple[Condition, ...]) -> int:
-        """How many entities satisfy ``conditions``."""
-
-    async def _close(self) -> None:
-        """Release connections, threads and files."""
-
     def _location(self, entity_id: str) -> str:
-        """Where ``entity_id`` is stored, for error messages."""
-        return f"{type(self).__name__}({self.model.__name__}) id {entity_id!r}"
+        return self.store.location(entity_id)
 
     # ------------------------------------------------------------------ conversions
 
@@ -209,42 +169,47 @@ class Repository(ABC, Generic[T]):
                 f"{self.model.__name__} {entity_id!r} contains a NUL character (\\x00) in its text; "
                 "no backend can store it faithfully (PostgreSQL refuses it, SQLite truncates it)"
             )
-        return Record(entity_id, data, version, expected, now if self._stamped else None)
+        return Record(entity_id, data, version, expected)
 
-    def _written(self, entity: T, record: Record) -> None:
+    def _written(self, entity: T, record: Record, now: Any) -> None:
         # The values were validated when the entity was built; bypass assignment validation.
         fields = entity.__dict__
         if record.version is not None:
             fields["version"] = record.version
         if self._stamped:
-            fields["updated_at"] = record.stamp
+            fields["updated_at"] = now
         entity.__pydantic_fields_set__.update(
             ("version", "updated_at") if self._stamped else ("version",)
         )
 
     async def _store(
-        self, entities: Sequence[T], records: Sequence[Record], *, create: bool
+        self, entities: Sequence[T], records: Sequence[Record], now: Any, *, create: bool
     ) -> list[bool]:
-        """``_write``, then give each written entity its new version and timestamp."""
+        """Write ``records``, then give each written entity its new version and timestamp."""
         try:
-            written = await self._write(records, create=create)
+            written = await self.store.write(records, create=create)
         except StorageError as exc:
             landed = set(exc.written)
             for entity, record in zip(entities, records, strict=True):
                 if record.id in landed:
-                    self._written(entity, record)
+                    self._written(entity, record, now)
             raise
         for entity, record, done in zip(entities, records, written, strict=True):
             if done:
-                self._written(entity, record)
+                self._written(entity, record, now)
         return written
 
-    async def _select_sorted(self, query: Query) -> list[tuple[str, Data]]:
-        """``_select``, sorting by id here when the query let the backend skip it."""
-        rows = await self._select(query)
+    async def _select(self, query: Query) -> list[tuple[str, Data]]:
+        """The store's rows for ``query`` with its corrupt documents merged in, in order."""
+        found = await self.store.select(query)
+        rows: list[tuple[str, Data]] = [*found.rows]
         if query.any_order:
-            rows.sort(key=itemgetter(0))  # linear when the backend returned them sorted
+            rows.sort(key=itemgetter(0))  # linear when the store returned them sorted
+        if found.corrupt:
+            rows = _merge_corrupt(query, rows, found.corrupt)
         return rows
+
+    _select_sorted = _select
 
     def _query(
         self,
@@ -273,7 +238,7 @@ class Repository(ABC, Generic[T]):
         """
         now = utc_now()
         record = self._record(entity, now)
-        await self._store([entity], [record], create=True)
+        await self._store([entity], [record], now, create=True)
         return record.id
 
     async def save_many(self, entities: Iterable[T]) -> list[str]:
@@ -288,13 +253,13 @@ class Repository(ABC, Generic[T]):
                 raise InvalidIdError(f"id {record.id!r} appears more than once in save_many")
             seen.add(record.id)
         if records:
-            await self._store(items, records, create=True)
+            await self._store(items, records, now, create=True)
         return [record.id for record in records]
 
     async def find_by_id(self, id: str) -> T | None:
         """The entity with this id, or None if there is none."""
         entity_id = check_id(id)
-        data = await self._get(entity_id)
+        data = await self.store.get(entity_id)
         return None if data is None else self._decode(entity_id, data)
 
     async def get(self, id: str) -> T:
@@ -333,20 +298,12 @@ class Repository(ABC, Generic[T]):
         does. Documents are not validated against the model here (:meth:`find_all` does).
         """
         _check_on_corrupt(on_corrupt)
-        conditions = parse_filter(self.model, filter_criteria)
-        try:
-            return await self._count(conditions)
-        except CorruptEntityError:
+        counted = await self.store.count(parse_filter(self.model, filter_criteria))
+        for _, error in counted.corrupt:
             if on_corrupt == "raise":
-                raise
-        # Rare: count the matches one by one, where each unreadable document shows up.
-        total = 0
-        for _, data in await self._select(Query(conditions, any_order=True)):
-            if isinstance(data, CorruptEntityError):
-                warn_caller(str(data), CorruptEntityWarning)
-            else:
-                total += 1
-        return total
+                raise error
+            warn_caller(str(error), CorruptEntityWarning)
+        return counted.total
 
     async def iter_all(
         self,
@@ -365,26 +322,27 @@ class Repository(ABC, Generic[T]):
             raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
         query = self._query(filter_criteria, order_by, batch_size, 0)
         while True:
-            rows = await self._select(query)
+            found = await self.store.select(query)
+            rows = _merge_corrupt(query, [*found.rows], found.corrupt)
             for entity in self._decode_many(rows, on_corrupt):
                 yield entity
-            if len(rows) < batch_size:
+            if len(found.rows) < batch_size:
                 return
             if query.order:
                 query = Query(query.conditions, query.order, batch_size, query.offset + batch_size)
             else:
-                query = Query(query.conditions, (), batch_size, 0, after_id=rows[-1][0])
+                query = Query(query.conditions, (), batch_size, 0, after_id=found.rows[-1][0])
 
     async def update(self, entity: T) -> bool:
         """Replace a stored entity; False (and nothing created) if its id is not stored."""
         now = utc_now()
         record = self._record(entity, now)
-        (written,) = await self._store([entity], [record], create=False)
+        (written,) = await self._store([entity], [record], now, create=False)
         return written
 
     async def delete(self, id: str) -> bool:
         """Delete the entity with this id; False if there was none."""
-        return await self._remove(check_id(id))
+        return await self.store.remove(check_id(id))
 
     async def to_dataframe(
         self,
@@ -418,7 +376,7 @@ class Repository(ABC, Generic[T]):
 
     async def close(self) -> None:
         """Release the backend's resources; safe to call more than once."""
-        await self._close()
+        await self.store.close()
 
     async def __aenter__(self) -> Self:
         return self
@@ -446,11 +404,44 @@ class Repository(ABC, Generic[T]):
         return repository_html(self)
 
 
+def _merge_corrupt(
+    query: Query,
+    rows: list[tuple[str, Data]],
+    corrupt: Sequence[tuple[str, CorruptEntityError]],
+) -> list[tuple[str, Data]]:
+    """Place documents too broken to filter or order among ``rows``: each on one page only.
+
+    In id order each goes on the page whose id range holds it (the last page takes the rest);
+    under another order or an offset their place is unknown, so the first page reports all.
+    """
+    if not corrupt or query.limit == 0:
+        return rows
+    broken: list[tuple[str, Data]] = [*corrupt]
+    if query.order or query.offset:
+        return [*broken, *rows] if query.offset == 0 else rows
+    if query.limit is not None and len(rows) >= query.limit:
+        last = rows[-1][0]
+        broken = [item for item in broken if item[0] <= last]
+    return sorted([*broken, *rows], key=itemgetter(0))
+
+
+def _field_is(model: type[BaseModel], name: str, kind: type) -> bool:
+    """Whether ``model`` has a field ``name`` that holds values of ``kind`` (int: not bool)."""
+    info = model.model_fields.get(name)
+    if info is None:
+        return False
+    inner, _ = unwrap(info.annotation)
+    if kind is int or info.annotation is None:
+        return inner is kind
+    try:
+        return isinstance(TypeAdapter(info.annotation).validate_python(utc_now()), kind)
+    except ValidationError:
+        return False
+
+
 def _check_on_corrupt(on_corrupt: object) -> None:
     if on_corrupt not in ("raise", "warn"):
         raise ValueError(f"on_corrupt must be 'raise' or 'warn', got {on_corrupt!r}")
 
 
-def model_name(model: type[BaseModel]) -> str:
-    """The folder / table name of a model: its class name, lower-cased."""
-    return model.__name__.lower()
+model_name = collection_name

@@ -144,7 +144,7 @@ async def _complete(
         if isinstance(doc, dict) and doc.keys() >= wanted:
             continue
         entity_id = ids[position]
-        data = await repo._get(entity_id)
+        data = await repo.store.get(entity_id)
         if data is None:  # deleted since the select
             gone.add(position)
         else:

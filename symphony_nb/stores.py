@@ -49,7 +49,16 @@ from typing import Any
 from pydantic import BaseModel
 
 from ._errors import ConflictError, CorruptEntityError
-from ._filters import Condition, OrderKey, Query, apply_query, lookup, matches
+from ._filters import (
+    Condition,
+    OrderKey,
+    Query,
+    apply_query,
+    lookup,
+    matches,
+    needs_exact,
+    parse_document,
+)
 
 __all__ = [
     "Condition",
@@ -63,8 +72,11 @@ __all__ = [
     "StoreLayer",
     "apply_query",
     "collection_name",
+    "declared_indexes",
     "lookup",
     "matches",
+    "needs_exact",
+    "parse_document",
     "plan_writes",
 ]
 
@@ -112,6 +124,18 @@ class Counted:
 def collection_name(model: type[BaseModel]) -> str:
     """The folder / table name of a model: its class name, lower-cased."""
     return model.__name__.lower()
+
+
+def declared_indexes(model: type[BaseModel]) -> tuple[str, ...]:
+    """The fields ``model`` asks every store to index: its ``__indexes__`` class attribute.
+
+    ``class Task(Entity): __indexes__ = ("status", "priority", "created_at")``; a store that
+    can index (SQLite, PostgreSQL) indexes them, plus any its constructor is given.
+    """
+    declared = getattr(model, "__indexes__", ())
+    if isinstance(declared, str) or not all(isinstance(name, str) for name in declared):
+        raise TypeError(f"{model.__name__}.__indexes__ must be a tuple of field names")
+    return tuple(declared)
 
 
 def plan_writes(
@@ -178,7 +202,7 @@ class Store(ABC):
     async def count(self, conditions: tuple[Condition, ...]) -> Counted:
         """How many documents satisfy ``conditions``."""
 
-    async def close(self) -> None:
+    async def close(self) -> None:  # noqa: B027  (a store with nothing to release keeps it)
         """Release connections, threads and files; safe to call more than once."""
 
     def location(self, entity_id: str) -> str:

@@ -22,11 +22,11 @@ from pydantic import BaseModel
 
 from .._errors import FilterError, StorageError
 from .._filters import model_fields, parse_filter
+from ..stores import declared_indexes
 from ._sqlite_conn import immediate
 from ._sqlite_sql import Path, json_path, quote
 
 SCHEMA_VERSION = 1
-DEFAULT_INDEXES = ("status", "priority", "created_at")
 IndexSpec = str | Sequence[str]
 _PLAIN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _RESERVED = frozenset({"id", "version", "doc", "rowid", "oid", "_rowid_"})
@@ -62,7 +62,7 @@ class Layout:
     def plan(cls, model: type[BaseModel], table: str, extra: Iterable[IndexSpec]) -> Layout:
         """Check the index declarations against ``model`` (FilterError) and name columns."""
         fields = model_fields(model)
-        declared: list[IndexSpec] = [key for key in DEFAULT_INDEXES if key in fields]
+        declared: list[IndexSpec] = [key for key in declared_indexes(model) if key in fields]
         declared.extend(extra)
         indexes: list[tuple[Path, ...]] = []
         for spec in declared:

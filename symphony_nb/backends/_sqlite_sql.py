@@ -365,7 +365,9 @@ class SqlCompiler:
             return "id"
         return "+id" if any(op in COMPARISONS for op in indexed) else "id"
 
-    def count(self, conditions: tuple[Condition, ...]) -> tuple[str, dict[str, Any]]:
-        """``SELECT count(*)`` of the rows satisfying ``conditions``."""
-        b = _Builder(self.model, self.columns, guard=False)
+    def count(
+        self, conditions: tuple[Condition, ...], *, guard: bool = False
+    ) -> tuple[str, dict[str, Any]]:
+        """``SELECT count(*)`` of the rows satisfying ``conditions``; ``guard`` as for select."""
+        b = _Builder(self.model, self.columns, guard)
         return f"SELECT count(*) FROM {self.table}{b.where(conditions, None)}", b.params

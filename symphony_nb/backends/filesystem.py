@@ -15,11 +15,24 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import orjson
+from pydantic import BaseModel
 
-from .._errors import ConflictError, CorruptEntityError, StorageError
-from .._filters import Condition, Query, apply_query, matches, needs_exact, parse_document
+from .._errors import CorruptEntityError, StorageError
 from .._ids import filename_to_id, id_to_filename
-from .._repository import Data, Record, Repository, T, model_name
+from .._repository import Repository, T
+from ..stores import (
+    Condition,
+    Counted,
+    Query,
+    Record,
+    Selection,
+    Store,
+    apply_query,
+    matches,
+    needs_exact,
+    parse_document,
+    plan_writes,
+)
 
 TEMP_PREFIX = ".tmp-"
 LOCK_NAME = ".lock"
@@ -37,8 +50,8 @@ def _may_write(folder: int) -> bool:
         return True
 
 
-class FileSystemRepository(Repository[T]):
-    """Stores each entity as ``<directory>/<model name>/<id>.json`` (pretty-printed JSON).
+class FileStore(Store):
+    """Stores each document as ``<directory>/<model name>/<id>.json`` (pretty-printed JSON).
 
     Several models can share one ``directory``. Writes are atomic and durable: a temp file in
     the same folder, fsync, rename, fsync of the folder; a crash leaves the old or the new
@@ -47,17 +60,17 @@ class FileSystemRepository(Repository[T]):
     never followed; folders are created 0700 and files 0600. File I/O runs in worker threads.
     """
 
-    def __init__(self, model: type[T], directory: str | os.PathLike[str]) -> None:
+    def __init__(self, model: type[BaseModel], directory: str | os.PathLike[str]) -> None:
         super().__init__(model)
         self.directory = Path(directory)
-        self.path = self.directory / model_name(model)
+        self.path = self.directory / self.name
         self._lock = threading.Lock()
         self._opened = False
 
-    def __repr__(self) -> str:
-        return f"FileSystemRepository({self.model.__name__}, {str(self.directory)!r})"
+    def describe(self) -> str:
+        return str(self.path)
 
-    def _location(self, entity_id: str) -> str:
+    def location(self, entity_id: str) -> str:
         return str(self.path / id_to_filename(entity_id))
 
     # ------------------------------------------------------------------ folder access
@@ -226,34 +239,32 @@ class FileSystemRepository(Repository[T]):
             doc = parse_document(data, exact=True)
         except ValueError as exc:
             raise CorruptEntityError(
-                self._location(entity_id), f"not valid JSON ({exc}); delete it to replace it"
+                self.location(entity_id), f"not valid JSON ({exc}); delete it to replace it"
             ) from None
         version = doc.get("version") if isinstance(doc, dict) else None
         return True, version if isinstance(version, int) else None
 
     # ------------------------------------------------------------------ hooks
 
-    async def _get(self, entity_id: str) -> bytes | None:
+    async def get(self, entity_id: str) -> bytes | None:
         return await asyncio.to_thread(self._get_sync, entity_id)
 
     def _get_sync(self, entity_id: str) -> bytes | None:
         with self._folder() as folder:
             return self._read(folder, id_to_filename(entity_id))
 
-    async def _write(self, records: Sequence[Record], *, create: bool) -> list[bool]:
+    async def write(self, records: Sequence[Record], *, create: bool) -> list[bool]:
         return await asyncio.to_thread(self._write_sync, records, create)
 
     def _write_sync(self, records: Sequence[Record], create: bool) -> list[bool]:
         with self._locked_folder() as folder:
-            written: list[bool] = []
+            stored: dict[str, int | None] = {}
             for record in records:
-                if record.expected is None and create:
-                    written.append(True)
-                    continue
-                exists, stored = self._stored_version(folder, record.id)
-                if exists and record.expected is not None and stored != record.expected:
-                    raise ConflictError(record.id, record.expected, stored)
-                written.append(exists or create)
+                if record.expected is not None or not create:  # otherwise written regardless
+                    exists, version = self._stored_version(folder, record.id)
+                    if exists:
+                        stored[record.id] = version
+            written = plan_writes(records, stored, create=create)
             todo = [record for record, write in zip(records, written, strict=True) if write]
             self._replace_files(folder, todo)
             return written
@@ -313,7 +324,7 @@ class FileSystemRepository(Repository[T]):
             with suppress(OSError):  # otherwise cleaned on the next open
                 os.unlink(temp, dir_fd=folder)
 
-    async def _remove(self, entity_id: str) -> bool:
+    async def remove(self, entity_id: str) -> bool:
         return await asyncio.to_thread(self._remove_sync, entity_id)
 
     def _remove_sync(self, entity_id: str) -> bool:
@@ -362,46 +373,36 @@ class FileSystemRepository(Repository[T]):
                     doc = CorruptEntityError(str(self.path / name), f"not valid JSON: {exc}")
                 yield entity_id, raw, doc
 
-    async def _select(self, query: Query) -> list[tuple[str, Data]]:
+    async def select(self, query: Query) -> Selection:
         return await asyncio.to_thread(self._select_sync, query)
 
-    def _select_sync(self, query: Query) -> list[tuple[str, Data]]:
+    def _select_sync(self, query: Query) -> Selection:
         raws: dict[str, bytes] = {}
         docs: list[tuple[str, object]] = []
-        broken: list[tuple[str, Data]] = []
+        broken: list[tuple[str, CorruptEntityError]] = []
+        after = query.after_id
         for entity_id, raw, doc in self._scan(needs_exact(query.conditions, query.order)):
             if isinstance(doc, CorruptEntityError):
-                broken.append((entity_id, doc))
+                if after is None or entity_id > after:
+                    broken.append((entity_id, doc))
             else:
                 raws[entity_id] = raw
                 docs.append((entity_id, doc))
         ids = apply_query(query, docs)
-        rows: list[tuple[str, Data]] = [(key, raws[key]) for key in ids]
-        # Unparsable files cannot be filtered or ordered; report each once per paged scan, or
-        # iter_all would repeat them on every page and never end when they outnumber a page.
-        if query.limit == 0:
-            return rows
-        if query.order or query.offset:
-            return broken + rows if query.offset == 0 else rows
-        full = query.limit is not None and len(ids) >= query.limit
-        kept = [
-            item
-            for item in broken
-            if (query.after_id is None or item[0] > query.after_id)
-            and not (full and item[0] > ids[-1])
-        ]
-        return sorted(kept + rows, key=lambda item: item[0])  # id order: the keyset cursor
+        return Selection([(key, raws[key]) for key in ids], broken)
 
-    async def _count(self, conditions: tuple[Condition, ...]) -> int:
+    async def count(self, conditions: tuple[Condition, ...]) -> Counted:
         return await asyncio.to_thread(self._count_sync, conditions)
 
-    def _count_sync(self, conditions: tuple[Condition, ...]) -> int:
+    def _count_sync(self, conditions: tuple[Condition, ...]) -> Counted:
         total = 0
-        for _, _, doc in self._scan(needs_exact(conditions)):
+        broken: list[tuple[str, CorruptEntityError]] = []
+        for entity_id, _, doc in self._scan(needs_exact(conditions)):
             if isinstance(doc, CorruptEntityError):
-                raise doc
-            total += matches(conditions, doc)
-        return total
+                broken.append((entity_id, doc))
+            else:
+                total += matches(conditions, doc)
+        return Counted(total, broken)
 
 
 def _pretty(text: str) -> bytes:
@@ -411,3 +412,20 @@ def _pretty(text: str) -> bytes:
         return orjson.dumps(doc, option=orjson.OPT_INDENT_2)
     except TypeError:  # an integer beyond 64 bits, which orjson cannot write
         return json.dumps(doc, indent=2, ensure_ascii=False).encode()
+
+
+class FileSystemRepository(Repository[T]):
+    """A repository of ``model`` as JSON files in ``directory`` (a :class:`FileStore`).
+
+    Each entity is ``<directory>/<model name>/<id>.json``; writes are atomic and durable,
+    writers in several processes take turns, readers never wait (see :class:`FileStore`).
+    """
+
+    def __init__(self, model: type[T], directory: str | os.PathLike[str]) -> None:
+        files = FileStore(model, directory)
+        super().__init__(model, files)
+        self.directory = files.directory
+        self.path = files.path
+
+    def __repr__(self) -> str:
+        return f"FileSystemRepository({self.model.__name__}, {str(self.directory)!r})"

@@ -5,68 +5,72 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable, Sequence
 
-from .._errors import ConflictError
-from .._filters import (
+from pydantic import BaseModel
+
+from .._filters import has_long_digits
+from .._repository import Repository, T
+from ..stores import (
     Condition,
+    Counted,
     Query,
+    Record,
+    Selection,
+    Store,
     apply_query,
-    has_long_digits,
     matches,
     needs_exact,
     parse_document,
+    plan_writes,
 )
-from .._repository import Data, Record, Repository, T
 
 
-class InMemoryRepository(Repository[T]):
-    """Keeps entities in this process, as JSON, so every read returns an independent copy.
+class MemoryStore(Store):
+    """Keeps documents in this process, as JSON, so every read returns an independent copy.
 
     Storing the serialised form costs one JSON parse per read instead of a deep copy
     (about 4x cheaper for a Task) and guarantees that nothing a caller holds aliases the
     stored data. Safe under concurrent asyncio tasks and threads.
     """
 
-    def __init__(self, model: type[T]) -> None:
+    def __init__(self, model: type[BaseModel]) -> None:
         super().__init__(model)
         self._lock = threading.Lock()
         # id -> (version, json, parsed document used for filtering; never handed out)
         self._rows: dict[str, tuple[int | None, str, object]] = {}
 
-    async def _get(self, entity_id: str) -> str | None:
+    def describe(self) -> str:
+        return f"memory of this process ({self.name})"
+
+    async def get(self, entity_id: str) -> str | None:
         row = self._rows.get(entity_id)
         return None if row is None else row[1]
 
-    async def _write(self, records: Sequence[Record], *, create: bool) -> list[bool]:
+    async def write(self, records: Sequence[Record], *, create: bool) -> list[bool]:
         parsed = [parse_document(record.json) for record in records]
         with self._lock:
-            present = [record.id in self._rows for record in records]
-            for record, exists in zip(records, present, strict=True):
-                if exists and record.expected is not None:
-                    stored = self._rows[record.id][0]
-                    if stored != record.expected:
-                        raise ConflictError(record.id, record.expected, stored)
-            written = [create or exists for exists in present]
+            stored = {r.id: self._rows[r.id][0] for r in records if r.id in self._rows}
+            written = plan_writes(records, stored, create=create)
             for record, doc, write in zip(records, parsed, written, strict=True):
                 if write:
                     self._rows[record.id] = (record.version, record.json, doc)
         return written
 
-    async def _remove(self, entity_id: str) -> bool:
+    async def remove(self, entity_id: str) -> bool:
         with self._lock:
             return self._rows.pop(entity_id, None) is not None
 
-    async def _select(self, query: Query) -> list[tuple[str, Data]]:
+    async def select(self, query: Query) -> Selection:
         with self._lock:
             rows = dict(self._rows)
         exact = needs_exact(query.conditions, query.order)
         ids = apply_query(query, _documents(rows.items(), exact))
-        return [(key, rows[key][1]) for key in ids]
+        return Selection([(key, rows[key][1]) for key in ids])
 
-    async def _count(self, conditions: tuple[Condition, ...]) -> int:
+    async def count(self, conditions: tuple[Condition, ...]) -> Counted:
         with self._lock:
             rows = dict(self._rows)
         docs = _documents(rows.items(), needs_exact(conditions))
-        return sum(1 for _, doc in docs if matches(conditions, doc))
+        return Counted(sum(1 for _, doc in docs if matches(conditions, doc)))
 
 
 def _documents(
@@ -78,3 +82,13 @@ def _documents(
             yield key, parse_document(text, exact=True)
         else:
             yield key, doc
+
+
+class InMemoryRepository(Repository[T]):
+    """A repository of ``model`` in this process's memory (a :class:`MemoryStore`).
+
+    Every read returns an independent copy; nothing survives the process.
+    """
+
+    def __init__(self, model: type[T]) -> None:
+        super().__init__(model, MemoryStore(model))

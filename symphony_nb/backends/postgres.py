@@ -11,18 +11,18 @@ from contextlib import asynccontextmanager
 from typing import Any, cast
 
 import orjson
+from pydantic import BaseModel
 
-from .._errors import ConflictError, StorageError
+from .._errors import StorageError
 from .._filters import Condition, Query, parse_filter
-from .._repository import Data, Record, Repository, T, model_name
+from .._repository import Repository, T
+from ..stores import Counted, Record, Selection, Store, declared_indexes, plan_writes
 from ._pg_pool import LoopPools
 from ._pg_schema import DEFAULT_SCHEMA, SCHEMA_VERSION, check_schema, create_schema, split_url
 from ._pg_sql import count_sql, document, index_sql, model_segments, quote_ident, select_sql
 
-__all__ = ["DEFAULT_INDEXES", "DEFAULT_SCHEMA", "SCHEMA_VERSION", "PostgresRepository", "open_url"]
+__all__ = ["DEFAULT_SCHEMA", "SCHEMA_VERSION", "PostgresRepository", "PostgresStore", "open_url"]
 
-DEFAULT_INDEXES = ("status", "priority", "created_at")
-"""Fields indexed whenever the model has them (Task: all three)."""
 BULK_THRESHOLD = 1000
 """From this many records on, ``save_many`` loads them with COPY into a temp table."""
 # ``{expected}`` is a jsonb object of id -> the version each checked record was based on; an
@@ -58,8 +58,8 @@ def _driver_errors(asyncpg: Any) -> tuple[type[BaseException], ...]:
     )
 
 
-class PostgresRepository(Repository[T]):
-    """Stores each entity as a JSONB document in ``<schema>.<model name>`` on PostgreSQL.
+class PostgresStore(Store):
+    """Stores each document as JSONB in ``<schema>.<model name>`` on PostgreSQL.
 
     Args:
         model: the pydantic model class to store.
@@ -67,8 +67,8 @@ class PostgresRepository(Repository[T]):
             parameter chooses the schema when ``schema`` is not given.
         schema: the PostgreSQL schema holding the tables (default ``symphony``); it and the
             table are created on first use, safely when several processes start at once.
-        indexes: more fields to index, in addition to those of ``DEFAULT_INDEXES`` the model
-            has: field names, dotted paths into nested models, or dotted keys into dict fields
+        indexes: more fields to index, in addition to those the model declares in
+            ``__indexes__`` (Task: ``status``, ``priority``, ``created_at``): field names, dotted paths into nested models, or dotted keys into dict fields
             (``"input_data.kind"``). Indexes serve ``$eq``, ``$in`` and range filters on
             string, enum and datetime values.
         pool_size: the most connections kept per event loop.
@@ -81,7 +81,7 @@ class PostgresRepository(Repository[T]):
 
     def __init__(
         self,
-        model: type[T],
+        model: type[BaseModel],
         url: str,
         *,
         schema: str | None = None,
@@ -97,7 +97,7 @@ class PostgresRepository(Repository[T]):
         self.schema = check_schema(
             schema if schema is not None else self._url.schema or DEFAULT_SCHEMA
         )
-        self.table = model_name(model)
+        self.table = self.name
         if isinstance(pool_size, bool) or not isinstance(pool_size, int) or pool_size < 1:
             raise ValueError(f"pool_size must be an int >= 1, got {pool_size!r}")
         self._pool_size = pool_size
@@ -107,17 +107,17 @@ class PostgresRepository(Repository[T]):
         self._ready = False
         self._pools = LoopPools(self._new_pool)
 
-    def __repr__(self) -> str:
-        return f"PostgresRepository({self.model.__name__}, {self.url!r}, schema={self.schema!r})"
+    def describe(self) -> str:
+        return f"{self.url} table {self.schema}.{self.table}"
 
-    def _location(self, entity_id: str) -> str:
+    def location(self, entity_id: str) -> str:
         return f"{self.schema}.{self.table} id {entity_id!r}"
 
     def _index_expressions(self, extra: Sequence[str]) -> dict[str, str]:
         if isinstance(extra, str):
             extra = [extra]
         fields = self.model.model_fields
-        names = [name for name in DEFAULT_INDEXES if name in fields] + list(extra)
+        names = [name for name in declared_indexes(self.model) if name in fields] + list(extra)
         expressions: dict[str, str] = {}
         for name in dict.fromkeys(names):
             (condition,) = parse_filter(self.model, {name: {"$exists": True}})
@@ -177,11 +177,11 @@ class PostgresRepository(Repository[T]):
         except self._errors as exc:
             raise self._failure(exc, doing) from exc
 
-    async def _get(self, entity_id: str) -> str | None:
+    async def get(self, entity_id: str) -> str | None:
         doc = await self._run("reading", "fetchval", self._get_sql, entity_id)
         return cast("str | None", doc)
 
-    async def _write(self, records: Sequence[Record], *, create: bool) -> list[bool]:
+    async def write(self, records: Sequence[Record], *, create: bool) -> list[bool]:
         ids = [record.id for record in records]
         versions = [record.version for record in records]
         docs = [document(record.json) for record in records]
@@ -191,11 +191,15 @@ class PostgresRepository(Repository[T]):
             written = await self._upsert(conn, records, ids, versions, docs)
             if len(written) < len(records):
                 done = {row[0] for row in written}
-                record = next(record for record in records if record.id not in done)
-                stored = await conn.fetchval(
-                    f"SELECT version FROM {self._qualified} WHERE id = $1", record.id
+                skipped = [record.id for record in records if record.id not in done]
+                rows = await conn.fetch(
+                    f"SELECT id, version FROM {self._qualified} WHERE id = ANY($1::text[])",
+                    skipped,
                 )
-                raise ConflictError(record.id, record.expected, stored)
+                plan_writes(records, {row[0]: row[1] for row in rows}, create=True)
+                raise StorageError(
+                    f"PostgreSQL at {self.url}: writing skipped {skipped} without a version conflict"
+                )
         return [True] * len(records)
 
     async def _upsert(
@@ -259,15 +263,7 @@ class PostgresRepository(Repository[T]):
             f"SELECT id, version FROM {self._qualified} WHERE id = ANY($1::text[]) FOR UPDATE",
             ids,
         )
-        stored = {row[0]: row[1] for row in rows}
-        for record in records:
-            if (
-                record.id in stored
-                and record.expected is not None
-                and stored[record.id] != record.expected
-            ):
-                raise ConflictError(record.id, record.expected, stored[record.id])
-        present = [entity_id in stored for entity_id in ids]
+        present = plan_writes(records, {row[0]: row[1] for row in rows}, create=False)
         if any(present):
             await conn.execute(
                 f"UPDATE {self._qualified} AS t SET version = u.version, doc = u.doc "
@@ -279,21 +275,50 @@ class PostgresRepository(Repository[T]):
             )
         return present
 
-    async def _remove(self, entity_id: str) -> bool:
+    async def remove(self, entity_id: str) -> bool:
         sql = f"DELETE FROM {self._qualified} WHERE id = $1"
         return cast(str, await self._run("deleting", "execute", sql, entity_id)) == "DELETE 1"
 
-    async def _select(self, query: Query) -> list[tuple[str, Data]]:
+    async def select(self, query: Query) -> Selection:
         sql, params = select_sql(self.model, self._qualified, query)
         rows = await self._run("querying", "fetch", sql, *params)
-        return [(row[0], row[1]) for row in rows]
+        return Selection([(row[0], row[1]) for row in rows])
 
-    async def _count(self, conditions: tuple[Condition, ...]) -> int:
+    async def count(self, conditions: tuple[Condition, ...]) -> Counted:
         sql, params = count_sql(self.model, self._qualified, conditions)
-        return cast(int, await self._run("counting", "fetchval", sql, *params))
+        return Counted(cast(int, await self._run("counting", "fetchval", sql, *params)))
 
-    async def _close(self) -> None:
+    async def close(self) -> None:
         await self._pools.close()
+
+
+class PostgresRepository(Repository[T]):
+    """A repository of ``model`` as JSONB documents in ``<schema>.<model name>`` on PostgreSQL.
+
+    Takes the arguments of :class:`PostgresStore` (``url``, ``schema``, ``indexes``,
+    ``pool_size``). Filters, ordering, paging and counts run in the database; ``save_many``
+    is all or nothing in one transaction and loads large batches with COPY. The same object
+    works with ``await`` and through ``.sync`` in any order (one connection pool per event
+    loop; ``close()`` closes all of them). ``url`` keeps the URL with its password masked.
+    """
+
+    def __init__(
+        self,
+        model: type[T],
+        url: str,
+        *,
+        schema: str | None = None,
+        indexes: Sequence[str] = (),
+        pool_size: int = 10,
+    ) -> None:
+        database = PostgresStore(model, url, schema=schema, indexes=indexes, pool_size=pool_size)
+        super().__init__(model, database)
+        self.url = database.url
+        self.schema = database.schema
+        self.table = database.table
+
+    def __repr__(self) -> str:
+        return f"PostgresRepository({self.model.__name__}, {self.url!r}, schema={self.schema!r})"
 
 
 def open_url(model: type[T], url: str) -> PostgresRepository[T]:

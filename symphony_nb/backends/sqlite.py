@@ -14,29 +14,23 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import orjson
+from pydantic import BaseModel
 
-from .._errors import (
-    ConflictError,
-    CorruptEntityError,
-    InvalidUrlError,
-    StorageError,
-    SymphonyError,
-)
-from .._filters import Condition, Query
-from .._repository import Data, Record, Repository, T, _gc_paused, model_name
+from .._errors import CorruptEntityError, InvalidUrlError, StorageError, SymphonyError
+from .._repository import Repository, T, _gc_paused
 from .._storage import expand_path, mask_url
+from ..stores import Condition, Counted, Query, Record, Selection, Store, plan_writes
 from ._sqlite_conn import MEMORY, Session, WorkerClosed, immediate, read_only_error, translate
 from ._sqlite_schema import IndexSpec, Layout
 from ._sqlite_sql import SqlCompiler, quote
 
 R = TypeVar("R")
-Rows = list[tuple[str, Data]]
-_OPEN: weakref.WeakSet[SQLiteRepository[Any]] = weakref.WeakSet()
+_OPEN: weakref.WeakSet[SQLiteStore] = weakref.WeakSet()
 _INHERITED: list[Session] = []
 
 
-class SQLiteRepository(Repository[T]):
-    """Stores ``model`` in the SQLite file ``path``, e.g. ``SQLiteRepository(Task, "symphony.db")``.
+class SQLiteStore(Store):
+    """Stores ``model`` documents in the SQLite file ``path`` (see :class:`SQLiteRepository`).
 
     The file and its folder are created if missing; a relative path is resolved at once.
 
@@ -57,7 +51,7 @@ class SQLiteRepository(Repository[T]):
 
     def __init__(
         self,
-        model: type[T],
+        model: type[BaseModel],
         path: str | os.PathLike[str],
         *,
         indexes: Iterable[IndexSpec] = (),
@@ -71,7 +65,7 @@ class SQLiteRepository(Repository[T]):
         # even if the working directory changes.
         self.path = path if path == MEMORY else os.path.abspath(path)
         self.timeout = timeout
-        self.table = model_name(model)
+        self.table = self.name
         self._layout = Layout.plan(model, self.table, indexes)
         self._sql = SqlCompiler(model, self.table, self._layout.columns)
         self._session: Session | None = None
@@ -91,10 +85,10 @@ class SQLiteRepository(Repository[T]):
         )
         self._update_sql = f"UPDATE {table} SET version = ?, doc = ? WHERE id = ?"
 
-    def __repr__(self) -> str:
-        return f"SQLiteRepository({self.model.__name__}, {self.path!r})"
+    def describe(self) -> str:
+        return f"{self.path} table {self.table!r}"
 
-    def _location(self, entity_id: str) -> str:
+    def location(self, entity_id: str) -> str:
         return f"{self.path} table {self.table!r} id {entity_id!r}"
 
     # ------------------------------------------------------------------ sessions
@@ -159,7 +153,7 @@ class SQLiteRepository(Repository[T]):
         if self._current().read_only:
             raise read_only_error(self.path, "no write permission on the file or its folder")
 
-    async def _close(self) -> None:
+    async def close(self) -> None:
         with self._guard:
             session, self._session = self._session, None
             if self._finalizer is not None:
@@ -170,7 +164,7 @@ class SQLiteRepository(Repository[T]):
 
     # ------------------------------------------------------------------ reads
 
-    async def _get(self, entity_id: str) -> str | None:
+    async def get(self, entity_id: str) -> str | None:
         session = self._current()
         if session.ready and session.direct_reads and not self._missing:
             try:
@@ -192,60 +186,61 @@ class SQLiteRepository(Repository[T]):
         rows = conn.execute(self._get_sql, (entity_id,)).fetchall()
         return rows[0][0] if rows else None
 
-    async def _select(self, query: Query) -> Rows:
+    async def select(self, query: Query) -> Selection:
         return await self._run(self._select_sync, query)
 
-    def _select_sync(self, conn: sqlite3.Connection, query: Query) -> Rows:
+    def _select_sync(self, conn: sqlite3.Connection, query: Query) -> Selection:
         if self._missing:
-            return []
+            return Selection([])
         with _gc_paused():  # a row tuple per match: the same collector cost as decoding
             return self._fetch(conn, query)
 
-    def _fetch(self, conn: sqlite3.Connection, query: Query) -> Rows:
+    def _fetch(self, conn: sqlite3.Connection, query: Query) -> Selection:
         sql, params = self._sql.select(query)
         try:
-            return conn.execute(sql, params).fetchall()
+            return Selection(conn.execute(sql, params).fetchall())
         except sqlite3.OperationalError as exc:
             if "malformed JSON" not in str(exc):
                 raise
         # Some doc is not JSON (written around the CHECK constraint): report those rows as
         # corrupt and answer the query over the others.
-        broken: Rows = []
-        if query.offset == 0:
-            after = query.after_id or ""
-            broken = [
-                (entity_id, self._unparsable(entity_id))
-                for entity_id in self._unparsable_ids(conn)
-                if entity_id > after
-            ]
+        after = query.after_id or ""
+        broken = [
+            (entity_id, self._unparsable(entity_id))
+            for entity_id in self._unparsable_ids(conn)
+            if entity_id > after
+        ]
         sql, params = self._sql.select(query, guard=True)
-        return broken + conn.execute(sql, params).fetchall()
+        return Selection(conn.execute(sql, params).fetchall(), broken)
 
     def _unparsable_ids(self, conn: sqlite3.Connection) -> list[str]:
         sql = f"SELECT id FROM {quote(self.table)} WHERE NOT json_valid(doc) ORDER BY id"
         return [row[0] for row in conn.execute(sql)]
 
     def _unparsable(self, entity_id: str) -> CorruptEntityError:
-        return CorruptEntityError(self._location(entity_id), "the doc column is not valid JSON")
+        return CorruptEntityError(self.location(entity_id), "the doc column is not valid JSON")
 
-    async def _count(self, conditions: tuple[Condition, ...]) -> int:
+    async def count(self, conditions: tuple[Condition, ...]) -> Counted:
         return await self._run(self._count_sync, conditions)
 
-    def _count_sync(self, conn: sqlite3.Connection, conditions: tuple[Condition, ...]) -> int:
+    def _count_sync(self, conn: sqlite3.Connection, conditions: tuple[Condition, ...]) -> Counted:
         if self._missing:
-            return 0
+            return Counted(0)
         sql, params = self._sql.count(conditions)
         try:
-            return int(conn.execute(sql, params).fetchone()[0])
+            return Counted(int(conn.execute(sql, params).fetchone()[0]))
         except sqlite3.OperationalError as exc:
-            broken = self._unparsable_ids(conn) if "malformed JSON" in str(exc) else []
-            if not broken:
+            if "malformed JSON" not in str(exc):
                 raise
-            raise self._unparsable(broken[0]) from None
+        broken = [
+            (entity_id, self._unparsable(entity_id)) for entity_id in self._unparsable_ids(conn)
+        ]
+        sql, params = self._sql.count(conditions, guard=True)
+        return Counted(int(conn.execute(sql, params).fetchone()[0]), broken)
 
     # ------------------------------------------------------------------ writes
 
-    async def _write(self, records: Sequence[Record], *, create: bool) -> list[bool]:
+    async def write(self, records: Sequence[Record], *, create: bool) -> list[bool]:
         self._refuse_writes()
         return await self._run(self._write_sync, records, create)
 
@@ -257,31 +252,63 @@ class SQLiteRepository(Repository[T]):
                 rows = ((r.id, r.version, r.json, r.expected) for r in records)
                 # The upsert skips a row whose stored version differs; then find and refuse it.
                 if conn.executemany(self._upsert_sql, rows).rowcount != len(records):
-                    self._check_versions(self._versions(conn, records), records)
+                    plan_writes(records, self._versions(conn, records), create=True)
                     raise SymphonyError("a write was skipped without a version conflict")
                 return [True] * len(records)
-            stored = self._versions(conn, records)
-            self._check_versions(stored, records)
-            todo = [(r.version, r.json, r.id) for r in records if r.id in stored]
+            written = plan_writes(records, self._versions(conn, records), create=False)
+            todo = [(r.version, r.json, r.id) for r, ok in zip(records, written, strict=True) if ok]
             conn.executemany(self._update_sql, todo)
-            return [r.id in stored for r in records]
+            return written
 
     def _versions(self, conn: sqlite3.Connection, records: Sequence[Record]) -> dict[str, Any]:
         ids = orjson.dumps([r.id for r in records]).decode()
         return dict(conn.execute(self._versions_sql, (ids,)).fetchall())
 
-    @staticmethod
-    def _check_versions(stored: dict[str, Any], records: Sequence[Record]) -> None:
-        for r in records:
-            if r.id in stored and r.expected is not None and stored[r.id] != r.expected:
-                raise ConflictError(r.id, r.expected, stored[r.id])
-
-    async def _remove(self, entity_id: str) -> bool:
+    async def remove(self, entity_id: str) -> bool:
         self._refuse_writes()
         return await self._run(self._remove_sync, entity_id)
 
     def _remove_sync(self, conn: sqlite3.Connection, entity_id: str) -> bool:
         return bool(conn.execute(self._delete_sql, (entity_id,)).rowcount)
+
+
+class SQLiteRepository(Repository[T]):
+    """A repository of ``model`` in the SQLite file ``path``, e.g. ``SQLiteRepository(Task, "symphony.db")``.
+
+    The file and its folder are created if missing; a relative path is resolved at once.
+
+    Filters, ordering, paging and counts run in SQLite, with the same semantics as every
+    other backend. The fields the model declares in ``__indexes__`` (Task: ``status``,
+    ``priority``, ``created_at``) are indexed; ``indexes`` adds more: field names or dotted
+    keys into dict fields (``"agent_id"``, ``"input_data.kind"``), or tuples of them for
+    composite indexes.
+
+    Several repositories (one per model) and several processes may share one file: the file
+    is in WAL mode, readers never wait, and each write checks versions and writes inside
+    ``BEGIN IMMEDIATE``, waiting up to ``timeout`` seconds for another writer. Commits are
+    durable (``synchronous=FULL``). ``path=":memory:"`` keeps a private in-memory database.
+
+    A file this process may read but not write (or in a folder it may not write) is opened
+    read-only: reads work (a table not made yet reads as empty) and writes raise
+    :class:`StorageError` saying so. Nothing is created in it, not even the table.
+    """
+
+    def __init__(
+        self,
+        model: type[T],
+        path: str | os.PathLike[str],
+        *,
+        indexes: Iterable[IndexSpec] = (),
+        timeout: float = 10.0,
+    ) -> None:
+        database = SQLiteStore(model, path, indexes=indexes, timeout=timeout)
+        super().__init__(model, database)
+        self.path = database.path
+        self.table = database.table
+        self.timeout = database.timeout
+
+    def __repr__(self) -> str:
+        return f"SQLiteRepository({self.model.__name__}, {self.path!r})"
 
 
 def open_url(model: type[T], url: str) -> SQLiteRepository[T]:
