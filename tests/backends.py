@@ -57,6 +57,11 @@ class Backend:
 BACKENDS: dict[str, Backend] = {}
 
 
+def base(name: str) -> str:
+    """The real backend under ``name`` (``recorded:sqlite`` -> ``sqlite``)."""
+    return name.rsplit(":", 1)[-1]
+
+
 def having(*capabilities: str) -> list[str]:
     """The names, sorted, of the backends that have every one of ``capabilities``."""
     known = {field.name for field in fields(Backend)}
@@ -203,6 +208,37 @@ async def plant_sqlite(repo: Any, key: str, raw: bytes) -> bool:
 
 
 BACKENDS["sqlite"] = Backend(sqlite, url=sqlite_url, shared=True, on_disk=True, plant=plant_sqlite)
+
+
+# ---------------------------------------------------------------------- through the seam
+
+
+@contextlib.asynccontextmanager
+async def dict_store(model: type[Any], where: Path) -> AsyncIterator[Repository[Any]]:
+    """The store ``tests/test_store_seam.py`` writes from public names only."""
+    from tests.test_store_seam import DictStore
+
+    async with Repository(model, DictStore(model)) as repo:
+        yield repo
+
+
+BACKENDS["dict"] = Backend(dict_store)
+
+
+def _recorded(base: Factory) -> Factory:
+    @contextlib.asynccontextmanager
+    async def make(model: type[Any], where: Path) -> AsyncIterator[Repository[Any]]:
+        from tests.test_store_seam import Recording
+
+        async with base(model, where) as repo:
+            yield Repository(model, Recording(repo.store))
+
+    return make
+
+
+# Every real backend once more, its store wrapped in a layer that records each call.
+for _name in ("files", "memory", "postgres", "sqlite"):
+    BACKENDS[f"recorded:{_name}"] = Backend(_recorded(BACKENDS[_name].make))
 
 
 # ---------------------------------------------------------------------- opening
