@@ -8,6 +8,8 @@ AgentConfig models, the services that use them, and sync facades for notebook ce
     task_id = await repo.save(Task(name="hello"))       # or repo.sync.save(...)
 """
 
+from typing import TYPE_CHECKING, Any
+
 from ._copy import copy_repository
 from ._errors import (
     ConflictError,
@@ -30,12 +32,29 @@ from .backends.filesystem import FileSystemRepository
 from .backends.memory import InMemoryRepository
 from .backends.postgres import PostgresRepository
 from .backends.sqlite import SQLiteRepository
-from .dataframes import from_dataframe, to_dataframe
 from .services.agent import Agent, AgentFactory, LanguageModel, offline_model
 from .services.registry import ServiceRegistry
 from .services.tasks import TaskManager
 
 __version__ = "0.1.0"
+
+_LAZY = {"to_dataframe": "symphony_nb.dataframes", "from_dataframe": "symphony_nb.dataframes"}
+"""Names whose module needs the notebook extras (pandas): imported on first use."""
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'symphony_nb' has no attribute {name!r}")
+    from importlib import import_module
+
+    value = getattr(import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+if TYPE_CHECKING:
+    from .dataframes import from_dataframe, to_dataframe
 
 __all__ = [
     "Agent",

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from ._repository import Repository, T
+from ._repository import Repository
+from ._types import T
 from .stores import Record
 
 

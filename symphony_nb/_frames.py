@@ -13,8 +13,13 @@ from enum import Enum
 from operator import itemgetter
 from typing import Any, Literal, get_args
 
-import numpy as np
-import pandas as pd
+try:
+    import numpy as np
+    import pandas as pd
+except ImportError as exc:  # pragma: no cover - the notebook extras are missing
+    raise ImportError(
+        "symphony_nb's pandas face needs pandas: pip install 'symphony_nb[notebook]'"
+    ) from exc
 from pydantic import AwareDatetime, BaseModel, FutureDatetime, NaiveDatetime, PastDatetime
 
 from ._filters import unwrap

@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from datetime import datetime
 from operator import itemgetter
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Generic, Literal, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Literal, Self
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 from pydantic_core import PydanticSerializationError
@@ -32,6 +32,7 @@ from ._filters import (
 )
 from ._ids import check_id
 from ._models import utc_now
+from ._types import T
 from ._values import storable_fields
 from ._warnings import warn_caller
 from .stores import Record, Store, collection_name
@@ -41,7 +42,6 @@ if TYPE_CHECKING:
 
     from ._sync_faces import SyncRepository
 
-T = TypeVar("T", bound=BaseModel)
 OnCorrupt = Literal["raise", "warn"]
 Filter = Mapping[str, Any]
 OrderBy = str | Sequence[str]

@@ -15,7 +15,8 @@ from typing import Any
 from urllib.parse import unquote
 
 from ._errors import InvalidUrlError
-from ._repository import Repository, T
+from ._repository import Repository
+from ._types import T
 
 Opener = Callable[[type[Any], str], Repository[Any]]
 _OPENERS: dict[str, Opener] = {}

@@ -9,10 +9,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Generic
 
-from ._repository import Repository, T
 from ._sync import SyncFacade, run_sync, sync_iterator
-from .services.agent import Agent, AgentFactory
-from .services.tasks import TaskManager
+from ._types import T
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -21,11 +19,12 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from ._models import Task
-    from ._repository import Filter, OnCorrupt, OrderBy
-    from .services.agent import LanguageModel
+    from ._repository import Filter, OnCorrupt, OrderBy, Repository
+    from .services.agent import Agent, AgentFactory, LanguageModel
+    from .services.tasks import TaskManager
 
 
-class SyncRepository(SyncFacade[Repository[T]], Generic[T]):
+class SyncRepository(SyncFacade["Repository[T]"], Generic[T]):
     """Blocking methods of :class:`Repository`.
 
     Each one runs the coroutine method of the same name to completion (see
@@ -33,6 +32,7 @@ class SyncRepository(SyncFacade[Repository[T]], Generic[T]):
     """
 
     __slots__ = ()
+    _target: Repository[T]
 
     def save(self, entity: T, *, timeout: float | None = None) -> str:
         """Insert or replace ``entity``; return its id.
@@ -161,7 +161,7 @@ class SyncRepository(SyncFacade[Repository[T]], Generic[T]):
         run_sync(self._target.close(), timeout)
 
 
-class SyncTaskManager(SyncFacade[TaskManager]):
+class SyncTaskManager(SyncFacade["TaskManager"]):
     """Blocking methods of :class:`TaskManager`.
 
     Each one runs the coroutine method of the same name to completion (see
@@ -169,6 +169,7 @@ class SyncTaskManager(SyncFacade[TaskManager]):
     """
 
     __slots__ = ()
+    _target: TaskManager
 
     def create_task(self, name: str, *, timeout: float | None = None, **fields: Any) -> Task:
         """Validate a new task (``name`` plus any Task field) and save it."""
@@ -219,7 +220,7 @@ class SyncTaskManager(SyncFacade[TaskManager]):
         )
 
 
-class SyncAgentFactory(SyncFacade[AgentFactory]):
+class SyncAgentFactory(SyncFacade["AgentFactory"]):
     """Blocking methods of :class:`AgentFactory`.
 
     Each one runs the coroutine method of the same name to completion (see
@@ -227,6 +228,7 @@ class SyncAgentFactory(SyncFacade[AgentFactory]):
     """
 
     __slots__ = ()
+    _target: AgentFactory
 
     def create_agent(
         self,
@@ -244,7 +246,7 @@ class SyncAgentFactory(SyncFacade[AgentFactory]):
         return run_sync(self._target.create_agent(config_id, llm=llm, **overrides), timeout)
 
 
-class SyncAgent(SyncFacade[Agent]):
+class SyncAgent(SyncFacade["Agent"]):
     """Blocking methods of :class:`Agent`.
 
     Each one runs the coroutine method of the same name to completion (see
@@ -252,6 +254,7 @@ class SyncAgent(SyncFacade[Agent]):
     """
 
     __slots__ = ()
+    _target: Agent
 
     def run(self, input_data: Mapping[str, Any], *, timeout: float | None = None) -> dict[str, Any]:
         """Ask the language model about ``input_data``; return the output to store on a task."""

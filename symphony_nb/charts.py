@@ -13,7 +13,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Literal
 
-import pandas as pd
+try:
+    import pandas as pd
+except ImportError as exc:  # pragma: no cover - the notebook extras are missing
+    raise ImportError(
+        "symphony_nb's pandas face needs pandas: pip install 'symphony_nb[notebook]'"
+    ) from exc
 
 from ._models import Task, TaskPriority, TaskStatus
 from ._repository import Repository

@@ -24,7 +24,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson
-import pandas as pd
+
+try:
+    import pandas as pd
+except ImportError as exc:  # pragma: no cover - the notebook extras are missing
+    raise ImportError(
+        "symphony_nb's pandas face needs pandas: pip install 'symphony_nb[notebook]'"
+    ) from exc
 from pydantic import BaseModel
 from pydantic import ValidationError as PydanticValidationError
 

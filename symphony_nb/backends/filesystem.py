@@ -19,7 +19,8 @@ from pydantic import BaseModel
 
 from .._errors import CorruptEntityError, StorageError
 from .._ids import filename_to_id, id_to_filename
-from .._repository import Repository, T
+from .._repository import Repository
+from .._types import T
 from ..stores import (
     Condition,
     Counted,

@@ -8,7 +8,8 @@ from collections.abc import Iterable, Sequence
 from pydantic import BaseModel
 
 from .._filters import has_long_digits
-from .._repository import Repository, T
+from .._repository import Repository
+from .._types import T
 from ..stores import (
     Condition,
     Counted,

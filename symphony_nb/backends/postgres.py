@@ -15,7 +15,8 @@ from pydantic import BaseModel
 
 from .._errors import StorageError
 from .._filters import Condition, Query, parse_filter
-from .._repository import Repository, T
+from .._repository import Repository
+from .._types import T
 from ..stores import Counted, Record, Selection, Store, declared_indexes, plan_writes
 from ._pg_pool import LoopPools
 from ._pg_schema import DEFAULT_SCHEMA, SCHEMA_VERSION, check_schema, create_schema, split_url
