@@ -37,8 +37,9 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel
 from pydantic_core import to_jsonable_python
 
-from ._models import Entity, TaskPriority, TaskStatus
-from ._sync import in_loop_thread, run_sync
+from ._loopthread import in_loop_thread
+from ._sync import run_sync
+from ._urls import mask_url
 
 if TYPE_CHECKING:
     from ._repository import Repository
@@ -54,19 +55,18 @@ INLINE_JSON = 60
 MAX_TEXT = 20_000
 CELL_TEXT = 60
 
-_STATUS_COLOURS = {
-    TaskStatus.PENDING: "#6e7781",
-    TaskStatus.RUNNING: "#0969da",
-    TaskStatus.COMPLETED: "#1a7f37",
-    TaskStatus.FAILED: "#cf222e",
-    TaskStatus.CANCELLED: "#9a6700",
+# Badge colours by kind (an enum class's ``__badge__``) and member value.
+_COLOURS = {
+    "status": {
+        "pending": "#6e7781",
+        "running": "#0969da",
+        "completed": "#1a7f37",
+        "failed": "#cf222e",
+        "cancelled": "#9a6700",
+    },
+    "priority": {"low": "#6e7781", "medium": "#0969da", "high": "#bc4c00", "critical": "#cf222e"},
 }
-_PRIORITY_COLOURS = {
-    TaskPriority.LOW: "#6e7781",
-    TaskPriority.MEDIUM: "#0969da",
-    TaskPriority.HIGH: "#bc4c00",
-    TaskPriority.CRITICAL: "#cf222e",
-}
+_GREY = "#6e7781"
 # Inline styles, not a <style> block: JupyterLab strips <style> from untrusted outputs, and
 # classes alone would look the same as plain text wherever no stylesheet knows them.
 _BADGE = "display:inline-block;padding:0 .5em;margin-left:.4em;border-radius:1em;font-size:85%;"
@@ -117,17 +117,19 @@ def _guarded(value: object, build: Callable[[], str]) -> str:
 
 
 def badge(value: Enum, field: str = "") -> str:
-    """An enum member as a badge: task statuses filled, priorities outlined, others grey.
+    """An enum member as a badge: statuses filled, priorities outlined, others grey.
 
-    ``field`` (the field's name) becomes the badge's tooltip.
+    An enum class says which it is with ``__badge__ = "status"`` or ``"priority"``
+    (``TaskStatus`` and ``TaskPriority`` do). ``field`` (the field's name) becomes the tooltip.
     """
     text = str(value.value)
-    if isinstance(value, TaskStatus):
-        kind, colours = "status", f"background:{_STATUS_COLOURS[value]};color:#fff;"
+    kind = getattr(type(value), "__badge__", "enum")
+    if kind == "status":
+        colours = f"background:{_COLOURS[kind].get(text, _GREY)};color:#fff;"
         colours += "border:1px solid transparent;"
-    elif isinstance(value, TaskPriority):
-        colour = _PRIORITY_COLOURS[value]
-        kind, colours = "priority", f"color:{colour};border:1px solid {colour};"
+    elif kind == "priority":
+        colour = _COLOURS[kind].get(text, _GREY)
+        colours = f"color:{colour};border:1px solid {colour};"
     else:
         kind, colours = "enum", "border:1px solid rgba(128,128,128,.6);"
     css = f"snb-badge snb-{kind}" + ("" if kind == "enum" else f" snb-{kind}-{_css(text)}")
@@ -312,7 +314,7 @@ def _table(items: Sequence[BaseModel], limit: int) -> str:
 
 def list_html(items: list[Any]) -> str | None:
     """A table if every item is an ``Entity`` or a stored model, else None (the normal repr)."""
-    models: tuple[type[BaseModel], ...] = (Entity, *_stored)
+    models = tuple(_stored)
     if not items or not all(isinstance(item, models) for item in items):
         return None
     return entities_html(items)
@@ -323,9 +325,6 @@ def list_html(items: list[Any]) -> str | None:
 
 def location(repository: Repository[Any]) -> str:
     """Where ``repository`` keeps its data: a path, or a URL with any password masked."""
-    from ._storage import mask_url
-    from .backends.memory import InMemoryRepository
-
     table = getattr(repository, "table", None)
     url = getattr(repository, "url", None)  # PostgresRepository keeps it masked already
     path = getattr(repository, "path", None)
@@ -335,16 +334,12 @@ def location(repository: Repository[Any]) -> str:
         table = f"{schema}.{table}" if schema and table else table
     elif isinstance(path, str | os.PathLike):
         where = os.fspath(path)
-    elif isinstance(repository, InMemoryRepository):
-        return "memory of this process"
     else:
-        return "unknown"
+        return str(repository.store.describe())
     return f"{where} (table {table})" if isinstance(table, str) else where
 
 
 def _unavailable(exc: Exception) -> str:
-    from ._storage import mask_url
-
     if isinstance(exc, TimeoutError):
         return f"count unavailable: no answer within {COUNT_TIMEOUT} s"
     return f"count unavailable: {_clip(mask_url(f'{type(exc).__name__}: {exc}'), 300)}"
@@ -480,7 +475,7 @@ def register_model(model: type[BaseModel] | None = None) -> None:
         if formatter is None:
             return
         _install_list_printer(formatter)
-        if model is None or issubclass(model, Entity) or hasattr(model, "_repr_html_"):
+        if model is None or hasattr(model, "_repr_html_"):
             return  # a model's own _repr_html_ is used as it is
         if _printer_for(formatter, model) is None:
             formatter.for_type(model, entity_html)

@@ -20,6 +20,7 @@ from pydantic import (
     StringConstraints,
 )
 
+from ._display import entity_html, register_model
 from ._errors import TemplateError
 
 
@@ -56,6 +57,8 @@ def new_id() -> str:
 class TaskStatus(StrEnum):
     """Where a task is in its life."""
 
+    __badge__ = "status"
+
     PENDING = "pending"
     RUNNING = "running"
     COMPLETED = "completed"
@@ -65,6 +68,8 @@ class TaskStatus(StrEnum):
 
 class TaskPriority(StrEnum):
     """How urgent a task is; ordering by priority follows this declaration order."""
+
+    __badge__ = "priority"
 
     LOW = "low"
     MEDIUM = "medium"
@@ -102,9 +107,10 @@ class Entity(BaseModel):
 
     def _repr_html_(self) -> str:
         """This entity as an HTML card in a notebook (see :mod:`symphony_nb._display`)."""
-        from ._display import entity_html
-
         return entity_html(self)
+
+
+register_model(Entity)  # entities, and lists of them, show as HTML in a notebook
 
 
 class Task(Entity):

@@ -12,11 +12,13 @@ import os
 import re
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import unquote
 
 from ._errors import InvalidUrlError
 from ._repository import Repository
 from ._types import T
+from ._urls import expand_path, mask_url
+
+__all__ = ["expand_path", "known_schemes", "mask_url", "open_repository", "register_scheme"]
 
 Opener = Callable[[type[Any], str], Repository[Any]]
 _OPENERS: dict[str, Opener] = {}
@@ -32,8 +34,6 @@ URL_ENV = "SYMPHONY_NB_URL"
 # "name:" not followed by "//": a URL missing its slashes, never meant as a folder name.
 _SCHEME_ONLY = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*):(?!//)")
 _SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
-_SECRET_KEYS = ("password", "sslpassword")
-_BAD_PORT = re.compile(r"^([^:/?#\[\]]*):(?![0-9]*(?:[/?#,]|$)).*", re.DOTALL)
 
 
 def register_scheme(scheme: str, opener: Opener) -> None:
@@ -52,47 +52,6 @@ def default_url() -> str:
     A blank ``$SYMPHONY_NB_URL`` counts as unset.
     """
     return os.environ.get(URL_ENV, "").strip() or DEFAULT_URL
-
-
-def mask_url(url: str) -> str:
-    """``url`` with every form of password replaced by ``***``, for messages and logs.
-
-    Masks the password of the user part (even one holding unescaped ``/``, ``@``, ``#``, ``?``
-    or ``:``, by taking the user part to end at the last ``@``) and ``password=`` query values.
-    """
-    head, sep, rest = url.partition("://")
-    if sep and "@" in rest:
-        userinfo, _, after = rest.rpartition("@")
-        user, colon, _ = userinfo.partition(":")
-        if colon:
-            rest = f"{user}:***@{after}"
-    elif sep:  # no "@": a "port" that is not a number may be a password; hide all after it
-        rest = _BAD_PORT.sub(r"\1:***", rest)
-    masked = head + sep + rest
-    base, question, query = masked.partition("?")
-    if not question:
-        return masked
-    fields: list[str] = []
-    hiding = False
-    for field in query.split("&"):
-        key, equals, _ = field.partition("=")
-        if _is_secret(key):
-            field, hiding = f"{key}=***", True
-        elif hiding and not equals:  # "password=a&b": the rest of an unescaped password
-            field = "***"
-        else:
-            hiding = False
-        fields.append(field)
-    return base + "?" + "&".join(fields)
-
-
-def _is_secret(key: str) -> bool:
-    return unquote(key).strip().lower() in _SECRET_KEYS
-
-
-def expand_path(path: str) -> str:
-    """``path`` with a leading ``~`` expanded to the home folder."""
-    return os.path.expanduser(path)
 
 
 def _refuse_malformed(url: str) -> None:

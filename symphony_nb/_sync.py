@@ -41,6 +41,8 @@ from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from typing import Any, Generic, Literal, TypeVar
 
 from ._errors import SymphonyError
+from ._loopthread import in_loop_thread as in_loop_thread
+from ._loopthread import set_loop_thread
 from ._warnings import WarningsToCaller
 
 TargetT = TypeVar("TargetT")
@@ -112,6 +114,7 @@ def _loop_thread() -> asyncio.AbstractEventLoop:
             if _pid == 0:  # a forked child inherits the parent's registration
                 atexit.register(_stop_loop_thread)
             _loop, _thread, _pid = loop, thread, os.getpid()
+            set_loop_thread(thread)
         return _loop
 
 
@@ -121,6 +124,7 @@ def _stop_loop_thread() -> None:
     with _lock:
         loop, thread = _loop, _thread
         _loop = _thread = None
+        set_loop_thread(None)
     if loop is None or thread is None or not thread.is_alive():
         return
 
@@ -138,11 +142,6 @@ def _stop_loop_thread() -> None:
     thread.join(CANCEL_GRACE)
     if not thread.is_alive():
         loop.close()
-
-
-def in_loop_thread() -> bool:
-    """Whether the caller runs on the private loop of the sync facades."""
-    return _thread is not None and threading.current_thread() is _thread
 
 
 class _Job(Generic[R]):

@@ -16,7 +16,7 @@ from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .._sync import in_loop_thread
+from .._loopthread import in_loop_thread
 
 PoolFactory = Callable[[], Awaitable[Any]]
 _CLOSE_TIMEOUT = 10.0

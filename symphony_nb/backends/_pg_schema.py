@@ -13,7 +13,7 @@ from typing import Any
 from urllib.parse import parse_qsl, quote, quote_plus, unquote, urlencode
 
 from .._errors import InvalidUrlError, StorageError
-from .._storage import mask_url
+from .._urls import mask_url
 from ._pg_sql import quote_ident
 
 SCHEMA_VERSION = 1

@@ -40,7 +40,7 @@ class MemoryStore(Store):
         self._rows: dict[str, tuple[int | None, str, object]] = {}
 
     def describe(self) -> str:
-        return f"memory of this process ({self.name})"
+        return "memory of this process"
 
     async def get(self, entity_id: str) -> str | None:
         row = self._rows.get(entity_id)

@@ -18,8 +18,8 @@ from pydantic import BaseModel
 
 from .._errors import CorruptEntityError, InvalidUrlError, StorageError, SymphonyError
 from .._repository import Repository, _gc_paused
-from .._storage import expand_path, mask_url
 from .._types import T
+from .._urls import expand_path, mask_url
 from ..stores import Condition, Counted, Query, Record, Selection, Store, plan_writes
 from ._sqlite_conn import MEMORY, Session, WorkerClosed, immediate, read_only_error, translate
 from ._sqlite_schema import IndexSpec, Layout
