@@ -14,20 +14,25 @@ from ._copy import copy_repository
 from ._errors import (
     ConflictError,
     CorruptEntityError,
+    CorruptEntityWarning,
     FilterError,
+    InvalidArgumentError,
     InvalidIdError,
     InvalidUrlError,
+    LanguageModelError,
     NotFoundError,
     RowValidationError,
     StorageError,
     SymphonyError,
+    SyncUsageError,
+    TaskStateError,
     TemplateError,
     UnstorableEntityError,
 )
 from ._models import AgentConfig, Task, TaskPriority, TaskStatus
-from ._repository import CorruptEntityWarning, Repository
+from ._repository import Repository
 from ._storage import open_repository
-from ._sync import SyncUsageError, get_sync_mode, set_sync_mode
+from ._sync import get_sync_mode, set_sync_mode
 from .backends.filesystem import FileSystemRepository
 from .backends.memory import InMemoryRepository
 from .backends.postgres import PostgresRepository
@@ -66,9 +71,11 @@ __all__ = [
     "FileSystemRepository",
     "FilterError",
     "InMemoryRepository",
+    "InvalidArgumentError",
     "InvalidIdError",
     "InvalidUrlError",
     "LanguageModel",
+    "LanguageModelError",
     "NotFoundError",
     "PostgresRepository",
     "Repository",
@@ -81,6 +88,7 @@ __all__ = [
     "Task",
     "TaskManager",
     "TaskPriority",
+    "TaskStateError",
     "TaskStatus",
     "TemplateError",
     "UnstorableEntityError",

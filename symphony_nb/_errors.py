@@ -10,10 +10,16 @@ resembles, so ``except ValueError`` keeps working in code that does not know thi
     ├── RowValidationError    (ValueError)   rows of a batch that do not validate
     ├── UnstorableEntityError (ValueError)   an entity no backend can store faithfully
     ├── CorruptEntityError    (ValueError)   stored data that does not parse or validate
+    ├── InvalidArgumentError  (ValueError)   an argument that does not fit (fields, overrides)
     ├── ConflictError                        a write based on a stale version
     ├── NotFoundError         (LookupError)  a missing entity, repository or service
+    ├── TaskStateError        (RuntimeError) a task not in the state the operation needs
+    ├── LanguageModelError    (RuntimeError) a language model that failed or gave no text
+    ├── SyncUsageError        (RuntimeError) a sync call made where it would deadlock
     └── StorageError          (OSError)      the storage itself failed or cannot be reached
         └── InvalidUrlError   (ValueError)   a storage URL that is malformed or names no backend
+
+    CorruptEntityWarning      (UserWarning)  a corrupt entity skipped by on_corrupt="warn"
 """
 
 from __future__ import annotations
@@ -48,6 +54,26 @@ class CorruptEntityError(SymphonyError, ValueError):
         self.location = location
         self.reason = reason
         super().__init__(f"corrupt entity at {location}: {reason}")
+
+
+class InvalidArgumentError(SymphonyError, ValueError):
+    """An argument that does not fit: an unknown field, an invalid override, a bad option."""
+
+
+class TaskStateError(SymphonyError, RuntimeError):
+    """A task that is not in the state the operation needs (say, run again without rerun)."""
+
+
+class LanguageModelError(SymphonyError, RuntimeError):
+    """A language model call that failed in a way no task can record, or returned no text."""
+
+
+class SyncUsageError(SymphonyError, RuntimeError):
+    """The sync facade was called where it would deadlock; use ``await`` there instead."""
+
+
+class CorruptEntityWarning(UserWarning):
+    """Issued for each corrupt entity skipped by a read with ``on_corrupt="warn"``."""
 
 
 class ConflictError(SymphonyError):

@@ -17,6 +17,7 @@ from pydantic_core import PydanticSerializationError
 from ._display import register_model, repository_html
 from ._errors import (
     CorruptEntityError,
+    CorruptEntityWarning,
     InvalidIdError,
     NotFoundError,
     StorageError,
@@ -47,10 +48,6 @@ Filter = Mapping[str, Any]
 OrderBy = str | Sequence[str]
 Data = str | bytes | CorruptEntityError
 _NUL_RE = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
-
-
-class CorruptEntityWarning(UserWarning):
-    """Issued for each corrupt entity skipped by a read with ``on_corrupt="warn"``."""
 
 
 @contextmanager

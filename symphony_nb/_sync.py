@@ -40,7 +40,7 @@ import warnings
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from typing import Any, Generic, Literal, TypeVar
 
-from ._errors import SymphonyError
+from ._errors import SyncUsageError as SyncUsageError
 from ._loopthread import in_loop_thread as in_loop_thread
 from ._loopthread import set_loop_thread
 from ._warnings import WarningsToCaller
@@ -58,10 +58,6 @@ _own_loops = threading.local()
 # How long an interrupted or timed-out call waits for the operation to unwind (its
 # ``except CancelledError`` / ``finally`` blocks) before giving control back anyway.
 CANCEL_GRACE = 10.0
-
-
-class SyncUsageError(SymphonyError, RuntimeError):
-    """The sync facade was called where it would deadlock; use ``await`` there instead."""
 
 
 def set_sync_mode(mode: SyncMode) -> None:

@@ -123,3 +123,28 @@ def test_no_backend_imports_the_sync_face() -> None:
     for path in (PACKAGE / "backends").glob("*.py"):
         top, later = _imports(path)
         assert not any(m.startswith("symphony_nb._sync") for m in top | later), path.name
+
+
+def test_every_error_lives_in_the_one_tree() -> None:
+    import importlib
+
+    import symphony_nb
+    from symphony_nb import _errors
+
+    defined = {
+        name
+        for name, value in vars(_errors).items()
+        if isinstance(value, type)
+        and issubclass(value, Exception | Warning)
+        and value.__module__ == _errors.__name__
+    }
+    assert defined <= set(symphony_nb.__all__), defined - set(symphony_nb.__all__)
+    for path in PACKAGE.rglob("*.py"):
+        module = importlib.import_module(_module(path))
+        for value in vars(module).values():
+            ours = isinstance(value, type) and value.__module__.startswith("symphony_nb")
+            if ours and issubclass(value, symphony_nb.SymphonyError | Warning):
+                assert value.__module__ == _errors.__name__, value
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and ast.unparse(node.func) == "SymphonyError":
+                raise AssertionError(f"{path.name}:{node.lineno} raises a bare SymphonyError")

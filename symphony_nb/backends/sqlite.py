@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 import orjson
 from pydantic import BaseModel
 
-from .._errors import CorruptEntityError, InvalidUrlError, StorageError, SymphonyError
+from .._errors import CorruptEntityError, InvalidUrlError, StorageError
 from .._repository import Repository, _gc_paused
 from .._types import T
 from .._urls import expand_path, mask_url
@@ -254,7 +254,9 @@ class SQLiteStore(Store):
                 # The upsert skips a row whose stored version differs; then find and refuse it.
                 if conn.executemany(self._upsert_sql, rows).rowcount != len(records):
                     plan_writes(records, self._versions(conn, records), create=True)
-                    raise SymphonyError("a write was skipped without a version conflict")
+                    raise StorageError(
+                        f"SQLite {self.path}: a write was skipped without a version conflict"
+                    )
                 return [True] * len(records)
             written = plan_writes(records, self._versions(conn, records), create=False)
             todo = [(r.version, r.json, r.id) for r, ok in zip(records, written, strict=True) if ok]

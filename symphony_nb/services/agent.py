@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from pydantic import ValidationError
 
-from .._errors import NotFoundError, SymphonyError
+from .._errors import InvalidArgumentError, LanguageModelError, NotFoundError
 from .._models import AgentConfig, Task
 from .._repository import Repository
 
@@ -101,7 +101,7 @@ async def _in_thread(function: Callable[..., Any], *args: Any) -> Any:
             error = exc
         except BaseException as exc:
             # SystemExit or KeyboardInterrupt raised on the loop would stop the loop itself.
-            error = SymphonyError(f"the language model call raised {type(exc).__name__}")
+            error = LanguageModelError(f"the language model call raised {type(exc).__name__}")
             error.__cause__ = exc
         with contextlib.suppress(RuntimeError):  # the loop closed while the call ran
             loop.call_soon_threadsafe(deliver, value, error)
@@ -134,7 +134,7 @@ class Agent:
         """Ask the language model about ``input_data``; return the output to store on a task."""
         reply = await ask(self.llm, self.messages(input_data), dict(self.config.llm_config))
         if not isinstance(reply, str):
-            raise SymphonyError(f"the language model returned {type(reply).__name__}, not str")
+            raise LanguageModelError(f"the language model returned {type(reply).__name__}, not str")
         return {"response": reply, "agent": self.config.name, "agent_id": self.config.id}
 
     async def execute(self, task: Task) -> dict[str, Any]:
@@ -173,7 +173,7 @@ class AgentFactory:
         :class:`NotFoundError` for an unknown id.
         """
         if self.repository is None:
-            raise SymphonyError(
+            raise NotFoundError(
                 "this AgentFactory has no repository: pass one, AgentFactory(repo), or register "
                 "'agent_config' in the ServiceRegistry and use registry.get_agent_factory()"
             )
@@ -198,10 +198,14 @@ def _override(config: AgentConfig, overrides: Mapping[str, Any]) -> AgentConfig:
     known = set(aliases) | set(aliases.values())
     unknown = sorted(set(overrides) - known)
     if unknown:
-        raise SymphonyError(f"unknown AgentConfig field(s) {unknown}; fields: {sorted(known)}")
+        raise InvalidArgumentError(
+            f"unknown AgentConfig field(s) {unknown}; fields: {sorted(known)}"
+        )
     data = config.model_dump(by_alias=True)
     data.update({aliases.get(key, key): value for key, value in overrides.items()})
     try:
         return AgentConfig.model_validate(data)
     except ValidationError as exc:
-        raise SymphonyError(f"invalid override for AgentConfig {config.id!r}: {exc}") from None
+        raise InvalidArgumentError(
+            f"invalid override for AgentConfig {config.id!r}: {exc}"
+        ) from None

@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from .._errors import NotFoundError, SymphonyError
+from .._errors import NotFoundError, TaskStateError, UnstorableEntityError
 from .._models import Task, TaskStatus, utc_now
 from .._repository import Repository
 from .agent import Agent
@@ -53,7 +53,7 @@ class TaskManager:
         """
         task = await self.get_task(task_id)
         if task.status is not TaskStatus.PENDING and not rerun:
-            raise SymphonyError(
+            raise TaskStateError(
                 f"task {task_id!r} is {task.status.value}; pass rerun=True to execute it again"
             )
         task.status = TaskStatus.RUNNING
@@ -81,7 +81,9 @@ class TaskManager:
         """Store ``output`` as the task's result, or the task as failed with why it cannot be."""
         try:
             if not isinstance(output, Mapping):
-                raise SymphonyError(f"the agent returned {type(output).__name__}, not a dict")
+                raise UnstorableEntityError(
+                    f"the agent returned {type(output).__name__}, not a dict"
+                )
             task.output_data = dict(output)
             await self._finish(task, TaskStatus.COMPLETED)
         except Exception as exc:
