@@ -21,6 +21,7 @@ from symphony_nb import (
     AgentConfig,
     FileSystemRepository,
     InMemoryRepository,
+    Repository,
     ServiceRegistry,
     SQLiteRepository,
     Task,
@@ -28,9 +29,10 @@ from symphony_nb import (
     TaskStatus,
 )
 from symphony_nb import _display as display
-from symphony_nb._filters import Condition
 from symphony_nb._sync import run_sync
+from symphony_nb.backends.memory import MemoryStore
 from symphony_nb.backends.postgres import PostgresRepository
+from symphony_nb.stores import Condition, Counted, StoreLayer
 
 HOSTILE = "<img src=x onerror=alert(1)>"
 
@@ -368,21 +370,31 @@ def test_postgres_count_with_a_password_in_the_url() -> None:
         assert '<span class="snb-count" style="">3</span>' in html
 
 
-class SlowCount(InMemoryRepository[Task]):
-    async def _count(self, conditions: tuple[Condition, ...]) -> int:
+class SlowCount(StoreLayer):
+    async def count(self, conditions: tuple[Condition, ...]) -> Counted:
         await asyncio.sleep(30)
-        return 0
+        return Counted(0)
 
 
-class BrokenCount(InMemoryRepository[Task]):
-    async def _count(self, conditions: tuple[Condition, ...]) -> int:
+class BrokenCount(StoreLayer):
+    async def count(self, conditions: tuple[Condition, ...]) -> Counted:
         raise OSError(f"disk on fire {HOSTILE}")
+
+
+def slow_count() -> Repository[Task]:
+    """Tasks in memory whose count never answers in time."""
+    return Repository(Task, SlowCount(MemoryStore(Task)))
+
+
+def broken_count() -> Repository[Task]:
+    """Tasks in memory whose count fails."""
+    return Repository(Task, BrokenCount(MemoryStore(Task)))
 
 
 def test_a_slow_count_times_out(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(display, "COUNT_TIMEOUT", 0.2)
     started = time.monotonic()
-    html = SlowCount(Task)._repr_html_()
+    html = slow_count()._repr_html_()
     assert time.monotonic() - started < 5
     assert "count unavailable: no answer within 0.2 s" in html
 
@@ -391,7 +403,7 @@ def test_registry_counts_are_read_together(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setattr(display, "COUNT_TIMEOUT", 0.3)
     registry = ServiceRegistry()
     for name in ("a", "b", "c", "d"):
-        registry.register_repository(name, SlowCount(Task))
+        registry.register_repository(name, slow_count())
     registry.register_repository("e", InMemoryRepository(Task))
     started = time.monotonic()
     html = registry._repr_html_()
@@ -401,7 +413,7 @@ def test_registry_counts_are_read_together(monkeypatch: pytest.MonkeyPatch) -> N
 
 
 def test_a_failing_count_is_shown_not_raised() -> None:
-    html = BrokenCount(Task)._repr_html_()
+    html = broken_count()._repr_html_()
     assert "count unavailable: OSError: disk on fire" in html
     assert_escaped(html)
 
@@ -450,7 +462,7 @@ def test_registry() -> None:
     tasks = InMemoryRepository(Task)
     tasks.sync.save(Task(name="a"))
     registry.register_repository("task", tasks)
-    registry.register_repository(HOSTILE, BrokenCount(Task))
+    registry.register_repository(HOSTILE, broken_count())
     html = registry._repr_html_()
     assert 'class="snb-registry"' in html
     assert "<td" in html and ">task</td>" in html

@@ -30,14 +30,24 @@ from symphony_nb import set_sync_mode, get_sync_mode
 set_sync_mode({mode!r})
 STORE = pathlib.Path({store!r})
 
-class SlowFiles(FileSystemRepository):
-    '''A user's own subclass whose writes hang until cancelled.'''
+from symphony_nb.backends.filesystem import FileStore
+from symphony_nb.stores import StoreLayer
 
-    async def _write(self, records, *, create):
+class SlowWrites(StoreLayer):
+    '''A user's own store layer whose writes hang until cancelled.'''
+
+    async def write(self, records, *, create):
         self.directory.mkdir(parents=True, exist_ok=True)
         (self.directory / "write-started").touch()
         await asyncio.sleep(60)
-        return await super()._write(records, create=create)
+        return await self.inner.write(records, create=create)
+
+class SlowFiles(Repository):
+    '''A user's own subclass: files in ``directory`` behind the slow layer.'''
+
+    def __init__(self, model, directory):
+        super().__init__(model, SlowWrites(FileStore(model, directory)))
+        self.directory = self.store.directory
 
 async def slow_model(messages, settings):
     (STORE / settings["mark"]).touch()

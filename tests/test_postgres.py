@@ -129,7 +129,7 @@ async def explain(repo: PostgresRepository[Task], criteria: dict[str, Any]) -> s
     from symphony_nb._filters import Query, parse_filter
     from symphony_nb.backends._pg_sql import select_sql
 
-    sql, params = select_sql(Task, repo._qualified, Query(parse_filter(Task, criteria)))
+    sql, params = select_sql(Task, repo.store._qualified, Query(parse_filter(Task, criteria)))
     conn = await pg.connect()
     try:
         async with conn.transaction():
@@ -372,11 +372,11 @@ async def test_same_object_with_await_and_sync_in_any_order(schema: str) -> None
             repo.sync.save(Task(id=f"s{round_}", name="sync"))
             assert await repo.count() == 2 * round_ + 2
             assert len(repo.sync.find_all()) == 2 * round_ + 2
-        assert len(repo._pools._entries) == 2
+        assert len(repo.store._pools._entries) == 2
         assert await connections(application) >= 2
     finally:
         await repo.close()
-    assert repo._pools._entries == {}
+    assert repo.store._pools._entries == {}
     assert await connections(application) == 0
     await repo.close()  # twice is fine
 
@@ -388,10 +388,10 @@ async def test_sync_close_closes_the_callers_pool_once_it_is_free(schema: str) -
     assert repo.sync.count() == 1
     repo.sync.close()  # this loop is blocked meanwhile: its pool closes when it is free
     for _ in range(100):
-        if not repo._pools._entries:
+        if not repo.store._pools._entries:
             break
         await asyncio.sleep(0.05)
-    assert repo._pools._entries == {}
+    assert repo.store._pools._entries == {}
     assert await connections(application) == 0
 
 

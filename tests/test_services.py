@@ -28,7 +28,8 @@ from symphony_nb import (
     TaskStatus,
     offline_model,
 )
-from symphony_nb._repository import Record
+from symphony_nb.backends.memory import MemoryStore
+from symphony_nb.stores import Record, StoreLayer
 
 
 @pytest.fixture
@@ -220,8 +221,8 @@ class Returns(Agent):
 @pytest.mark.parametrize(
     ("output", "reason"),
     [
-        ("plain text", "SymphonyError: the agent returned str, not a dict"),
-        (["a", "b"], "SymphonyError: the agent returned list, not a dict"),
+        ("plain text", "UnstorableEntityError: the agent returned str, not a dict"),
+        (["a", "b"], "UnstorableEntityError: the agent returned list, not a dict"),
         ({1: "a"}, "ValidationError"),
         ({"when": object()}, "UnstorableEntityError: cannot serialise Task"),
         ({"text": "nul \x00"}, "UnstorableEntityError"),
@@ -289,18 +290,18 @@ async def test_run_pending_records_each_failure_and_finishes_the_batch() -> None
 _ENDS = ("completed", "failed", "cancelled")
 
 
-class FailsToRecord(InMemoryRepository[Task]):
+class FailsToRecord(StoreLayer):
     """Fails every write that would record the end of task ``bad``."""
 
-    async def _write(self, records: Sequence[Record], *, create: bool) -> list[bool]:
+    async def write(self, records: Sequence[Record], *, create: bool) -> list[bool]:
         for record in records:
             if record.id == "bad" and json.loads(record.json)["status"] in _ENDS:
                 raise StorageError("disk full")
-        return await super()._write(records, create=create)
+        return await self.inner.write(records, create=create)
 
 
 async def test_run_pending_stops_and_awaits_the_batch_when_an_error_escapes() -> None:
-    repo = FailsToRecord(Task)
+    repo = Repository(Task, FailsToRecord(MemoryStore(Task)))
     manager = TaskManager(repo)
     active = 0
     calls = 0

@@ -58,7 +58,7 @@ def raw(path: Path) -> sqlite3.Connection:
 
 def plan(repo: SQLiteRepository[Task], criteria: dict[str, object], order: object = None) -> str:
     query = Query(parse_filter(Task, criteria), parse_order(Task, order))  # type: ignore[arg-type]
-    sql, params = repo._sql.select(query)
+    sql, params = repo.store._sql.select(query)
     conn = raw(Path(repo.path))
     try:
         return " | ".join(row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + sql, params))
@@ -116,7 +116,7 @@ def test_bad_index_declarations_are_refused(tmp_path: Path, spec: object) -> Non
 def test_dict_keys_never_become_sql_text(tmp_path: Path) -> None:
     repo = SQLiteRepository(Task, tmp_path / "s.db")
     key = "input_data.x') OR 1=1 --"
-    sql, params = repo._sql.select(Query(parse_filter(Task, {key: 1})))
+    sql, params = repo.store._sql.select(Query(parse_filter(Task, {key: 1})))
     assert "OR 1=1" not in sql and any("OR 1=1" in str(v) for v in params.values())
 
 
@@ -136,7 +136,7 @@ async def test_wal_full_sync_and_busy_timeout(tmp_path: Path) -> None:
     async with SQLiteRepository(Task, tmp_path / "s.db", timeout=2.5) as repo:
         await repo.save(Task(id="t", name="n"))
         assert await repo.find_by_id("t") is not None  # opens this thread's reader
-        conn, _ = repo._session.reader()  # type: ignore[union-attr]
+        conn, _ = repo.store._session.reader()  # type: ignore[attr-defined]
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
         assert conn.execute("PRAGMA busy_timeout").fetchone()[0] == 2500

@@ -38,9 +38,22 @@ from symphony_nb import (
     get_sync_mode,
     set_sync_mode,
 )
-from symphony_nb._filters import Condition, Query, apply_query, matches
-from symphony_nb._repository import Data, Record
 from symphony_nb._sync import in_loop_thread
+from symphony_nb.backends.filesystem import FileStore
+from symphony_nb.stores import (
+    Condition,
+    Counted,
+    Query,
+    Record,
+    Selection,
+    Store,
+    StoreLayer,
+    apply_query,
+    matches,
+    needs_exact,
+    parse_document,
+    plan_writes,
+)
 from tests.backends import opened
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -53,12 +66,12 @@ def sync_repo(backend_name: str, tmp_path: Path) -> Iterator[Repository[Task]]:
         yield repo
 
 
-class DictRepository(Repository[Task]):
-    """A user's own minimal backend, with an extra async method and optional slowness."""
+class DictStore(Store):
+    """A user's own minimal store, with optional slowness."""
 
-    def __init__(self) -> None:
-        super().__init__(Task)
-        self.docs: dict[str, str] = {}
+    def __init__(self, model: type[Task]) -> None:
+        super().__init__(model)
+        self.docs: dict[str, tuple[int | None, str]] = {}  # id -> (version, json)
         self.slow = False
         self.started = threading.Event()
         self.cancelled = threading.Event()
@@ -73,31 +86,41 @@ class DictRepository(Repository[Task]):
             self.cancelled.set()
             raise
 
-    async def _get(self, entity_id: str) -> str | None:
+    async def get(self, entity_id: str) -> str | None:
         await self._pause()
-        return self.docs.get(entity_id)
+        row = self.docs.get(entity_id)
+        return None if row is None else row[1]
 
-    async def _write(self, records: Sequence[Record], *, create: bool) -> list[bool]:
+    async def write(self, records: Sequence[Record], *, create: bool) -> list[bool]:
         await self._pause()
-        written = [create or record.id in self.docs for record in records]
+        stored = {r.id: self.docs[r.id][0] for r in records if r.id in self.docs}
+        written = plan_writes(records, stored, create=create)
         for record, ok in zip(records, written, strict=True):
             if ok:
-                self.docs[record.id] = record.json
+                self.docs[record.id] = (record.version, record.json)
         return written
 
-    async def _remove(self, entity_id: str) -> bool:
+    async def remove(self, entity_id: str) -> bool:
         return self.docs.pop(entity_id, None) is not None
 
-    async def _select(self, query: Query) -> list[tuple[str, Data]]:
-        import json
+    async def select(self, query: Query) -> Selection:
+        exact = needs_exact(query.conditions, query.order)
+        docs = [(key, parse_document(text, exact=exact)) for key, (_, text) in self.docs.items()]
+        return Selection([(key, self.docs[key][1]) for key in apply_query(query, docs)])
 
-        docs = [(key, json.loads(value)) for key, value in self.docs.items()]
-        return [(key, self.docs[key]) for key in apply_query(query, docs)]
+    async def count(self, conditions: tuple[Condition, ...]) -> Counted:
+        exact = needs_exact(conditions)
+        docs = [parse_document(text, exact=exact) for _, text in self.docs.values()]
+        return Counted(sum(matches(conditions, doc) for doc in docs))
 
-    async def _count(self, conditions: tuple[Condition, ...]) -> int:
-        import json
 
-        return sum(matches(conditions, json.loads(doc)) for doc in self.docs.values())
+class DictRepository(Repository[Task]):
+    """A user's own repository subclass, over their own store, with an extra async method."""
+
+    store: DictStore
+
+    def __init__(self) -> None:
+        super().__init__(Task, DictStore(Task))
 
     async def names(self, prefix: str = "", *, limit: int = 10) -> list[str]:
         """Names of stored tasks that start with ``prefix``."""
@@ -162,12 +185,12 @@ async def test_sync_and_await_mix_inside_an_async_test(sync_repo: Repository[Tas
 
 
 def test_sync_call_from_inside_the_private_loop_raises_instead_of_deadlocking() -> None:
-    class Reentrant(DictRepository):
-        async def _count(self, conditions: tuple[Condition, ...]) -> int:
+    class Reentrant(DictStore):
+        async def count(self, conditions: tuple[Condition, ...]) -> Counted:
             assert in_loop_thread()
-            return len(self.sync.find_all())
+            return Counted(len(repo.sync.find_all()))
 
-    repo = Reentrant()
+    repo = Repository(Task, Reentrant(Task))
     with pytest.raises(SyncUsageError, match="use 'await'"):
         # The outer timeout turns a deadlock into a failure rather than a hung test.
         repo.sync.count(timeout=10)
@@ -175,35 +198,37 @@ def test_sync_call_from_inside_the_private_loop_raises_instead_of_deadlocking() 
 
 
 def test_timeout_cancels_the_operation_before_returning() -> None:
-    repo = DictRepository()
-    repo.slow = True
+    store = DictStore(Task)
+    repo = Repository(Task, store)
+    store.slow = True
     with pytest.raises(TimeoutError, match=r"within 0\.2 s and was cancelled"):
         repo.sync.save(Task(id="late", name="late"), timeout=0.2)
-    assert repo.cancelled.is_set()
-    assert repo.docs == {}
-    repo.slow = False
+    assert store.cancelled.is_set()
+    assert store.docs == {}
+    store.slow = False
     assert repo.sync.save(Task(id="fast", name="fast"), timeout=5) == "fast"
 
 
 def test_an_operations_own_timeout_error_is_not_reported_as_ours() -> None:
-    class Failing(DictRepository):
-        async def _get(self, entity_id: str) -> str | None:
+    class Failing(DictStore):
+        async def get(self, entity_id: str) -> str | None:
             raise TimeoutError("the backend's own timeout")
 
     with pytest.raises(TimeoutError, match="the backend's own timeout"):
-        Failing().sync.find_by_id("x", timeout=30)
+        Repository(Task, Failing(Task)).sync.find_by_id("x", timeout=30)
 
 
 def test_interrupt_cancels_a_slow_save_and_stores_nothing() -> None:
-    repo = DictRepository()
+    store = DictStore(Task)
+    repo = Repository(Task, store)
     task = Task(id="t", name="interrupted")
-    repo.slow = True
-    with interrupt_when(repo.started), pytest.raises(KeyboardInterrupt):
+    store.slow = True
+    with interrupt_when(store.started), pytest.raises(KeyboardInterrupt):
         repo.sync.save(task)
-    assert repo.cancelled.is_set()
-    assert repo.docs == {}
+    assert store.cancelled.is_set()
+    assert store.docs == {}
     assert task.version == 0
-    repo.slow = False
+    store.slow = False
     assert repo.sync.save(task) == "t"
     assert repo.sync.get("t").version == 1
 
@@ -234,14 +259,19 @@ def test_interrupt_during_execute_task_leaves_the_task_cancelled() -> None:
 def test_interrupt_while_the_running_state_is_written(tmp_path: Path) -> None:
     writing = threading.Event()
 
-    class SlowDisk(FileSystemRepository[Task]):
-        def _write_sync(self, records: Sequence[Record], create: bool) -> list[bool]:
+    class SlowDisk(StoreLayer):
+        async def write(self, records: Sequence[Record], *, create: bool) -> list[bool]:
             if any('"status":"running"' in record.json for record in records):
                 writing.set()
-                time.sleep(1)  # a slow disk: a write under way cannot be cancelled
-            return super()._write_sync(records, create)
+                # A slow disk: a write under way cannot be cancelled; it lands a second later.
+                return await asyncio.shield(self.slowly(records, create))
+            return await self.inner.write(records, create=create)
 
-    tasks = SlowDisk(Task, tmp_path)
+        async def slowly(self, records: Sequence[Record], create: bool) -> list[bool]:
+            await asyncio.to_thread(time.sleep, 1)
+            return await self.inner.write(records, create=create)
+
+    tasks = Repository(Task, SlowDisk(FileStore(Task, tmp_path)))
     configs = InMemoryRepository(AgentConfig)
     config_id = configs.sync.save(AgentConfig(name="Quick", instruction_template="Hi."))
     agent = AgentFactory(configs).sync.create_agent(config_id)

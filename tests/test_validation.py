@@ -1,6 +1,6 @@
 """Refusals of the Repository core: bad filters, orderings, pages and ids never reach a backend.
 
-Checked once, on an in-memory repository that records every backend hook it runs.
+Checked once, on an in-memory repository over a store layer that records every call it gets.
 """
 
 from __future__ import annotations
@@ -11,56 +11,71 @@ from typing import Any
 
 import pytest
 
-from symphony_nb import FilterError, InMemoryRepository, InvalidIdError, Task
-from symphony_nb._filters import Condition, Query
-from symphony_nb._repository import Data, Record
+from symphony_nb import FilterError, InvalidIdError, Repository, Task
+from symphony_nb.backends.memory import MemoryStore
+from symphony_nb.stores import (
+    Condition,
+    Counted,
+    Document,
+    Query,
+    Record,
+    Selection,
+    Store,
+    StoreLayer,
+)
 
 
-class Recording(InMemoryRepository[Task]):
-    """An in-memory repository that lists, in ``calls``, each backend hook it runs."""
+class Recording(StoreLayer):
+    """A store layer that lists, in ``calls``, each store method the repository runs."""
 
-    def __init__(self) -> None:
-        super().__init__(Task)
+    def __init__(self, inner: Store) -> None:
+        super().__init__(inner)
         self.calls: list[str] = []
 
-    async def _get(self, entity_id: str) -> str | None:
+    async def get(self, entity_id: str) -> Document | None:
         self.calls.append("get")
-        return await super()._get(entity_id)
+        return await self.inner.get(entity_id)
 
-    async def _write(self, records: Sequence[Record], *, create: bool) -> list[bool]:
+    async def write(self, records: Sequence[Record], *, create: bool) -> list[bool]:
         self.calls.append("write")
-        return await super()._write(records, create=create)
+        return await self.inner.write(records, create=create)
 
-    async def _remove(self, entity_id: str) -> bool:
+    async def remove(self, entity_id: str) -> bool:
         self.calls.append("remove")
-        return await super()._remove(entity_id)
+        return await self.inner.remove(entity_id)
 
-    async def _select(self, query: Query) -> list[tuple[str, Data]]:
+    async def select(self, query: Query) -> Selection:
         self.calls.append("select")
-        return await super()._select(query)
+        return await self.inner.select(query)
 
-    async def _count(self, conditions: tuple[Condition, ...]) -> int:
+    async def count(self, conditions: tuple[Condition, ...]) -> Counted:
         self.calls.append("count")
-        return await super()._count(conditions)
+        return await self.inner.count(conditions)
 
 
 @pytest.fixture
-async def recording() -> Recording:
-    """A Task repository holding two tasks, whose record of backend calls starts empty."""
-    repo = Recording()
+async def recording() -> Repository[Task]:
+    """A Task repository holding two tasks, over a :class:`Recording` whose calls start empty."""
+    repo = Repository(Task, Recording(MemoryStore(Task)))
     await repo.save_many([Task(id="t1", name="alpha"), Task(id="t2", name="beta")])
-    repo.calls.clear()
+    calls_of(repo).clear()
     return repo
 
 
-async def test_the_recording_sees_every_backend_call(recording: Recording) -> None:
+def calls_of(repo: Repository[Task]) -> list[str]:
+    """The store methods ``repo`` has run since the fixture made it."""
+    assert isinstance(repo.store, Recording)
+    return repo.store.calls
+
+
+async def test_the_recording_sees_every_backend_call(recording: Repository[Task]) -> None:
     task = await recording.get("t1")
     task.description = "changed"
     await recording.update(task)
     await recording.find_all({"status": "pending"})
     await recording.count()
     await recording.delete("t1")
-    assert recording.calls == ["get", "write", "select", "count", "remove"]
+    assert calls_of(recording) == ["get", "write", "select", "count", "remove"]
 
 
 @pytest.mark.parametrize(
@@ -89,13 +104,13 @@ async def test_the_recording_sees_every_backend_call(recording: Recording) -> No
     ],
 )
 async def test_bad_filters_raise_filter_error(
-    recording: Recording, criteria: dict[str, Any], message: str
+    recording: Repository[Task], criteria: dict[str, Any], message: str
 ) -> None:
     with pytest.raises(FilterError, match=message):
         await recording.find_all(criteria)
     with pytest.raises(FilterError):
         await recording.count(criteria)
-    assert recording.calls == []
+    assert calls_of(recording) == []
 
 
 @pytest.mark.parametrize(
@@ -110,11 +125,11 @@ async def test_bad_filters_raise_filter_error(
     ],
 )
 async def test_bad_ordering_and_paging(
-    recording: Recording, kwargs: dict[str, Any], message: str
+    recording: Repository[Task], kwargs: dict[str, Any], message: str
 ) -> None:
     with pytest.raises(FilterError, match=message):
         await recording.find_all(**kwargs)
-    assert recording.calls == []
+    assert calls_of(recording) == []
 
 
 BAD_IDS = [
@@ -140,7 +155,7 @@ BAD_IDS = [
 
 
 @pytest.mark.parametrize("bad", BAD_IDS)
-async def test_invalid_ids_rejected_everywhere(recording: Recording, bad: str) -> None:
+async def test_invalid_ids_rejected_everywhere(recording: Repository[Task], bad: str) -> None:
     with pytest.raises(InvalidIdError):
         await recording.find_by_id(bad)
     with pytest.raises(InvalidIdError):
@@ -150,4 +165,4 @@ async def test_invalid_ids_rejected_everywhere(recording: Recording, bad: str) -
         await recording.save(task)
     with pytest.raises(InvalidIdError):
         await recording.update(task)
-    assert recording.calls == []
+    assert calls_of(recording) == []

@@ -23,7 +23,8 @@ from symphony_nb import (
     TaskPriority,
     TaskStatus,
 )
-from symphony_nb._repository import Record
+from symphony_nb.backends.memory import MemoryStore
+from symphony_nb.stores import Record, StoreLayer
 from symphony_nb.widgets import AgentConfigForm, ModelForm, RegistryExplorer, TaskForm
 from tests.backends import BACKENDS, opened
 
@@ -237,11 +238,11 @@ def test_delete_needs_confirmation(make: Make) -> None:
 
 
 def test_unexpected_storage_errors_are_shown_not_raised() -> None:
-    class Broken(InMemoryRepository[Task]):
-        async def _write(self, records: Sequence[Record], *, create: bool) -> list[bool]:
+    class Broken(StoreLayer):
+        async def write(self, records: Sequence[Record], *, create: bool) -> list[bool]:
             raise RuntimeError("disk on fire")
 
-    form = TaskForm(Broken(Task))
+    form = TaskForm(Repository(Task, Broken(MemoryStore(Task))))
     form.fields["name"].value = "x"
     form.save_button.click()
     assert "disk on fire" in form.status.value

@@ -1,1 +1,1 @@
-"""Storage backends: each module implements the hooks of :class:`~symphony_nb.Repository`."""
+"""Storage backends: each module is a Store (see :mod:`symphony_nb.stores`) and the repository class that builds it."""
