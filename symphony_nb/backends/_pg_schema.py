@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import hashlib
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,13 +13,14 @@ from urllib.parse import parse_qsl, quote, quote_plus, unquote, urlencode
 
 from .._errors import InvalidUrlError, StorageError
 from .._urls import mask_url
-from ._pg_sql import quote_ident
+from ._sql import PLAIN, check_version
+from ._sql import quote as quote_ident
 
 SCHEMA_VERSION = 1
 """The layout version this package writes; a schema with a newer one is refused."""
 DEFAULT_SCHEMA = "symphony"
 META_TABLE = "_symphony_meta"
-_SCHEMA_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
+_MAX_NAME = 63
 _SCHEMES = ("postgresql", "postgres")
 
 
@@ -128,7 +128,7 @@ def split_url(url: Any) -> PgUrl:
 
 def check_schema(schema: Any) -> str:
     """``schema`` if it is a plain identifier; else StorageError."""
-    if not isinstance(schema, str) or not _SCHEMA_RE.fullmatch(schema):
+    if not isinstance(schema, str) or len(schema) > _MAX_NAME or not PLAIN.fullmatch(schema):
         raise StorageError(
             f"invalid PostgreSQL schema name {schema!r}: use 1-63 ASCII letters, digits and '_', "
             "not starting with a digit"
@@ -165,12 +165,10 @@ async def create_schema(
                 f"INSERT INTO {meta} (key, value) VALUES ('schema_version', $1::text)",
                 str(SCHEMA_VERSION),
             )
-        elif not stored.isdigit() or int(stored) > SCHEMA_VERSION:
-            raise StorageError(
-                f"PostgreSQL schema {schema_name!r} at {url} has layout version "
-                f"{stored}, newer than the {SCHEMA_VERSION} this symphony_nb understands; "
-                "upgrade symphony_nb (pip install -U symphony_nb) or use another schema"
-            )
+        else:
+            where = f"PostgreSQL schema {schema_name!r} at {url}"
+            advice = "or use another schema"
+            check_version(stored, SCHEMA_VERSION, where, label="layout version", advice=advice)
         await conn.execute(
             f'CREATE TABLE IF NOT EXISTS {qualified} (id text COLLATE "C" PRIMARY KEY, '
             "version bigint, doc jsonb NOT NULL)"

@@ -13,7 +13,6 @@ share one file; the file's schema version is ``PRAGMA user_version``.
 from __future__ import annotations
 
 import hashlib
-import re
 import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -23,19 +22,20 @@ from pydantic import BaseModel
 from .._errors import FilterError, StorageError
 from .._filters import model_fields, parse_filter
 from ..stores import declared_indexes
+from . import _sql
+from ._sql import PLAIN, Path, quote
 from ._sqlite_conn import immediate
-from ._sqlite_sql import Path, json_path, quote
+from ._sqlite_sql import json_path
 
 SCHEMA_VERSION = 1
 IndexSpec = str | Sequence[str]
-_PLAIN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _RESERVED = frozenset({"id", "version", "doc", "rowid", "oid", "_rowid_"})
 
 
 def column_name(path: Path) -> str:
     """The generated column of ``path``: the dotted path when plain, else a stable hash."""
     name = ".".join(path)
-    if all(_PLAIN.fullmatch(part) for part in path) and name.lower() not in _RESERVED:
+    if all(PLAIN.fullmatch(part) for part in path) and name.lower() not in _RESERVED:
         return name
     return "j_" + hashlib.sha256("\x00".join(path).encode()).hexdigest()[:16]
 
@@ -131,8 +131,4 @@ class Layout:
 def check_version(conn: sqlite3.Connection, where: str) -> None:
     """Raise StorageError if the file was written by a newer schema than this package knows."""
     found = conn.execute("PRAGMA user_version").fetchone()[0]
-    if found > SCHEMA_VERSION:
-        raise StorageError(
-            f"{where} uses symphony_nb storage schema {found}, but this version of symphony_nb "
-            f"understands up to schema {SCHEMA_VERSION}; upgrade symphony_nb to open it"
-        )
+    _sql.check_version(found, SCHEMA_VERSION, where, label="storage schema", advice="to open it")

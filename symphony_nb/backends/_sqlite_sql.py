@@ -1,8 +1,9 @@
 """Compile parsed filters and orderings (:mod:`symphony_nb._filters`) to SQLite SQL.
 
-The SQL reproduces :func:`~symphony_nb._filters.apply_query` on the stored JSON documents.
-Only table and generated-column names (derived from the model, never from a filter) become
-SQL text; every value and every JSON path is a named parameter.
+The SQL reproduces :func:`~symphony_nb._filters.apply_query` on the stored JSON documents;
+:mod:`._sql` builds each statement and this module supplies SQLite's leaves. Only table and
+generated-column names (derived from the model, never from a filter) become SQL text; every
+value and every JSON path is a named parameter.
 
 How the semantics map onto SQLite:
 
@@ -11,8 +12,7 @@ How the semantics map onto SQLite:
   model field can only hold the operand's JSON type (which keeps indexed filters index-only).
 * SQLite orders NULL first ascending and last descending, as the reference does; text
   compares with the BINARY collation, which on UTF-8 is code point order.
-* A positive condition is 1 when it holds and 0 or NULL otherwise; negations wrap it in
-  ``coalesce(..., 0)`` so that "no value" counts as "does not match".
+* A condition is 1 when it holds and 0 or NULL otherwise (negations: :mod:`._sql`).
 * ``json_extract`` reads an integer beyond 64 bits as the nearest REAL. That still compares
   exactly with operands below 2**63 in magnitude (see ``_filters.wide``); a wider operand is
   compared exactly with such integers through their JSON text (``doc -> path``).
@@ -31,28 +31,15 @@ from typing import Any, Union, get_origin
 
 from pydantic import BaseModel
 
-from .._filters import (
-    COMPARISONS,
-    WIDE,
-    Condition,
-    OrderKey,
-    Query,
-    model_fields,
-    unwrap,
-    wide,
-)
+from .._filters import COMPARISONS, WIDE, Condition, OrderKey, Query, unwrap, wide
+from ._sql import SIGNS, Path, Statement, model_path, quote
 
-Path = tuple[str, ...]
+__all__ = ["SqlCompiler", "json_path", "quote"]
+
 TEXT = frozenset({"text"})
 NUMBER = frozenset({"integer", "real"})
 BOOL = frozenset({"true", "false"})
 ARRAY = frozenset({"array"})
-_SIGNS = {"$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}
-
-
-def quote(name: str) -> str:
-    """``name`` as an SQL identifier."""
-    return '"' + name.replace('"', '""') + '"'
 
 
 def json_path(path: Path) -> str:
@@ -84,17 +71,10 @@ def _json_kinds(annotation: Any) -> frozenset[str] | None:
 @lru_cache(maxsize=1024)
 def stored_kinds(model: type[BaseModel], path: Path) -> frozenset[str] | None:
     """The JSON types the value at ``path`` can have in a valid document (None: any)."""
-    current: type[BaseModel] | None = model
-    kinds: frozenset[str] | None = None
-    for part in path:
-        if current is None:
-            return None
-        spec = model_fields(current).get(part)
-        if spec is None:
-            return None
-        current = spec.model if spec.kind == "model" else None
-        kinds = None if spec.kind in ("dict", "model") else _json_kinds(spec.annotation)
-    return kinds
+    specs = model_path(model, path)
+    if len(specs) < len(path) or specs[-1].kind in ("dict", "model"):
+        return None
+    return _json_kinds(specs[-1].annotation)
 
 
 def _kinds_of(value: Any) -> frozenset[str]:
@@ -105,17 +85,23 @@ def _kinds_of(value: Any) -> frozenset[str]:
     return TEXT
 
 
-class _Builder:
-    """Builds one statement's SQL text and its named parameters together."""
+class SqliteStatement(Statement):
+    """SQLite's leaves: ``columns`` maps indexed paths to their generated columns, quoted.
+
+    With ``guard`` the conditions skip rows whose doc is not JSON (and read no column,
+    since a generated column would parse the document).
+    """
+
+    FALSE = "0"
 
     def __init__(self, model: type[BaseModel], columns: Mapping[Path, str], guard: bool) -> None:
-        self.model = model
+        super().__init__(model)
         self.columns = columns
         self.guard = guard
         self.params: dict[str, Any] = {}
         self._paths: dict[Path, str] = {}
 
-    def param(self, value: Any) -> str:
+    def param(self, value: Any, cast: str = "") -> str:
         name = f"p{len(self.params)}"
         self.params[name] = value
         return ":" + name
@@ -133,7 +119,7 @@ class _Builder:
             return "id"
         column = self.columns.get(path)
         if column is not None and not self.guard:
-            return quote(column)
+            return column
         return self._json("json_extract", path)
 
     def typed(self, path: Path, operand_kinds: frozenset[str]) -> str:
@@ -181,6 +167,9 @@ class _Builder:
             parts.append(self.equal(path, None))
         return "(" + " OR ".join(parts) + ")" if parts else "0"
 
+    def exists(self, path: Path, present: bool) -> str:
+        return f"{self.value(path)} IS {'NOT NULL' if present else 'NULL'}"
+
     def contains(self, path: Path, operand: Any) -> str:
         kinds = stored_kinds(self.model, path)
         parts: list[str] = []
@@ -204,26 +193,19 @@ class _Builder:
             )
         return "(" + " OR ".join(parts) + ")" if parts else "0"
 
-    def condition(self, cond: Condition) -> str:
-        path, op, operand = cond.path, cond.op, cond.value
-        if op == "$eq":
-            return self.equal(path, operand)
-        if op == "$ne":
-            return f"NOT coalesce({self.equal(path, operand)}, 0)"
-        if op == "$in":
-            return self.one_of(path, operand)
-        if op == "$nin":
-            return f"NOT coalesce({self.one_of(path, operand)}, 0)"
-        if op == "$exists":
-            return f"{self.value(path)} IS {'NOT NULL' if operand else 'NULL'}"
-        if op == "$contains":
-            return self.contains(path, operand)
+    def compare(self, path: Path, op: str, operand: Any) -> str:
         if wide(operand):
             return self.wide(path, op, operand)
         return (
-            f"({self.value(path)} {_SIGNS[op]} {self.param(operand)} "
+            f"({self.value(path)} {SIGNS[op]} {self.param(operand)} "
             f"AND {self.typed(path, _kinds_of(operand))})"
         )
+
+    def guarded(self, parts: list[str]) -> list[str]:
+        if not self.guard:
+            return parts
+        # The fallback for unparsable rows: CASE evaluates its branches lazily.
+        return [f"CASE WHEN json_valid(doc) THEN {' AND '.join(parts or ['1'])} ELSE 0 END"]
 
     # ------------------------------------------------------------------ wide numbers
 
@@ -288,31 +270,17 @@ class _Builder:
             f"OR (length({text}) = {size} AND {text} <= {same}))"
         )
 
-    def where(self, conditions: tuple[Condition, ...], after_id: str | None) -> str:
-        parts = [self.condition(cond) for cond in conditions]
-        if self.guard:
-            # The fallback for unparsable rows: CASE evaluates its branches lazily.
-            parts = [f"CASE WHEN json_valid(doc) THEN {' AND '.join(parts or ['1'])} ELSE 0 END"]
-        if after_id is not None:
-            parts.append(f"id > {self.param(after_id)}")
-        return " WHERE " + " AND ".join(parts) if parts else ""
-
     # ------------------------------------------------------------------ ordering
 
-    def order_key(self, key: OrderKey) -> str:
+    def order_key(self, key: OrderKey) -> list[str]:
         value = self.value(key.path)
         if key.enum:
-            ranks = " ".join(
-                f"WHEN {self.param(member)} THEN {rank}" for rank, member in enumerate(key.enum)
-            )
-            value = (
-                f"CASE WHEN {value} IS NULL THEN NULL ELSE CASE {value} {ranks} "
-                f"ELSE {len(key.enum)} END END"
-            )
+            ranks = self.ranks(key.enum, self.param)
+            value = f"CASE WHEN {value} IS NULL THEN NULL ELSE CASE {value} {ranks} END"
         up, down = ("DESC", "ASC") if key.descending else ("ASC", "DESC")
         kinds = stored_kinds(self.model, key.path)
         if key.enum or not key.numeric or not (kinds is None or kinds == {"integer"}):
-            return f"{value} {up}"
+            return [f"{value} {up}"]
         # Integers beyond 64 bits read as the REAL they round to, so they tie with each other
         # (and -2**63 with those just below it): order the tied by sign, length, then digits.
         digits = (
@@ -322,17 +290,29 @@ class _Builder:
             f"WHEN {value} = {-WIDE} THEN '{-WIDE}' END)"
         )
         negative = f"substr({digits}, 1, 1) = '-'"
-        return ", ".join(
-            [
-                f"{value} {up}",
-                f"(CASE WHEN {negative} THEN -length({digits}) ELSE length({digits}) END) {up}",
-                f"(CASE WHEN {negative} THEN NULL ELSE {digits} END) {up}",
-                f"(CASE WHEN {negative} THEN {digits} END) {down}",
-            ]
-        )
+        return [
+            f"{value} {up}",
+            f"(CASE WHEN {negative} THEN -length({digits}) ELSE length({digits}) END) {up}",
+            f"(CASE WHEN {negative} THEN NULL ELSE {digits} END) {up}",
+            f"(CASE WHEN {negative} THEN {digits} END) {down}",
+        ]
 
-    def order(self, keys: tuple[OrderKey, ...], tie: str = "id") -> str:
-        return " ORDER BY " + ", ".join([*(self.order_key(k) for k in keys), f"{tie} ASC"])
+    def tie(self, query: Query) -> str:
+        """``+id`` to stop SQLite from walking the primary key to avoid a sort.
+
+        Without statistics it prefers that for a range on an indexed column, which then
+        evaluates the column (parses the document) row by row; the index and a sort is cheaper.
+        """
+        indexed = [c.op for c in query.conditions if c.path in self.columns]
+        if query.order or query.after_id is not None or "$eq" in indexed or "$in" in indexed:
+            return "id ASC"
+        return "+id ASC" if any(op in COMPARISONS for op in indexed) else "id ASC"
+
+    def page(self, limit: int | None, offset: int) -> str:
+        if limit is None and not offset:
+            return ""
+        # SQLite has no OFFSET without LIMIT; -1 is no limit.
+        return f" LIMIT {self.param(-1 if limit is None else limit)} OFFSET {self.param(offset)}"
 
 
 class SqlCompiler:
@@ -341,33 +321,16 @@ class SqlCompiler:
     def __init__(self, model: type[BaseModel], table: str, columns: Mapping[Path, str]) -> None:
         self.model = model
         self.table = quote(table)
-        self.columns = dict(columns)
+        self.columns = {path: quote(name) for path, name in columns.items()}
 
     def select(self, query: Query, *, guard: bool = False) -> tuple[str, dict[str, Any]]:
         """``SELECT id, doc`` for ``query``; ``guard`` skips rows whose doc is not JSON."""
-        b = _Builder(self.model, self.columns, guard)
-        where = b.where(query.conditions, query.after_id)
-        order = "" if query.any_order else b.order(query.order, self._tie(query))
-        sql = f"SELECT id, doc FROM {self.table}{where}{order}"
-        if query.limit is not None or query.offset:
-            limit = -1 if query.limit is None else query.limit
-            sql += f" LIMIT {b.param(limit)} OFFSET {b.param(query.offset)}"
-        return sql, b.params
-
-    def _tie(self, query: Query) -> str:
-        """``+id`` to stop SQLite from walking the primary key to avoid a sort.
-
-        Without statistics it prefers that for a range on an indexed column, which then
-        evaluates the column (parses the document) row by row; the index and a sort is cheaper.
-        """
-        indexed = [c.op for c in query.conditions if c.path in self.columns]
-        if query.order or query.after_id is not None or "$eq" in indexed or "$in" in indexed:
-            return "id"
-        return "+id" if any(op in COMPARISONS for op in indexed) else "id"
+        statement = SqliteStatement(self.model, self.columns, guard)
+        return statement.select(self.table, query), statement.params
 
     def count(
         self, conditions: tuple[Condition, ...], *, guard: bool = False
     ) -> tuple[str, dict[str, Any]]:
         """``SELECT count(*)`` of the rows satisfying ``conditions``; ``guard`` as for select."""
-        b = _Builder(self.model, self.columns, guard)
-        return f"SELECT count(*) FROM {self.table}{b.where(conditions, None)}", b.params
+        statement = SqliteStatement(self.model, self.columns, guard)
+        return statement.count(self.table, conditions), statement.params
