@@ -121,7 +121,7 @@ class Statement(ABC):
 
     @abstractmethod
     def order_key(self, key: OrderKey) -> list[str]:
-        """The ORDER BY terms of ``key``: enums by rank, no value first ascending."""
+        """The ORDER BY terms of ``key``: enums by rank; no value first ascending, last descending."""
 
     @abstractmethod
     def tie(self, query: Query) -> str:
