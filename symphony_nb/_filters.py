@@ -37,13 +37,12 @@ from __future__ import annotations
 
 import math
 import re
-import types
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from enum import Enum
 from functools import lru_cache
-from typing import Annotated, Any, Literal, Union, get_args, get_origin
+from typing import Any, Literal, get_args, get_origin
 
 import orjson
 from pydantic import (
@@ -60,6 +59,7 @@ from pydantic import (
 from pydantic_core import from_json
 
 from ._errors import FilterError
+from ._fields import FieldSpec, model_fields, unwrap
 from ._models import _format_utc
 
 Operator = Literal[
@@ -68,7 +68,6 @@ Operator = Literal[
 OPERATORS: tuple[str, ...] = get_args(Operator)
 COMPARISONS = frozenset({"$gt", "$gte", "$lt", "$lte"})
 Scalar = None | bool | int | float | str
-Kind = Literal["scalar", "dict", "model", "list"]
 
 WIDE = 2**63
 MAX_DIGITS = 4300
@@ -80,18 +79,6 @@ _DATE_TYPES = (AwareDatetime, NaiveDatetime, PastDatetime, FutureDatetime, PastD
 _SUBKEY_RE = re.compile(r'[^\x00-\x1f\x7f".\\\[\]*$]+')
 _MAX_SUBKEY = 200
 _MISSING: Any = None
-
-
-@dataclass(frozen=True)
-class FieldSpec:
-    """What the filter layer knows about one field of a model."""
-
-    name: str
-    kind: Kind
-    annotation: Any
-    enum: tuple[str, ...] | None = None
-    model: type[BaseModel] | None = None
-    element: Any = None
 
 
 @dataclass(frozen=True)
@@ -141,56 +128,6 @@ class Query:
 
 
 # --------------------------------------------------------------------------- model schema
-
-
-def unwrap(annotation: Any) -> tuple[Any, bool]:
-    """Strip ``Annotated`` and ``Optional``; return the inner type and whether None is allowed."""
-    optional = False
-    while True:
-        origin = get_origin(annotation)
-        if origin is Annotated:
-            annotation = get_args(annotation)[0]
-        elif origin in (Union, types.UnionType):
-            args = [a for a in get_args(annotation) if a is not type(None)]
-            optional = optional or len(args) < len(get_args(annotation))
-            if len(args) != 1:
-                return annotation, optional
-            annotation = args[0]
-        else:
-            return annotation, optional
-
-
-def _spec(name: str, annotation: Any) -> FieldSpec:
-    inner, _ = unwrap(annotation)
-    origin = get_origin(inner) or inner
-    if inner is Any or origin in (dict, Mapping) or inner is dict:
-        return FieldSpec(name, "dict", annotation)
-    if isinstance(origin, type) and issubclass(origin, BaseModel):
-        return FieldSpec(name, "model", annotation, model=origin)
-    if origin in (list, tuple, set, frozenset, Sequence):
-        args = get_args(inner)
-        return FieldSpec(name, "list", annotation, element=args[0] if args else Any)
-    enum = None
-    if isinstance(origin, type) and issubclass(origin, Enum):
-        enum = tuple(str(member.value) for member in origin)
-    return FieldSpec(name, "scalar", annotation, enum=enum)
-
-
-@lru_cache(maxsize=256)
-def model_fields(model: type[BaseModel]) -> dict[str, FieldSpec]:
-    """The fields of ``model`` by JSON key (alias), plus python names that differ."""
-    specs: dict[str, FieldSpec] = {}
-    for python_name, info in model.model_fields.items():
-        key = info.serialization_alias or info.alias or python_name
-        # pydantic moves Annotated metadata (validators, serializers) out of the annotation
-        annotation = (
-            Annotated[(info.annotation, *info.metadata)] if info.metadata else info.annotation
-        )
-        specs[key] = _spec(key, annotation)
-    for python_name, info in model.model_fields.items():
-        key = info.serialization_alias or info.alias or python_name
-        specs.setdefault(python_name, specs[key])
-    return specs
 
 
 @lru_cache(maxsize=1024)

@@ -22,7 +22,7 @@ except ImportError as exc:  # pragma: no cover - the notebook extras are missing
     ) from exc
 from pydantic import AwareDatetime, BaseModel, FutureDatetime, NaiveDatetime, PastDatetime
 
-from ._filters import unwrap
+from ._fields import unwrap
 
 DATETIME_TYPES: tuple[Any, ...] = (
     datetime,

@@ -23,14 +23,8 @@ from ._errors import (
     StorageError,
     UnstorableEntityError,
 )
-from ._filters import (
-    Query,
-    check_paging,
-    parse_columns,
-    parse_filter,
-    parse_order,
-    unwrap,
-)
+from ._fields import unwrap
+from ._filters import Query, check_paging, parse_columns, parse_filter, parse_order
 from ._ids import check_id
 from ._models import utc_now
 from ._types import T

@@ -25,7 +25,8 @@ from typing import Any, Union, get_args, get_origin
 from pydantic import BaseModel
 
 from ._errors import UnstorableEntityError
-from ._filters import MAX_DIGITS, unwrap
+from ._fields import unwrap
+from ._filters import MAX_DIGITS
 from ._models import _format_utc
 
 _DIGIT_BOUND = 10**MAX_DIGITS

@@ -49,7 +49,8 @@ def _imports(path: Path) -> tuple[set[str], set[str]]:
             names: list[str] = []
             if isinstance(child, ast.ImportFrom):
                 base = package.split(".")[: len(package.split(".")) - child.level + 1]
-                origin = ".".join([*base, child.module] if child.level else [child.module or ""])
+                parts = [*base, *([child.module] if child.module else [])]
+                origin = ".".join(parts if child.level else [child.module or ""])
                 names = [origin, *(f"{origin}.{alias.name}" for alias in child.names)]
             elif isinstance(child, ast.Import):
                 names = [alias.name for alias in child.names]

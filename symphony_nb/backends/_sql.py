@@ -29,7 +29,8 @@ from typing import Any, ClassVar
 from pydantic import BaseModel
 
 from .._errors import StorageError
-from .._filters import Condition, FieldSpec, OrderKey, Query, model_fields
+from .._fields import FieldSpec, model_fields
+from .._filters import Condition, OrderKey, Query
 
 Path = tuple[str, ...]
 SIGNS = {"$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}

@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from pydantic import BaseModel
 
 from .._errors import FilterError, StorageError
-from .._filters import model_fields, parse_filter
+from .._fields import model_fields
+from .._filters import parse_filter
 from ..stores import declared_indexes
 from . import _sql
 from ._sql import PLAIN, Path, quote

@@ -31,7 +31,8 @@ from typing import Any, Union, get_origin
 
 from pydantic import BaseModel
 
-from .._filters import COMPARISONS, WIDE, Condition, OrderKey, Query, unwrap, wide
+from .._fields import unwrap
+from .._filters import COMPARISONS, WIDE, Condition, OrderKey, Query, wide
 from ._sql import SIGNS, Path, Statement, model_path, quote
 
 __all__ = ["SqlCompiler", "json_path", "quote"]

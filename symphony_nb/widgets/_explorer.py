@@ -10,7 +10,7 @@ import ipywidgets as widgets
 from pydantic import BaseModel
 
 from .._errors import SymphonyError
-from .._filters import model_fields
+from .._fields import model_fields
 from .._models import AgentConfig, Task
 from .._repository import Repository
 from ..services.registry import ServiceRegistry

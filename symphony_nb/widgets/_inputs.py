@@ -12,14 +12,13 @@ import json
 import math
 from datetime import datetime
 from enum import Enum
-from typing import Any, Literal, get_args, get_origin
+from typing import Any
 
 import ipywidgets as widgets
 from pydantic.fields import FieldInfo
 from pydantic_core import to_jsonable_python
 
-from .._filters import unwrap
-from .._frames import DATETIME_TYPES
+from .._fields import field_spec
 from ._util import message
 
 _STYLE = {"description_width": "150px"}
@@ -153,14 +152,12 @@ def _plain(value: Any) -> Any:
 
 def make_input(key: str, info: FieldInfo, *, long_text: bool, read_only: bool) -> FieldInput:
     """The input for field ``key`` (its JSON name) described by ``info``."""
-    inner, optional = unwrap(info.annotation)
-    origin = get_origin(inner) or inner
+    spec = field_spec(key, info.annotation)
+    inner, optional = spec.inner, spec.optional
     field: FieldInput
-    if isinstance(origin, type) and issubclass(origin, Enum):
-        field = ChoiceInput(key, [member.value for member in origin], optional=optional)
-    elif origin is Literal:
-        field = ChoiceInput(key, list(get_args(inner)), optional=optional)
-    elif inner in DATETIME_TYPES:
+    if spec.choices is not None:
+        field = ChoiceInput(key, list(spec.choices), optional=optional)
+    elif spec.datetime:
         field = DateTimeInput(key, optional=optional)
     elif inner is bool and not optional:
         field = CheckboxInput(key)
