@@ -66,6 +66,8 @@ from ._frames import (
     documents_frame,
     entity_columns,
     flat_layout,
+    flat_name,
+    flat_paths,
     frame_keys,
     frame_records,
     model_columns,
@@ -356,6 +358,17 @@ def _position(df: pd.DataFrame, name: Any) -> int:
     return list(df.columns).index(name)
 
 
+def _set_cell(df: pd.DataFrame, position: int, name: str, value: Any) -> None:
+    at = _position(df, name)
+    if same(_python(df.iat[position, at]), value):
+        return
+    try:
+        df.iat[position, at] = value
+    except (TypeError, ValueError):  # the column's dtype cannot hold it: make it hold objects
+        df[name] = df[name].astype(object)
+        df.iat[position, at] = value
+
+
 def _frame_value(entity: BaseModel, column: Column) -> Any:
     value = _json_value(entity, column)
     return value.value if isinstance(value, Enum) else value
@@ -368,15 +381,19 @@ def _update_frame(
     new: Sequence[int],
     fresh: Sequence[int],
 ) -> None:
-    """Give the written rows of ``df`` their new versions and timestamps.
+    """Make the written rows of ``df`` show what was stored, as :meth:`Repository.save`
+    updates the object it is given, so that they read as stored rows when saved again.
 
-    Rows that were new also get the values their empty cells took (the defaults) and, where
-    they had none, their fresh ids, so that they read as stored rows when saved again.
+    Every written row gets its new version and timestamp, and its dict, list and dotted
+    cells show their JSON form as stored (a datetime typed into a dict shows as its text; a
+    cell set to ``[]`` empties the dotted cells below it; a dict typed into a dotted cell is
+    spread over dotted columns, added where missing). Rows that were new also show the values
+    their empty cells took (the defaults) and, where they had none, their fresh ids.
     """
     if not written:
         return
-    by_position = dict(written)
     if fresh:
+        by_position = dict(written)
         ids = [str(getattr(by_position[position], "id", "")) for position in fresh]
         if "id" in df.columns:
             df.iloc[np.asarray(fresh), _position(df, "id")] = ids
@@ -386,14 +403,27 @@ def _update_frame(
                 labels[position] = entity_id
             df.index = pd.Index(labels, name=df.index.name or "id")
     specs = model_columns(type(written[0][1]))
-    for name in df.columns:
-        column = specs.get(str(name))
-        if column is None or column.key in ("id", *_SKIP_ON_COMPARE):
-            continue
-        at = _position(df, name)
-        for position in new:
-            if _python(df.iat[position, at]) is None:
-                df.iat[position, at] = _frame_value(by_position[position], column)
+    names = [str(name) for name in df.columns]
+    skip = ("id", *_SKIP_ON_COMPARE)
+    plain = [specs[name] for name in names if name in specs and name not in skip]
+    layout = flat_layout(specs, names)
+    dumped = {c.name for c in plain if c.dtype is object} | {specs[k].name for k in layout}
+    shown = {key: {cell.path: cell.column for cell in cells} for key, cells in layout.items()}
+    new_rows = set(new)
+    for position, entity in written:
+        doc = entity.model_dump(mode="json", by_alias=True, include=dumped) if dumped else {}
+        for column in plain:
+            if column.dtype is object:
+                _set_cell(df, position, column.key, doc[column.key])
+            elif position in new_rows:
+                _set_cell(df, position, column.key, _frame_value(entity, column))
+        for key, columns in shown.items():
+            leaves = flat_paths(doc[key])
+            for path in leaves.keys() - columns.keys():
+                columns[path] = flat_name(key, path)
+                df[columns[path]] = np.full(len(df), None, dtype=object)
+            for path, name in columns.items():
+                _set_cell(df, position, name, leaves.get(path))
     positions = [position for position, _ in written]
     for name in _SKIP_ON_COMPARE:
         if name not in df.columns:

@@ -4,15 +4,23 @@ reported as ``find_all`` reports them, and rows without an id get a fresh one.""
 
 from __future__ import annotations
 
+import itertools
+import os
 import sqlite3
 import uuid
 import warnings
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from functools import cache
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import orjson
 import pandas as pd
 import pytest
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
 
 from symphony_nb import (
     CorruptEntityError,
@@ -21,10 +29,13 @@ from symphony_nb import (
     Repository,
     RowValidationError,
     Task,
+    TaskPriority,
     TaskStatus,
 )
+from symphony_nb._frames import _python, same, split_name
 from symphony_nb._ids import id_to_filename
 from symphony_nb.dataframes import from_dataframe, to_dataframe
+from tests.backends import opened
 
 
 async def _store(repo: Repository[Task], *inputs: dict[str, Any] | None) -> list[Task]:
@@ -336,3 +347,217 @@ async def test_stored_rows_that_lost_their_ids_are_refused(repo: Repository[Task
         await repo.save_dataframe(df)
     assert len(info.value.problems) == 2
     assert await repo.count() == 2
+
+
+# --------------------------------------------------------------------------- the property
+
+EXAMPLES = int(os.environ.get("SYMPHONY_NB_PROPERTY_EXAMPLES", "30"))
+BASE = datetime(2026, 1, 1, tzinfo=UTC)
+DATES = st.integers(0, 10**8).map(lambda s: BASE + timedelta(seconds=s, microseconds=s % 999983))
+WIDE_INTS = [2**53, 2**53 + 1, -(2**53) - 1, 2**63 - 1, -(2**63), 2**64 - 1, 2**64, 2**64 + 1]
+BIG_FLOATS = [1e20, -1.5e300, 2.0**70, 1e16]
+TEXT = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=5)
+KEYS = st.sampled_from(["a", "b", "a.b", "x\\y", "x\\", ".", "", "é", "k 1"])
+NAMES = st.sampled_from(["alpha", "beta", "x y"]) | TEXT.filter(str.strip)
+_SKIP = {"version", "updated_at"}
+
+
+@dataclass(frozen=True)
+class Draws:
+    """What the property draws on one backend."""
+
+    ints: st.SearchStrategy[int]
+    floats: st.SearchStrategy[float]
+    json: st.SearchStrategy[Any]
+    tasks: st.SearchStrategy[Task]
+    fields: dict[str, st.SearchStrategy[Any]]  # values an edit puts in a field's own column
+
+
+@cache
+def _draws(backend: str) -> Draws:
+    wide = [n for n in WIDE_INTS if backend != "files" or -(2**63) <= n < 2**64]
+    big = [x for x in BIG_FLOATS if backend != "postgres"]
+    # Restricted until fixed in those backends: the file store writes ints wider than 64 bits
+    # as floats, and PostgreSQL reads floats written without a fraction (1e20) back as ints.
+    ints = st.integers(-3, 3) | st.integers(-(2**62), 2**62) | st.sampled_from(wide)
+    floats = st.sampled_from([0.0, 1.0, -2.5, 1e-9, 0.1, *big]) | st.floats(
+        -1e12, 1e12, allow_nan=False
+    )
+    scalars = st.none() | st.booleans() | ints | floats | TEXT
+    json = st.recursive(
+        scalars,
+        lambda inner: st.lists(inner, max_size=2) | st.dictionaries(KEYS, inner, max_size=3),
+        max_leaves=8,
+    )
+    dicts = st.dictionaries(KEYS, json | st.just({}) | DATES, max_size=4)
+    fields: dict[str, st.SearchStrategy[Any]] = {
+        "name": NAMES,
+        "description": TEXT,
+        "status": st.sampled_from([s.value for s in TaskStatus]),
+        "priority": st.sampled_from([p.value for p in TaskPriority]),
+        "tags": st.lists(TEXT, max_size=3),
+        "error": st.none() | TEXT,
+        "started_at": st.none() | DATES,
+        "input_data": dicts,
+        "output_data": st.none() | dicts,
+        "metadata": dicts,
+    }
+    tasks = st.builds(
+        Task,
+        name=NAMES,
+        description=TEXT,
+        status=st.sampled_from(TaskStatus),
+        priority=st.sampled_from(TaskPriority),
+        input_data=dicts,
+        output_data=st.none() | dicts,
+        metadata=dicts,
+        tags=st.lists(TEXT, max_size=3),
+        error=st.none() | TEXT,
+        created_at=DATES,
+        started_at=st.none() | DATES,
+        completed_at=st.none() | DATES,
+    )
+    return Draws(ints, floats, json, tasks, fields)
+
+
+def _cell_values(draws: Draws, dtype: Any) -> st.SearchStrategy[Any]:
+    """Values a dotted column of ``dtype`` accepts; None clears the cell."""
+    kind = str(dtype)
+    if kind == "Int64":
+        return st.none() | draws.ints.filter(lambda n: -(2**63) <= n < 2**63)
+    if kind == "Float64":
+        return st.none() | draws.floats
+    if kind == "boolean":
+        return st.none() | st.booleans()
+    if kind == "str":
+        return st.none() | TEXT
+    return draws.json | st.just({})
+
+
+def _set_path(doc: dict[str, Any], path: list[str], value: Any) -> bool:
+    """The frame's edit of a dotted cell, done by hand; False where it must be refused."""
+    *parents, last = path
+    for part in parents:
+        inner = doc.get(part)
+        if inner is None:
+            if value is None:
+                return True
+            inner = doc[part] = {}
+        if not isinstance(inner, dict):
+            return value is None
+        doc = inner
+    if value is None:
+        doc.pop(last, None)
+    else:
+        doc[last] = value
+    return True
+
+
+def _leaf(doc: Any, path: list[str]) -> Any:
+    """What the dotted cell of ``path`` shows for ``doc``: a value, ``{}``, or None."""
+    for part in path:
+        if not isinstance(doc, dict) or part not in doc:
+            return None
+        doc = doc[part]
+    return None if isinstance(doc, dict) and doc else doc
+
+
+def _plain(task: Task) -> dict[str, Any]:
+    return task.model_dump(mode="json", by_alias=True, exclude=_SKIP)
+
+
+def _round_trip(
+    repo: Repository[Task], draws: Draws, tasks: list[Task], data: st.DataObject
+) -> None:
+    store = repo.sync
+    store.save_many(tasks)
+    ids = [task.id for task in tasks]
+    mine = {"id": {"$in": ids}}
+    before = {task.id: task for task in store.find_all(mine)}
+    flatten = data.draw(st.booleans(), label="flatten")
+    df = store.to_dataframe(mine, flatten=flatten)
+    assert sorted(df.index) == sorted(ids)
+
+    # An unedited frame writes nothing.
+    assert store.save_dataframe(df.copy()) == []
+    assert {t.id: t.version for t in store.find_all(mine)} == {
+        t.id: t.version for t in before.values()
+    }
+
+    expected = {entity_id: _plain(task) for entity_id, task in before.items()}
+    fields = [c for c in df.columns if c in draws.fields]
+    dotted = [c for c in df.columns if "." in c]
+    columns = fields + dotted * 3  # dotted columns are where the round trip is subtle
+    edited: dict[str, list[list[str]]] = {}
+    refused = False
+    for _ in range(data.draw(st.integers(1, 5), label="edits") if columns else 0):
+        row = data.draw(st.sampled_from(ids), label="row")
+        column = data.draw(st.sampled_from(columns), label="column")
+        head, *path = split_name(column)
+        if any(p[: len(path)] == path or path[: len(p)] == p for p in edited.get(row, [])):
+            continue  # one edit per path and row: overlapping edits have no single expected value
+        strategy = draws.fields[head] if not path else _cell_values(draws, df[column].dtype)
+        value = data.draw(strategy, label=f"{row} {column}")
+        df.at[row, column] = value
+        cell = _python(df.at[row, column])  # the edit as pandas holds it
+        if path:
+            if same(cell, _leaf(_plain(before[row])[head], path)):
+                continue  # the cell shows what it showed: no edit
+            target = expected[row][head]
+            if target is None and cell is not None:  # a null dict field given a key
+                target = expected[row][head] = {}
+            if target is not None and not _set_path(target, path, cell):
+                refused = True
+            edited.setdefault(row, []).append(path)
+        else:
+            update = Task.model_validate({**before[row].model_dump(), head: cell})
+            expected[row][head] = _plain(update)[head]
+            edited.setdefault(row, []).append([])
+
+    changed = sorted(r for r in ids if not same(expected[r], _plain(before[r])))
+    if refused:
+        with pytest.raises(RowValidationError) as info:
+            store.save_dataframe(df)
+        problems = [msg for errors in info.value.problems.values() for _, msg in errors]
+        assert all("not a dict" in msg for msg in problems), problems
+        event("refused: a key set inside a value that is not a dict")
+        return
+    written = store.save_dataframe(df)
+    assert sorted(written) == changed
+    event(
+        f"flatten={flatten}, rows written: {min(len(written), 2)}{'+' if len(written) > 2 else ''}"
+    )
+    if any(path for paths in edited.values() for path in paths):
+        event("a dotted cell edited")
+    after = {task.id: task for task in store.find_all(mine)}
+    for entity_id in ids:
+        assert same(_plain(after[entity_id]), expected[entity_id]), entity_id
+        bump = 1 if entity_id in changed else 0
+        assert after[entity_id].version == before[entity_id].version + bump
+        assert df.at[entity_id, "version"] == after[entity_id].version
+    # Saved once more, the frame writes nothing.
+    assert store.save_dataframe(df) == []
+
+
+_examples = itertools.count()
+
+
+def test_frame_round_trip_changes_exactly_the_edited_values(
+    backend_name: str, tmp_path: Path
+) -> None:
+    draws = _draws(backend_name)
+    with opened(backend_name, Task, tmp_path) as repo:
+
+        @settings(
+            max_examples=EXAMPLES,
+            deadline=None,
+            database=None,
+            suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+        )
+        @given(tasks=st.lists(draws.tasks, min_size=1, max_size=6), data=st.data())
+        def check(tasks: list[Task], data: st.DataObject) -> None:
+            run = next(_examples)
+            tasks = [t.model_copy(update={"id": f"r{run}-{i}"}) for i, t in enumerate(tasks)]
+            _round_trip(repo, draws, tasks, data)
+
+        check()
