@@ -305,7 +305,7 @@ def documents_frame(
 # --------------------------------------------------------------------------- frame -> values
 
 
-def _python(value: Any) -> Any:
+def plain_value(value: Any) -> Any:
     """A cell value as pydantic expects it: no NaN/NaT/NA, no pandas or numpy scalar types."""
     if value is None or value is pd.NaT or value is pd.NA:
         return None
@@ -316,7 +316,7 @@ def _python(value: Any) -> Any:
     if isinstance(value, np.generic):
         return None if isinstance(value, np.floating) and np.isnan(value) else value.item()
     if isinstance(value, np.ndarray):
-        return [_python(item) for item in value.tolist()]
+        return [plain_value(item) for item in value.tolist()]
     return value
 
 
@@ -334,7 +334,7 @@ def _cells(series: pd.Series[Any]) -> list[Any]:
     if not pd.api.types.is_object_dtype(dtype):
         plain = series.astype(object)
         return plain.where(series.notna(), None).tolist()
-    return [_python(value) for value in series]
+    return [plain_value(value) for value in series]
 
 
 def frame_ids(df: pd.DataFrame) -> list[str | None]:
@@ -363,7 +363,7 @@ def frame_records(df: pd.DataFrame) -> list[tuple[str | None, dict[str, Any]]]:
 
 # --------------------------------------------------------------------------- comparing, patching
 
-_MISSING: Any = object()
+MISSING: Any = object()
 
 
 def same(a: Any, b: Any) -> bool:
@@ -405,7 +405,7 @@ def patch(
     For a stored row a cell is edited when it differs from ``old``'s value at its path (an
     empty cell matches an absent key or null): a value sets its path, an empty cell removes
     the key. Unedited cells change nothing, so ``old`` comes back as it was. For a new row
-    every non-empty cell sets its path in an empty dict. Returns ``_MISSING`` as the value
+    every non-empty cell sets its path in an empty dict. Returns ``MISSING`` as the value
     when a new row sets nothing.
     """
     leaves = flat_paths(old) if stored else {}
@@ -418,12 +418,12 @@ def patch(
             else (
                 leaves.get(cell.path) is None
                 if value is None
-                else same(value, leaves.get(cell.path, _MISSING))
+                else same(value, leaves.get(cell.path, MISSING))
             )
         )
     ]
     if not edits:
-        return (old if stored else _MISSING), []
+        return (old if stored else MISSING), []
     result: dict[str, Any] = copy.deepcopy(old) if isinstance(old, dict) else {}
     problems: list[tuple[str, str]] = []
     for cell, value in sorted(edits, key=lambda edit: len(edit[0].path)):

@@ -59,9 +59,9 @@ from pydantic import ValidationError as PydanticValidationError
 from ._errors import CorruptEntityError, RowValidationError
 from ._filters import Query
 from ._frames import (
-    _MISSING,
+    MISSING,
     Column,
-    _python,
+    FlatCell,
     build_frame,
     documents_frame,
     entity_columns,
@@ -72,6 +72,7 @@ from ._frames import (
     frame_records,
     model_columns,
     patch,
+    plain_value,
     same,
 )
 from ._repository import _gc_paused
@@ -157,9 +158,18 @@ def _json_value(entity: BaseModel, column: Column) -> Any:
     return entity.model_dump(mode="json", by_alias=True, include={column.name})[column.key]
 
 
+def _empty_cell(key: str, stored: Any) -> str:
+    shown = repr(stored)
+    shown = shown if len(shown) <= 60 else shown[:57] + "..."
+    return (
+        f"the cell is empty, but {key} cannot be empty (stored: {shown}); give it a value "
+        "(the model's default applies only to new rows)"
+    )
+
+
 def _row_data(
     specs: Mapping[str, Column],
-    flat: Mapping[str, Any],
+    flat: Mapping[str, Sequence[FlatCell]],
     row: Mapping[str, Any],
     old: BaseModel | None,
 ) -> tuple[dict[str, Any], Problems]:
@@ -173,14 +183,8 @@ def _row_data(
             value = row[key]
             if value is None and not column.optional:
                 if old is not None:
-                    problems.append(
-                        (
-                            key,
-                            f"the cell is empty, but {key} cannot be empty; give it a value "
-                            "(the model's default applies only to new rows)",
-                        )
-                    )
                     value = old.__dict__[column.name]
+                    problems.append((key, _empty_cell(key, _frame_value(old, column))))
                 elif column.has_default:
                     continue
             data[key] = value
@@ -189,7 +193,7 @@ def _row_data(
             cells = [(cell, row[cell.column]) for cell in flat[key]]
             value, trouble = patch(stored, cells, stored=old is not None)
             problems.extend(trouble)
-            if value is _MISSING:
+            if value is MISSING:
                 if column.has_default:
                     continue
                 value = {}
@@ -360,7 +364,7 @@ def _position(df: pd.DataFrame, name: Any) -> int:
 
 def _set_cell(df: pd.DataFrame, position: int, name: str, value: Any) -> None:
     at = _position(df, name)
-    if same(_python(df.iat[position, at]), value):
+    if same(plain_value(df.iat[position, at]), value):
         return
     try:
         df.iat[position, at] = value

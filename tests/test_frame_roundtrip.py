@@ -32,7 +32,7 @@ from symphony_nb import (
     TaskPriority,
     TaskStatus,
 )
-from symphony_nb._frames import _python, same, split_name
+from symphony_nb._frames import plain_value, same, split_name
 from symphony_nb._ids import id_to_filename
 from symphony_nb.dataframes import from_dataframe, to_dataframe
 from tests.backends import opened
@@ -499,7 +499,7 @@ def _round_trip(
         strategy = draws.fields[head] if not path else _cell_values(draws, df[column].dtype)
         value = data.draw(strategy, label=f"{row} {column}")
         df.at[row, column] = value
-        cell = _python(df.at[row, column])  # the edit as pandas holds it
+        cell = plain_value(df.at[row, column])  # the edit as pandas holds it
         if path:
             if same(cell, _leaf(_plain(before[row])[head], path)):
                 continue  # the cell shows what it showed: no edit
