@@ -32,7 +32,6 @@ from symphony_nb import (
     TaskPriority,
     TaskStatus,
 )
-from symphony_nb._frames import plain_value, same, split_name
 from symphony_nb._ids import id_to_filename
 from symphony_nb.dataframes import from_dataframe, to_dataframe
 from tests.backends import opened
@@ -315,6 +314,8 @@ def _is_fresh_id(value: str) -> bool:
     return str(uuid.UUID(value)) == value
 
 
+# pandas warns that the new row's empty cells turn all-empty text columns into floats.
+@pytest.mark.filterwarnings("ignore:Setting an item of incompatible dtype")
 async def test_a_row_without_an_id_gets_a_fresh_one(repo: Repository[Task]) -> None:
     await _store(repo, {"q": 1})
     df = (await repo.to_dataframe()).reset_index()
@@ -434,6 +435,43 @@ def _cell_values(draws: Draws, dtype: Any) -> st.SearchStrategy[Any]:
     return draws.json | st.just({})
 
 
+def _same(a: Any, b: Any) -> bool:
+    """JSON values equal in value and type (``1``, ``1.0`` and ``True`` all differ)."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, list):
+        return len(a) == len(b) and all(map(_same, a, b))
+    return bool(a == b)
+
+
+def _split(column: str) -> list[str]:
+    """A dotted column name's parts: ``\\`` escapes the next character."""
+    parts, current, escaped = [], "", False
+    for char in column:
+        if escaped:
+            current, escaped = current + char, False
+        elif char == "\\":
+            escaped = True
+        elif char == ".":
+            parts, current = [*parts, current], ""
+        else:
+            current += char
+    return [*parts, current]
+
+
+def _cell(value: Any) -> Any:
+    """A cell as a plain value: None for NaN/NA/NaT, Python scalars and datetimes."""
+    if isinstance(value, (list, dict)):
+        return value
+    if pd.isna(value):
+        return None
+    if isinstance(value, pd.Timestamp):
+        return value.to_pydatetime()
+    return value.item() if isinstance(value, np.generic) else value
+
+
 def _set_path(doc: dict[str, Any], path: list[str], value: Any) -> bool:
     """The frame's edit of a dotted cell, done by hand; False where it must be refused."""
     *parents, last = path
@@ -493,15 +531,15 @@ def _round_trip(
     for _ in range(data.draw(st.integers(1, 5), label="edits") if columns else 0):
         row = data.draw(st.sampled_from(ids), label="row")
         column = data.draw(st.sampled_from(columns), label="column")
-        head, *path = split_name(column)
+        head, *path = _split(column)
         if any(p[: len(path)] == path or path[: len(p)] == p for p in edited.get(row, [])):
             continue  # one edit per path and row: overlapping edits have no single expected value
         strategy = draws.fields[head] if not path else _cell_values(draws, df[column].dtype)
         value = data.draw(strategy, label=f"{row} {column}")
         df.at[row, column] = value
-        cell = plain_value(df.at[row, column])  # the edit as pandas holds it
+        cell = _cell(df.at[row, column])  # the edit as pandas holds it
         if path:
-            if same(cell, _leaf(_plain(before[row])[head], path)):
+            if _same(cell, _leaf(_plain(before[row])[head], path)):
                 continue  # the cell shows what it showed: no edit
             target = expected[row][head]
             if target is None and cell is not None:  # a null dict field given a key
@@ -514,7 +552,7 @@ def _round_trip(
             expected[row][head] = _plain(update)[head]
             edited.setdefault(row, []).append([])
 
-    changed = sorted(r for r in ids if not same(expected[r], _plain(before[r])))
+    changed = sorted(r for r in ids if not _same(expected[r], _plain(before[r])))
     if refused:
         with pytest.raises(RowValidationError) as info:
             store.save_dataframe(df)
@@ -531,7 +569,7 @@ def _round_trip(
         event("a dotted cell edited")
     after = {task.id: task for task in store.find_all(mine)}
     for entity_id in ids:
-        assert same(_plain(after[entity_id]), expected[entity_id]), entity_id
+        assert _same(_plain(after[entity_id]), expected[entity_id]), entity_id
         bump = 1 if entity_id in changed else 0
         assert after[entity_id].version == before[entity_id].version + bump
         assert df.at[entity_id, "version"] == after[entity_id].version
