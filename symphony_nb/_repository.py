@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import gc
 import re
-from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from datetime import datetime
-from operator import itemgetter
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Generic, Literal, Self
 
@@ -24,13 +21,14 @@ from ._errors import (
     UnstorableEntityError,
 )
 from ._fields import unwrap
-from ._filters import Query, check_paging, parse_columns, parse_filter, parse_order
+from ._filters import Query, parse_filter
+from ._gc import gc_paused
 from ._ids import check_id
 from ._models import utc_now
 from ._types import T
 from ._values import storable_fields
 from ._warnings import warn_caller
-from .stores import Record, Store, collection_name
+from .stores import Record, Store, collection_name, merge_corrupt, parse_query
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -42,19 +40,6 @@ Filter = Mapping[str, Any]
 OrderBy = str | Sequence[str]
 Data = str | bytes | CorruptEntityError
 _NUL_RE = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
-
-
-@contextmanager
-def _gc_paused() -> Iterator[None]:
-    # Decoding many documents allocates many young objects; the collector's passes over them
-    # cost more than the decoding itself (measured: 17.9 -> 7.2 us per Task).
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
 
 
 class Repository(Generic[T]):
@@ -97,7 +82,13 @@ class Repository(Generic[T]):
 
     # ------------------------------------------------------------------ conversions
 
-    def _decode(self, entity_id: str, data: str | bytes) -> T:
+    def decode(self, entity_id: str, document: str | bytes) -> T:
+        """The entity a stored document of ``entity_id`` holds, validated by the model.
+
+        Raises :class:`CorruptEntityError` (naming where it is stored) when the document does
+        not validate or holds another id. For code that reads a store directly.
+        """
+        data = document
         try:
             entity = self.model.model_validate_json(data)
         except ValidationError as exc:
@@ -113,15 +104,20 @@ class Repository(Generic[T]):
             )
         return entity
 
-    def _decode_many(self, rows: Iterable[tuple[str, Data]], on_corrupt: OnCorrupt) -> list[T]:
+    def decode_rows(
+        self, rows: Iterable[tuple[str, Data]], *, on_corrupt: OnCorrupt = "raise"
+    ) -> list[T]:
+        """:meth:`decode` each ``(id, document)``; a CorruptEntityError in place of a document
+        (see :func:`~symphony_nb.stores.merge_corrupt`) is raised, or warned about and skipped
+        with ``on_corrupt="warn"``, as :meth:`find_all` does."""
         _check_on_corrupt(on_corrupt)
         out: list[T] = []
-        with _gc_paused():
+        with gc_paused():
             for entity_id, data in rows:
                 try:
                     if isinstance(data, CorruptEntityError):
                         raise data
-                    out.append(self._decode(entity_id, data))
+                    out.append(self.decode(entity_id, data))
                 except CorruptEntityError as exc:
                     if on_corrupt == "raise":
                         raise
@@ -192,15 +188,7 @@ class Repository(Generic[T]):
 
     async def _select(self, query: Query) -> list[tuple[str, Data]]:
         """The store's rows for ``query`` with its corrupt documents merged in, in order."""
-        found = await self.store.select(query)
-        rows: list[tuple[str, Data]] = [*found.rows]
-        if query.any_order:
-            rows.sort(key=itemgetter(0))  # linear when the store returned them sorted
-        if found.corrupt:
-            rows = _merge_corrupt(query, rows, found.corrupt)
-        return rows
-
-    _select_sorted = _select
+        return merge_corrupt(query, await self.store.select(query))
 
     def _query(
         self,
@@ -208,15 +196,9 @@ class Repository(Generic[T]):
         order_by: OrderBy | None = None,
         limit: int | None = None,
         offset: int = 0,
-        columns: Sequence[str] | None = None,
     ) -> Query:
-        check_paging(limit, offset)
-        return Query(
-            conditions=parse_filter(self.model, filter_criteria),
-            order=parse_order(self.model, order_by),
-            limit=limit,
-            offset=offset,
-            columns=parse_columns(self.model, columns),
+        return parse_query(
+            self.model, filter_criteria, order_by=order_by, limit=limit, offset=offset
         )
 
     # ------------------------------------------------------------------ public API
@@ -236,7 +218,7 @@ class Repository(Generic[T]):
         """Save several entities, all or nothing where the backend allows; return their ids."""
         now = utc_now()
         items = list(entities)
-        with _gc_paused():
+        with gc_paused():
             records = [self._record(entity, now) for entity in items]
         seen: set[str] = set()
         for record in records:
@@ -251,7 +233,7 @@ class Repository(Generic[T]):
         """The entity with this id, or None if there is none."""
         entity_id = check_id(id)
         data = await self.store.get(entity_id)
-        return None if data is None else self._decode(entity_id, data)
+        return None if data is None else self.decode(entity_id, data)
 
     async def get(self, id: str) -> T:
         """The entity with this id; raise :class:`NotFoundError` if there is none."""
@@ -276,7 +258,7 @@ class Repository(Generic[T]):
         entities with a :class:`CorruptEntityWarning` instead of raising.
         """
         query = self._query(filter_criteria, order_by, limit, offset).unordered()
-        return self._decode_many(await self._select_sorted(query), on_corrupt)
+        return self.decode_rows(await self._select(query), on_corrupt=on_corrupt)
 
     async def count(
         self, filter_criteria: Filter | None = None, *, on_corrupt: OnCorrupt = "raise"
@@ -314,8 +296,8 @@ class Repository(Generic[T]):
         query = self._query(filter_criteria, order_by, batch_size, 0)
         while True:
             found = await self.store.select(query)
-            rows = _merge_corrupt(query, [*found.rows], found.corrupt)
-            for entity in self._decode_many(rows, on_corrupt):
+            rows = merge_corrupt(query, found)
+            for entity in self.decode_rows(rows, on_corrupt=on_corrupt):
                 yield entity
             if len(found.rows) < batch_size:
                 return
@@ -343,23 +325,35 @@ class Repository(Generic[T]):
         order_by: OrderBy | None = None,
         limit: int | None = None,
         flatten: bool = False,
+        on_corrupt: OnCorrupt = "raise",
     ) -> pd.DataFrame:
         """Matching entities as a pandas DataFrame indexed by id (see :mod:`symphony_nb.dataframes`).
 
         Enum columns are categoricals, datetimes stay UTC, dict fields stay dicts unless
-        ``flatten=True`` (dotted column names); ``columns`` selects fields.
+        ``flatten=True`` (dotted column names); ``columns`` selects fields. Every entity is
+        validated as by :meth:`find_all`: a corrupt one raises :class:`CorruptEntityError`,
+        or with ``on_corrupt="warn"`` is left out with a :class:`CorruptEntityWarning`.
         """
         from .dataframes import repository_to_dataframe
 
         return await repository_to_dataframe(
-            self, filter_criteria, columns=columns, order_by=order_by, limit=limit, flatten=flatten
+            self,
+            filter_criteria,
+            columns=columns,
+            order_by=order_by,
+            limit=limit,
+            flatten=flatten,
+            on_corrupt=on_corrupt,
         )
 
     async def save_dataframe(self, df: pd.DataFrame) -> list[str]:
-        """Write edited rows of ``df`` (as made by :meth:`to_dataframe`) back; return their ids.
+        """Write the new and edited rows of ``df`` (as made by :meth:`to_dataframe`) back.
 
-        Every row is validated first; if any is invalid, :class:`RowValidationError` lists each
-        bad row and field and nothing is saved. Stale rows raise :class:`ConflictError`.
+        Returns the ids written: rows equal to the stored entity are not written, so an
+        unedited frame returns ``[]``; a row without an id gets a fresh one. Every row is
+        validated first; if any is invalid (an empty cell in a stored row's required field
+        included), :class:`RowValidationError` lists each bad row and field and nothing is
+        saved. Stale rows raise :class:`ConflictError`.
         """
         from .dataframes import save_dataframe
 
@@ -393,27 +387,6 @@ class Repository(Generic[T]):
     def _repr_html_(self) -> str:
         """Backend, location and count of entities as HTML, for notebooks; never raises."""
         return repository_html(self)
-
-
-def _merge_corrupt(
-    query: Query,
-    rows: list[tuple[str, Data]],
-    corrupt: Sequence[tuple[str, CorruptEntityError]],
-) -> list[tuple[str, Data]]:
-    """Place documents too broken to filter or order among ``rows``: each on one page only.
-
-    In id order each goes on the page whose id range holds it (the last page takes the rest);
-    under another order or an offset their place is unknown, so the first page reports all.
-    """
-    if not corrupt or query.limit == 0:
-        return rows
-    broken: list[tuple[str, Data]] = [*corrupt]
-    if query.order or query.offset:
-        return [*broken, *rows] if query.offset == 0 else rows
-    if query.limit is not None and len(rows) >= query.limit:
-        last = rows[-1][0]
-        broken = [item for item in broken if item[0] <= last]
-    return sorted([*broken, *rows], key=itemgetter(0))
 
 
 def _field_is(model: type[BaseModel], name: str, kind: type) -> bool:

@@ -134,25 +134,36 @@ class SyncRepository(SyncFacade["Repository[T]"], Generic[T]):
         order_by: OrderBy | None = None,
         limit: int | None = None,
         flatten: bool = False,
+        on_corrupt: OnCorrupt = "raise",
         timeout: float | None = None,
     ) -> pd.DataFrame:
         """Matching entities as a pandas DataFrame indexed by id (see :mod:`symphony_nb.dataframes`).
 
         Enum columns are categoricals, datetimes stay UTC, dict fields stay dicts unless
-        ``flatten=True`` (dotted column names); ``columns`` selects fields.
+        ``flatten=True`` (dotted column names); ``columns`` selects fields. Every entity is
+        validated as by :meth:`find_all`: a corrupt one raises :class:`CorruptEntityError`,
+        or with ``on_corrupt="warn"`` is left out with a :class:`CorruptEntityWarning`.
         """
         return run_sync(
             self._target.to_dataframe(
-                filter_criteria, columns=columns, order_by=order_by, limit=limit, flatten=flatten
+                filter_criteria,
+                columns=columns,
+                order_by=order_by,
+                limit=limit,
+                flatten=flatten,
+                on_corrupt=on_corrupt,
             ),
             timeout,
         )
 
     def save_dataframe(self, df: pd.DataFrame, *, timeout: float | None = None) -> list[str]:
-        """Write edited rows of ``df`` (as made by :meth:`to_dataframe`) back; return their ids.
+        """Write the new and edited rows of ``df`` (as made by :meth:`to_dataframe`) back.
 
-        Every row is validated first; if any is invalid, :class:`RowValidationError` lists each
-        bad row and field and nothing is saved. Stale rows raise :class:`ConflictError`.
+        Returns the ids written: rows equal to the stored entity are not written, so an
+        unedited frame returns ``[]``; a row without an id gets a fresh one. Every row is
+        validated first; if any is invalid (an empty cell in a stored row's required field
+        included), :class:`RowValidationError` lists each bad row and field and nothing is
+        saved. Stale rows raise :class:`ConflictError`.
         """
         return run_sync(self._target.save_dataframe(df), timeout)
 

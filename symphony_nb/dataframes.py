@@ -8,21 +8,49 @@ field, named by its JSON key (``AgentConfig.llm_config`` is the column ``model_c
 * datetimes are ``datetime64[us, UTC]`` (``NaiveDatetime`` fields stay naive); ints
   ``int64`` (``Int64`` when optional), floats ``float64``, bools ``bool`` (``boolean`` when
   optional), text the pandas ``str`` dtype;
-* dict, list and nested-model fields hold the Python objects, unless ``flatten=True`` turns
-  each dict field into dotted columns (``input_data.query``);
+* dict, list and nested-model fields hold the Python objects (nested models in their JSON
+  form), unless ``flatten=True`` turns each dict field into dotted columns
+  (``input_data.query``, ``input_data.opts.depth``): one column per leaf, where an empty dict
+  is a leaf too. A key containing ``.`` or ``\\`` is escaped with a backslash
+  (``{"a.b": 1}`` is the column ``input_data.a\\.b``), so no key is ever split. A dotted
+  column of one JSON type gets a typed dtype (``Int64``, ``Float64``, ``boolean``, ``str``);
+  a column mixing types (an int beside a float) or holding ints wider than 64 bits holds the
+  Python objects, so an int never becomes a float;
 * an empty result still has every column with these dtypes.
 
+Reading validates every stored document with the model, as ``find_all`` does: a document
+that does not validate raises :class:`CorruptEntityError` naming where it is, or, with
+``on_corrupt="warn"``, is left out with a :class:`CorruptEntityWarning`. It never becomes an
+editable row.
+
 Writing back converts NaN/NaT/NA to None, pandas timestamps to datetimes, numpy scalars to
-Python values and categoricals to their values; an empty cell of a field that cannot be None
-but has a default takes the default (so rows added in pandas work). Every row is validated
-before anything is written.
+Python values and categoricals to their values, then compares each row with the stored
+entity and writes only the rows that differ (ignoring ``version`` and ``updated_at``), so an
+unedited frame writes nothing. Empty cells mean different things in new and stored rows:
+
+* a row whose id is not stored is new: an empty cell of a field that cannot be None takes the
+  model's default (so rows added in pandas work). A row without an id (a missing ``id`` cell,
+  or a number as its index label, as ``pd.concat`` or ``df.loc[len(df)] = ...`` give) is new
+  and gets a fresh id from the model's default, written back into the frame;
+* in a stored row, an empty cell of a field that cannot be None (``status``, ``input_data``,
+  ``created_at``, ...) is a :class:`RowValidationError` naming the row and field, never a
+  silent default; an empty cell of an optional field sets it to None;
+* in dotted columns, a cell that differs from the stored value at its path sets that path
+  (creating the dicts above it where they are missing or null), an emptied cell removes the
+  key, and unedited cells leave the stored dict exactly as it was (key order, empty dicts,
+  nulls, number types).
+
+Every row is validated before anything is written.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from enum import Enum
+from functools import cache
 from typing import TYPE_CHECKING, Any, TypeVar
 
+import numpy as np
 import orjson
 
 try:
@@ -35,27 +63,36 @@ from pydantic import BaseModel
 from pydantic import ValidationError as PydanticValidationError
 
 from ._errors import CorruptEntityError, RowValidationError
-from ._filters import Query
 from ._frames import (
+    MISSING,
+    Column,
+    FlatCell,
     build_frame,
     documents_frame,
+    entity_columns,
+    flat_layout,
+    flat_name,
+    flat_paths,
     frame_keys,
     frame_records,
     model_columns,
-    transpose,
-    unflatten,
+    patch,
+    plain_value,
+    same,
 )
-from ._repository import _gc_paused
+from ._gc import gc_paused
+from .stores import Query, merge_corrupt, parse_query
 
 if TYPE_CHECKING:
-    from ._repository import Filter, OrderBy, Repository
+    from ._repository import Filter, OnCorrupt, OrderBy, Repository
 
 M = TypeVar("M", bound=BaseModel)
+Problems = list[tuple[str, str]]
 
 _SKIP_ON_COMPARE = ("version", "updated_at")
 _ID_CHUNK = 500
 _SCAN_ABOVE = 5000
-_PARSE_CHUNK = 2000
+_DECODE_CHUNK = 2000
 
 
 # --------------------------------------------------------------------------- entities -> frame
@@ -84,126 +121,144 @@ async def repository_to_dataframe(
     order_by: OrderBy | None = None,
     limit: int | None = None,
     flatten: bool = False,
+    on_corrupt: OnCorrupt = "raise",
 ) -> pd.DataFrame:
     """The entities of ``repo`` matching ``filter_criteria`` as a DataFrame.
 
-    Filtering, ordering and column selection run in the backend; the frame is built from the
-    stored JSON without a model object per row (a document that lacks a field, as written by
-    an older schema, is validated to fill in its defaults).
+    Filtering, ordering and column selection run in the backend. Every document is validated
+    with the model once, as ``find_all`` validates it, and the columns are taken from the
+    validated values; ``on_corrupt`` is as for ``find_all``.
     """
-    query = repo._query(filter_criteria, order_by, limit, 0, columns).unordered()
+    if on_corrupt not in ("raise", "warn"):
+        raise ValueError(f"on_corrupt must be 'raise' or 'warn', got {on_corrupt!r}")
+    query = parse_query(
+        repo.model, filter_criteria, order_by=order_by, limit=limit, columns=columns
+    ).unordered()
     keys = frame_keys(repo.model, query.columns)
-    # The collector stays paused until the parsed documents are freed: its passes over so many
-    # fresh objects would cost more than the work itself.
-    with _gc_paused():
-        rows = await repo._select_sorted(query)
-        split = _columns(repo, rows, keys)
-        values: Sequence[Sequence[Any]]
-        if split is not None:
-            ids, values = [entity_id for entity_id, _ in rows], split
-        else:  # some document lacks a field: written by an older schema
-            ids, docs = _parse_rows(repo, rows)
-            ids, docs = await _complete(repo, ids, docs, frozenset(keys))
-            values = transpose(docs, keys)
-            del docs
-        del rows, split
+    # The collector stays paused until the validated entities are freed: its passes over so
+    # many fresh objects would cost more than the work itself.
+    with gc_paused():
+        rows = merge_corrupt(query, await repo.store.select(query))
+        ids: list[str] = []
+        values: list[list[Any]] = [[] for _ in keys]
+        # A chunk at a time, while the entities are still in the CPU cache.
+        for start in range(0, len(rows), _DECODE_CHUNK):
+            entities = repo.decode_rows(rows[start : start + _DECODE_CHUNK], on_corrupt=on_corrupt)
+            ids.extend(str(getattr(entity, "id", "")) for entity in entities)
+            parts = entity_columns(repo.model, entities, keys)
+            for column, part in zip(values, parts, strict=True):
+                column.extend(part)
+            del entities, parts
+        del rows
         return build_frame(repo.model, keys, ids, values, flatten)
-
-
-def _columns(
-    repo: Repository[Any], rows: Sequence[tuple[str, Any]], keys: Sequence[str]
-) -> list[list[Any]] | None:
-    """The values of each key across the documents in ``rows``; None if one lacks a key.
-
-    Documents are parsed and split into columns a chunk at a time, while they are still in
-    the CPU cache (a third faster than parsing them all first for 100k Tasks).
-    """
-    columns: list[list[Any]] = [[] for _ in keys]
-    for start in range(0, len(rows), _PARSE_CHUNK):
-        _, docs = _parse_rows(repo, rows[start : start + _PARSE_CHUNK])
-        try:
-            parts = transpose(docs, keys, strict=True)
-        except KeyError:
-            return None
-        for column, part in zip(columns, parts, strict=True):
-            column.extend(part)
-    return columns
-
-
-def _parse_rows(
-    repo: Repository[Any], rows: Sequence[tuple[str, Any]]
-) -> tuple[list[str], list[Any]]:
-    ids = [entity_id for entity_id, _ in rows]
-    try:
-        docs = list(map(orjson.loads, [data for _, data in rows]))
-    except (orjson.JSONDecodeError, TypeError):
-        docs = [_parse_one(repo, entity_id, data) for entity_id, data in rows]
-    return ids, docs
-
-
-async def _complete(
-    repo: Repository[Any], ids: list[str], docs: list[Any], wanted: frozenset[str]
-) -> tuple[list[str], list[Any]]:
-    """Validate the documents that lack a field, so the model's defaults fill it in."""
-    gone: set[int] = set()
-    for position, doc in enumerate(docs):
-        if isinstance(doc, dict) and doc.keys() >= wanted:
-            continue
-        entity_id = ids[position]
-        data = await repo.store.get(entity_id)
-        if data is None:  # deleted since the select
-            gone.add(position)
-        else:
-            docs[position] = repo._decode(entity_id, data).model_dump(mode="json", by_alias=True)
-    if gone:
-        ids = [entity_id for position, entity_id in enumerate(ids) if position not in gone]
-        docs = [doc for position, doc in enumerate(docs) if position not in gone]
-    return ids, docs
-
-
-def _parse_one(repo: Repository[Any], entity_id: str, data: Any) -> Any:
-    if isinstance(data, CorruptEntityError):
-        raise data
-    try:
-        return orjson.loads(data)
-    except orjson.JSONDecodeError:
-        # Raises CorruptEntityError saying what is wrong, unless pydantic's parser is laxer.
-        return repo._decode(entity_id, data).model_dump(mode="json", by_alias=True)
 
 
 # --------------------------------------------------------------------------- frame -> entities
 
 
+def _label(position: int, entity_id: str | None) -> str:
+    return entity_id if entity_id is not None else f"row {position} (no id)"
+
+
+def _json_value(entity: BaseModel, column: Column) -> Any:
+    if column.native:
+        return entity.__dict__[column.name]
+    return entity.model_dump(mode="json", by_alias=True, include={column.name})[column.key]
+
+
+def _empty_cell(key: str, stored: Any) -> str:
+    shown = repr(stored)
+    shown = shown if len(shown) <= 60 else shown[:57] + "..."
+    return (
+        f"the cell is empty, but {key} cannot be empty (stored: {shown}); give it a value "
+        "(the model's default applies only to new rows)"
+    )
+
+
+def _row_data(
+    specs: Mapping[str, Column],
+    flat: Mapping[str, Sequence[FlatCell]],
+    row: Mapping[str, Any],
+    old: BaseModel | None,
+) -> tuple[dict[str, Any], Problems]:
+    """The field values of one row, ready for validation, and the problems found on the way."""
+    data: dict[str, Any] = {}
+    problems: Problems = []
+    for key, column in specs.items():
+        if key == "id":
+            continue
+        if key in row:
+            value = row[key]
+            if value is None and not column.optional:
+                if old is not None:
+                    value = old.__dict__[column.name]
+                    problems.append((key, _empty_cell(key, _frame_value(old, column))))
+                elif column.has_default:
+                    continue
+            data[key] = value
+        elif key in flat:
+            stored = _json_value(old, column) if old is not None else None
+            cells = [(cell, row[cell.column]) for cell in flat[key]]
+            value, trouble = patch(stored, cells, stored=old is not None)
+            problems.extend(trouble)
+            if value is MISSING:
+                if column.has_default:
+                    continue
+                value = {}
+            data[key] = value
+        elif old is not None:
+            data[key] = old.__dict__[column.name]
+    return data, problems
+
+
 def _validate(
     model: type[M],
-    records: Sequence[tuple[str, dict[str, Any]]],
-    stored: Mapping[str, Any] | None = None,
+    records: Sequence[tuple[str | None, dict[str, Any]]],
+    stored: Mapping[str, BaseModel] | None = None,
 ) -> list[M]:
+    """Each row as a ``model``; :class:`RowValidationError` lists every problem of every row."""
     specs = model_columns(model)
+    names = list(records[0][1]) if records else []
+    flat = flat_layout(specs, names)
+    flat_names = {cell.column for cells in flat.values() for cell in cells}
+    other = [name for name in names if name not in specs and name not in flat_names]
     entities: list[M] = []
-    problems: dict[str, list[tuple[str, str]]] = {}
-    # An empty cell of a field that cannot be None means "the default" (a row added in pandas).
-    defaulted = {key for key, spec in specs.items() if spec.has_default and not spec.optional}
-    for entity_id, row in records:
-        data = {
-            key: value
-            for key, value in unflatten(row, specs, (stored or {}).get(entity_id)).items()
-            if value is not None or key not in defaulted
-        }
-        data["id"] = entity_id
+    problems: dict[str, Problems] = {}
+    version_field = "version" in specs and not specs["version"].optional
+    for position, (entity_id, row) in enumerate(records):
+        old = (stored or {}).get(entity_id) if entity_id is not None else None
+        data, trouble = _row_data(specs, flat, row, old)
+        for name in other:  # not a field: validation reports it (or ignores it)
+            data[name] = row[name]
+        if entity_id is not None:
+            data["id"] = entity_id
+        elif version_field and isinstance(row.get("version"), int | float) and row["version"]:
+            trouble.append(
+                (
+                    "id",
+                    f"the row has no id but version {row['version']!r}, so it was read from "
+                    "the store and lost its id (reset_index(drop=True)?); put the ids back, "
+                    "or empty its version cell to add it as a new entity",
+                )
+            )
         try:
             entities.append(model.model_validate(data))
         except PydanticValidationError as exc:
-            problems[entity_id] = [
+            trouble.extend(
                 (".".join(map(str, err["loc"])) or "<row>", err["msg"]) for err in exc.errors()
-            ]
+            )
+        if trouble:
+            problems[_label(position, entity_id)] = trouble
     if problems:
         raise RowValidationError(problems)
     return entities
 
 
 def from_dataframe(model: type[M], df: pd.DataFrame) -> list[M]:
-    """Validate each row of ``df`` as a ``model``; :class:`RowValidationError` lists bad rows."""
+    """Validate each row of ``df`` as a new ``model``; :class:`RowValidationError` lists bad rows.
+
+    Empty cells take the model's defaults, and a row without an id gets a fresh one.
+    """
     return _validate(model, frame_records(df))
 
 
@@ -211,92 +266,181 @@ async def save_dataframe(repo: Repository[M], df: pd.DataFrame) -> list[str]:
     """Write the new and edited rows of ``df`` to ``repo``; return the ids written.
 
     Every row is validated first: if any fails, :class:`RowValidationError` lists each bad
-    row id and field and nothing is saved. Rows equal to what is stored are skipped. Columns
-    missing from ``df`` keep their stored values (so a frame of selected columns can be
-    saved). Versions are checked: a row edited from a stale export raises
-    :class:`ConflictError` and, where the backend is atomic, nothing is written. After a
-    successful save the ``version`` and ``updated_at`` columns of ``df`` are updated in
-    place, as :meth:`Repository.save` updates the object it is given, so the frame can be
-    edited and saved again.
+    row id and field and nothing is saved. Each row is compared with the stored entity and
+    written only if it differs (``version`` and ``updated_at`` aside), so an unedited frame
+    writes nothing and returns ``[]``. Columns missing from ``df`` keep their stored values
+    (so a frame of selected columns can be saved). A stored row with an empty cell in a field
+    that cannot be None is refused (see :mod:`symphony_nb.dataframes`); a row without an id
+    is new and gets a fresh id. A row whose id holds a corrupt stored document raises
+    :class:`CorruptEntityError` rather than overwriting it. Versions are checked: a row
+    edited from a stale export raises :class:`ConflictError` and, where the backend is
+    atomic, nothing is written. After a successful save the ``version`` and ``updated_at``
+    columns of ``df`` (and the ids of new rows) are updated in place, as
+    :meth:`Repository.save` updates the object it is given, so the frame can be edited and
+    saved again.
     """
-    with _gc_paused():
+    with gc_paused():
         records = frame_records(df)
-    stored = await _stored_documents(repo, [entity_id for entity_id, _ in records])
-    with _gc_paused():
-        changed = _changed_entities(repo.model, df, records, stored)
-    ids = await repo.save_many(changed)
-    _update_frame(df, changed)
+    wanted = [entity_id for entity_id, _ in records if entity_id is not None]
+    stored = await _stored_entities(repo, wanted)
+    with gc_paused():
+        entities = _validate(repo.model, records, stored)
+        changed = [
+            (position, entity)
+            for position, ((entity_id, _), entity) in enumerate(zip(records, entities, strict=True))
+            if entity_id is None or _differs(entity, stored.get(entity_id))
+        ]
+    ids = await repo.save_many([entity for _, entity in changed])
+    stored_ids = set(stored)
+    _update_frame(
+        df,
+        changed,
+        new=[p for p, _ in changed if records[p][0] not in stored_ids],
+        fresh=[p for p, _ in changed if records[p][0] is None],
+    )
     return ids
 
 
-def _changed_entities(
-    model: type[M],
-    df: pd.DataFrame,
-    records: Sequence[tuple[str, dict[str, Any]]],
-    stored: Mapping[str, Any],
-) -> list[M]:
-    specs = model_columns(model)
-    present = {name.partition(".")[0] for name in df.columns} | {"id"}
-    missing = [key for key in specs if key not in present]
-    merged = []
-    for entity_id, row in records:
-        old = stored.get(entity_id)
-        if old is not None and missing:
-            row = {**{key: old.get(key) for key in missing}, **row}
-        merged.append((entity_id, row))
-    entities = _validate(model, merged, stored)
-    return [
-        entity
-        for (entity_id, _), entity in zip(merged, entities, strict=True)
-        if _differs(entity.model_dump(mode="json", by_alias=True), stored.get(entity_id))
-    ]
-
-
-async def _stored_documents(repo: Repository[Any], ids: Sequence[str]) -> dict[str, Any]:
+async def _stored_entities(repo: Repository[M], ids: Sequence[str]) -> dict[str, M]:
     unique = list(dict.fromkeys(ids))
+    wanted = set(unique)
     rows: list[tuple[str, Any]] = []
     if len(unique) > _SCAN_ABOVE:
         # One scan beats thousands of id lookups (and stays under SQL parameter limits).
-        wanted = set(unique)
-        rows = [row for row in await repo._select(Query()) if row[0] in wanted]
+        rows = merge_corrupt(Query(), await repo.store.select(Query()))
     else:
         for start in range(0, len(unique), _ID_CHUNK):
             chunk = unique[start : start + _ID_CHUNK]
-            query = Query(conditions=repo._query({"id": {"$in": chunk}}).conditions)
-            rows.extend(await repo._select(query))
-    found: dict[str, Any] = {}
-    with _gc_paused():
+            query = parse_query(repo.model, {"id": {"$in": chunk}})
+            rows.extend(merge_corrupt(query, await repo.store.select(query)))
+    found: dict[str, M] = {}
+    with gc_paused():
         for entity_id, data in rows:
+            if entity_id not in wanted:
+                continue  # a file store reports unparsable files whatever the query
             if isinstance(data, CorruptEntityError):
-                continue  # replaced by the validated row
-            try:
-                found[entity_id] = orjson.loads(data)
-            except orjson.JSONDecodeError:
-                continue
+                raise data
+            found[entity_id] = repo.decode(entity_id, data)
     return found
 
 
-def _differs(new: Mapping[str, Any], old: Mapping[str, Any] | None) -> bool:
+@cache
+def _compared(model: type[BaseModel]) -> tuple[tuple[str, bool], ...]:
+    """The fields compared by :func:`_differs`, and whether ``==`` may hide a JSON type change.
+
+    Typed fields hold one type after validation; dicts, lists and ``Any`` may hold ``1``,
+    ``1.0`` and ``True``, which are equal in Python but not in JSON.
+    """
+    return tuple(
+        (column.name, column.dtype is object)
+        for column in model_columns(model).values()
+        if column.name not in _SKIP_ON_COMPARE
+    )
+
+
+def _differs(new: BaseModel, old: BaseModel | None) -> bool:
+    """Whether ``new`` differs from the stored ``old`` in a value or a JSON type."""
     if old is None:
         return True
-    new, old = dict(new), dict(old)
-    for key in _SKIP_ON_COMPARE:
-        new.pop(key, None)
-        old.pop(key, None)
-    return new != old
+    if new.__pydantic_extra__ != old.__pydantic_extra__:
+        return True
+    a, b = new.__dict__, old.__dict__
+    for name, loose in _compared(type(new)):
+        x, y = a[name], b[name]
+        if x is y:
+            continue
+        if x != y:
+            if not same(x, y):  # NaN is not equal to itself
+                return True
+        elif loose and not _json_equal(x, y):
+            return True
+    return False
 
 
-def _update_frame(df: pd.DataFrame, written: Sequence[BaseModel]) -> None:
-    by_id = {str(getattr(entity, "id", "")): entity for entity in written}
-    if not by_id:
+def _json_equal(x: Any, y: Any) -> bool:
+    try:
+        if orjson.dumps(x) == orjson.dumps(y):
+            return True
+    except TypeError:  # not JSON orjson can write (an int wider than 64 bits, ...)
+        pass
+    return same(x, y)  # the same values, maybe in another key order
+
+
+def _position(df: pd.DataFrame, name: Any) -> int:
+    return list(df.columns).index(name)
+
+
+def _set_cell(df: pd.DataFrame, position: int, name: str, value: Any) -> None:
+    at = _position(df, name)
+    if same(plain_value(df.iat[position, at]), value):
         return
-    ids = df["id"].astype(str) if "id" in df.columns else pd.Series(df.index.astype(str))
-    rows = ids.isin(by_id).to_numpy()
-    order = ids[rows].tolist()
+    try:
+        df.iat[position, at] = value
+    except (TypeError, ValueError):  # the column's dtype cannot hold it: make it hold objects
+        df[name] = df[name].astype(object)
+        df.iat[position, at] = value
+
+
+def _frame_value(entity: BaseModel, column: Column) -> Any:
+    value = _json_value(entity, column)
+    return value.value if isinstance(value, Enum) else value
+
+
+def _update_frame(
+    df: pd.DataFrame,
+    written: Sequence[tuple[int, BaseModel]],
+    *,
+    new: Sequence[int],
+    fresh: Sequence[int],
+) -> None:
+    """Make the written rows of ``df`` show what was stored, as :meth:`Repository.save`
+    updates the object it is given, so that they read as stored rows when saved again.
+
+    Every written row gets its new version and timestamp, and its dict, list and dotted
+    cells show their JSON form as stored (a datetime typed into a dict shows as its text; a
+    cell set to ``[]`` empties the dotted cells below it; a dict typed into a dotted cell is
+    spread over dotted columns, added where missing). Rows that were new also show the values
+    their empty cells took (the defaults) and, where they had none, their fresh ids.
+    """
+    if not written:
+        return
+    if fresh:
+        by_position = dict(written)
+        ids = [str(getattr(by_position[position], "id", "")) for position in fresh]
+        if "id" in df.columns:
+            df.iloc[np.asarray(fresh), _position(df, "id")] = ids
+        else:
+            labels = list(df.index)
+            for position, entity_id in zip(fresh, ids, strict=True):
+                labels[position] = entity_id
+            df.index = pd.Index(labels, name=df.index.name or "id")
+    specs = model_columns(type(written[0][1]))
+    names = [str(name) for name in df.columns]
+    skip = ("id", *_SKIP_ON_COMPARE)
+    plain = [specs[name] for name in names if name in specs and name not in skip]
+    layout = flat_layout(specs, names)
+    dumped = {c.name for c in plain if c.dtype is object} | {specs[k].name for k in layout}
+    shown = {key: {cell.path: cell.column for cell in cells} for key, cells in layout.items()}
+    new_rows = set(new)
+    for position, entity in written:
+        doc = entity.model_dump(mode="json", by_alias=True, include=dumped) if dumped else {}
+        for column in plain:
+            if column.dtype is object:
+                _set_cell(df, position, column.key, doc[column.key])
+            elif position in new_rows:
+                _set_cell(df, position, column.key, _frame_value(entity, column))
+        for key, columns in shown.items():
+            leaves = flat_paths(doc[key])
+            for path in leaves.keys() - columns.keys():
+                columns[path] = flat_name(key, path)
+                df[columns[path]] = np.full(len(df), None, dtype=object)
+            for path, name in columns.items():
+                _set_cell(df, position, name, leaves.get(path))
+    positions = [position for position, _ in written]
     for name in _SKIP_ON_COMPARE:
         if name not in df.columns:
             continue
-        values: Any = [getattr(by_id[entity_id], name) for entity_id in order]
+        values: Any = [getattr(entity, name) for _, entity in written]
         if name == "updated_at":
             values = pd.to_datetime(values, utc=True).as_unit("us")
-        df.loc[rows, name] = values
+        df.iloc[np.asarray(positions), _position(df, name)] = values

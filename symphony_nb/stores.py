@@ -44,6 +44,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any
 
 from pydantic import BaseModel
@@ -54,10 +55,14 @@ from ._filters import (
     OrderKey,
     Query,
     apply_query,
+    check_paging,
     lookup,
     matches,
     needs_exact,
+    parse_columns,
     parse_document,
+    parse_filter,
+    parse_order,
 )
 
 __all__ = [
@@ -75,8 +80,10 @@ __all__ = [
     "declared_indexes",
     "lookup",
     "matches",
+    "merge_corrupt",
     "needs_exact",
     "parse_document",
+    "parse_query",
     "plan_writes",
 ]
 
@@ -124,6 +131,54 @@ class Counted:
 def collection_name(model: type[BaseModel]) -> str:
     """The folder / table name of a model: its class name, lower-cased."""
     return model.__name__.lower()
+
+
+def parse_query(
+    model: type[BaseModel],
+    filter_criteria: Mapping[str, Any] | None = None,
+    *,
+    order_by: str | Sequence[str] | None = None,
+    limit: int | None = None,
+    offset: int = 0,
+    columns: Sequence[str] | None = None,
+) -> Query:
+    """A :class:`Query` for ``model``, checked as :meth:`Repository.find_all` checks it.
+
+    Raises :class:`FilterError` for a filter, ordering or column that does not fit the model
+    and ``ValueError`` for bad paging.
+    """
+    check_paging(limit, offset)
+    return Query(
+        conditions=parse_filter(model, filter_criteria),
+        order=parse_order(model, order_by),
+        limit=limit,
+        offset=offset,
+        columns=parse_columns(model, columns),
+    )
+
+
+def merge_corrupt(
+    query: Query, found: Selection
+) -> list[tuple[str, Document | CorruptEntityError]]:
+    """The rows of ``found`` in ``query``'s order, with its corrupt documents put among them.
+
+    A corrupt document (too broken to filter or order) goes on one page only: in id order on
+    the page whose id range holds it (the last page takes the rest); under another order or
+    an offset its place is unknown, so the first page reports them all. Rows the store was
+    allowed to return in any order (``query.any_order``) are sorted by id.
+    """
+    rows: list[tuple[str, Document | CorruptEntityError]] = [*found.rows]
+    if query.any_order:
+        rows.sort(key=itemgetter(0))  # linear when the store returned them sorted
+    if not found.corrupt or query.limit == 0:
+        return rows
+    broken: list[tuple[str, Document | CorruptEntityError]] = [*found.corrupt]
+    if query.order or query.offset:
+        return [*broken, *rows] if query.offset == 0 else rows
+    if query.limit is not None and len(found.rows) >= query.limit:
+        last = found.rows[-1][0]
+        broken = [item for item in broken if item[0] <= last]
+    return sorted([*broken, *rows], key=itemgetter(0))
 
 
 def declared_indexes(model: type[BaseModel]) -> tuple[str, ...]:

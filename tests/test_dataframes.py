@@ -70,16 +70,20 @@ async def test_frame_has_id_index_and_typed_columns(filled: Repository[Task]) ->
     assert df.loc["t2", "status"] == TaskStatus.COMPLETED
 
 
-async def test_current_documents_are_not_validated_one_by_one(
+async def test_each_document_is_validated_once(
     filled: Repository[Task], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def refuse(*args: Any) -> None:
-        raise AssertionError("a model object was built for a row")
+    decoded: list[str] = []
+    decode = filled.decode
 
-    monkeypatch.setattr(filled, "_decode", refuse)
-    monkeypatch.setattr(Task, "model_validate_json", refuse)
-    df = await filled.to_dataframe()
+    def counting(entity_id: str, data: Any) -> Task:
+        decoded.append(entity_id)
+        return decode(entity_id, data)
+
+    monkeypatch.setattr(filled, "decode", counting)
+    df = await filled.to_dataframe(flatten=True)
     assert len(df) == 6
+    assert sorted(decoded) == sorted(df.index)
 
 
 async def test_empty_result_keeps_columns_and_dtypes(filled: Repository[Task]) -> None:

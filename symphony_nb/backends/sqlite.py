@@ -17,7 +17,8 @@ import orjson
 from pydantic import BaseModel
 
 from .._errors import CorruptEntityError, InvalidUrlError, StorageError
-from .._repository import Repository, _gc_paused
+from .._gc import gc_paused
+from .._repository import Repository
 from .._types import T
 from .._urls import expand_path, mask_url
 from ..stores import Condition, Counted, Query, Record, Selection, Store, plan_writes
@@ -193,7 +194,7 @@ class SQLiteStore(Store):
     def _select_sync(self, conn: sqlite3.Connection, query: Query) -> Selection:
         if self._missing:
             return Selection([])
-        with _gc_paused():  # a row tuple per match: the same collector cost as decoding
+        with gc_paused():  # a row tuple per match: the same collector cost as decoding
             return self._fetch(conn, query)
 
     def _fetch(self, conn: sqlite3.Connection, query: Query) -> Selection:
