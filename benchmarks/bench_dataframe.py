@@ -3,7 +3,8 @@
 Run: ``.venv/bin/python benchmarks/bench_dataframe.py [--n 100000] [--repeat 3]``.
 
 Naive path: ``pd.DataFrame([t.model_dump() for t in repo.sync.find_all()])`` (a model object
-per row, then a dict per row). ``to_dataframe()`` builds the frame from the stored JSON. Also
+per row, then a dict per row). ``to_dataframe()`` validates every stored document with the
+model, as ``find_all`` does, and builds the columns from the validated values. Also
 times a filtered export (``status == "pending"``, a quarter of the rows) both ways, and a
 ``save_dataframe`` of the full frame with 1% of the rows edited.
 
