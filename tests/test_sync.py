@@ -43,18 +43,12 @@ from symphony_nb.backends.filesystem import FileStore
 from symphony_nb.stores import (
     Condition,
     Counted,
-    Query,
+    Document,
     Record,
-    Selection,
-    Store,
     StoreLayer,
-    apply_query,
-    matches,
-    needs_exact,
-    parse_document,
-    plan_writes,
 )
 from tests.backends import opened
+from tests.test_store_seam import DictStore as PlainDictStore
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -66,12 +60,11 @@ def sync_repo(backend_name: str, tmp_path: Path) -> Iterator[Repository[Task]]:
         yield repo
 
 
-class DictStore(Store):
-    """A user's own minimal store, with optional slowness."""
+class DictStore(PlainDictStore):
+    """The dict store of tests/test_store_seam.py, with optional slowness."""
 
     def __init__(self, model: type[Task]) -> None:
         super().__init__(model)
-        self.docs: dict[str, tuple[int | None, str]] = {}  # id -> (version, json)
         self.slow = False
         self.started = threading.Event()
         self.cancelled = threading.Event()
@@ -86,32 +79,13 @@ class DictStore(Store):
             self.cancelled.set()
             raise
 
-    async def get(self, entity_id: str) -> str | None:
+    async def get(self, entity_id: str) -> Document | None:
         await self._pause()
-        row = self.docs.get(entity_id)
-        return None if row is None else row[1]
+        return await super().get(entity_id)
 
     async def write(self, records: Sequence[Record], *, create: bool) -> list[bool]:
         await self._pause()
-        stored = {r.id: self.docs[r.id][0] for r in records if r.id in self.docs}
-        written = plan_writes(records, stored, create=create)
-        for record, ok in zip(records, written, strict=True):
-            if ok:
-                self.docs[record.id] = (record.version, record.json)
-        return written
-
-    async def remove(self, entity_id: str) -> bool:
-        return self.docs.pop(entity_id, None) is not None
-
-    async def select(self, query: Query) -> Selection:
-        exact = needs_exact(query.conditions, query.order)
-        docs = [(key, parse_document(text, exact=exact)) for key, (_, text) in self.docs.items()]
-        return Selection([(key, self.docs[key][1]) for key in apply_query(query, docs)])
-
-    async def count(self, conditions: tuple[Condition, ...]) -> Counted:
-        exact = needs_exact(conditions)
-        docs = [parse_document(text, exact=exact) for _, text in self.docs.values()]
-        return Counted(sum(matches(conditions, doc) for doc in docs))
+        return await super().write(records, create=create)
 
 
 class DictRepository(Repository[Task]):

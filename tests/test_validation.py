@@ -5,7 +5,6 @@ Checked once, on an in-memory repository over a store layer that records every c
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -13,44 +12,7 @@ import pytest
 
 from symphony_nb import FilterError, InvalidIdError, Repository, Task
 from symphony_nb.backends.memory import MemoryStore
-from symphony_nb.stores import (
-    Condition,
-    Counted,
-    Document,
-    Query,
-    Record,
-    Selection,
-    Store,
-    StoreLayer,
-)
-
-
-class Recording(StoreLayer):
-    """A store layer that lists, in ``calls``, each store method the repository runs."""
-
-    def __init__(self, inner: Store) -> None:
-        super().__init__(inner)
-        self.calls: list[str] = []
-
-    async def get(self, entity_id: str) -> Document | None:
-        self.calls.append("get")
-        return await self.inner.get(entity_id)
-
-    async def write(self, records: Sequence[Record], *, create: bool) -> list[bool]:
-        self.calls.append("write")
-        return await self.inner.write(records, create=create)
-
-    async def remove(self, entity_id: str) -> bool:
-        self.calls.append("remove")
-        return await self.inner.remove(entity_id)
-
-    async def select(self, query: Query) -> Selection:
-        self.calls.append("select")
-        return await self.inner.select(query)
-
-    async def count(self, conditions: tuple[Condition, ...]) -> Counted:
-        self.calls.append("count")
-        return await self.inner.count(conditions)
+from tests.test_store_seam import Recording
 
 
 @pytest.fixture

@@ -60,24 +60,11 @@ def _driver_errors(asyncpg: Any) -> tuple[type[BaseException], ...]:
 
 
 class PostgresStore(Store):
-    """Stores each document as JSONB in ``<schema>.<model name>`` on PostgreSQL.
+    """The documents of ``model`` as JSONB in ``<schema>.<model name>`` on PostgreSQL.
 
-    Args:
-        model: the pydantic model class to store.
-        url: ``postgresql://user:password@host:port/database``; a ``?schema=name`` query
-            parameter chooses the schema when ``schema`` is not given.
-        schema: the PostgreSQL schema holding the tables (default ``symphony``); it and the
-            table are created on first use, safely when several processes start at once.
-        indexes: more fields to index, in addition to those the model declares in
-            ``__indexes__`` (Task: ``status``, ``priority``, ``created_at``): field names, dotted paths into nested models, or dotted keys into dict fields
-            (``"input_data.kind"``). Indexes serve ``$eq``, ``$in`` and range filters on
-            string, enum and datetime values.
-        pool_size: the most connections kept per event loop.
-
-    Filters, ordering, paging and counts run in the database. Writes use optimistic
-    concurrency (see :class:`~symphony_nb.Repository`); ``save_many`` is all or nothing in one
-    transaction and loads large batches with COPY. The same object works with ``await`` and through ``.sync`` in any order: it
-    keeps one connection pool per event loop, and ``close()`` closes all of them.
+    Takes the arguments described on :class:`PostgresRepository`, which builds one. Filters,
+    ordering, paging and counts are compiled to SQL; writes check versions in the same
+    statement; one connection pool is kept per event loop.
     """
 
     def __init__(
@@ -296,11 +283,22 @@ class PostgresStore(Store):
 class PostgresRepository(Repository[T]):
     """A repository of ``model`` as JSONB documents in ``<schema>.<model name>`` on PostgreSQL.
 
-    Takes the arguments of :class:`PostgresStore` (``url``, ``schema``, ``indexes``,
-    ``pool_size``). Filters, ordering, paging and counts run in the database; ``save_many``
-    is all or nothing in one transaction and loads large batches with COPY. The same object
-    works with ``await`` and through ``.sync`` in any order (one connection pool per event
-    loop; ``close()`` closes all of them). ``url`` keeps the URL with its password masked.
+    Args:
+        model: the pydantic model class to store.
+        url: ``postgresql://user:password@host:port/database``; a ``?schema=name`` query
+            parameter chooses the schema when ``schema`` is not given.
+        schema: the PostgreSQL schema holding the tables (default ``symphony``); it and the
+            table are created on first use, safely when several processes start at once.
+        indexes: more fields to index, besides those the model declares in ``__indexes__``
+            (Task: ``status``, ``priority``, ``created_at``): field names, dotted paths into
+            nested models, or dotted keys into dict fields (``"input_data.kind"``). Indexes
+            serve ``$eq``, ``$in`` and range filters on string, enum and datetime values.
+        pool_size: the most connections kept per event loop.
+
+    Filters, ordering, paging and counts run in the database; ``save_many`` is all or nothing
+    in one transaction and loads large batches with COPY. The same object works with
+    ``await`` and through ``.sync`` in any order (one connection pool per event loop;
+    ``close()`` closes all of them). ``url`` keeps the URL with its password masked.
     """
 
     def __init__(

@@ -32,23 +32,11 @@ _INHERITED: list[Session] = []
 
 
 class SQLiteStore(Store):
-    """Stores ``model`` documents in the SQLite file ``path`` (see :class:`SQLiteRepository`).
+    """The documents of ``model`` in one table of the SQLite file ``path``.
 
-    The file and its folder are created if missing; a relative path is resolved at once.
-
-    Filters, ordering, paging and counts run in SQLite, with the same semantics as every
-    other backend. ``status``, ``priority`` and ``created_at`` are indexed when the model
-    has them; ``indexes`` adds more: field names or dotted keys into dict fields
-    (``"agent_id"``, ``"input_data.kind"``), or tuples of them for composite indexes.
-
-    Several repositories (one per model) and several processes may share one file: the file
-    is in WAL mode, readers never wait, and each write checks versions and writes inside
-    ``BEGIN IMMEDIATE``, waiting up to ``timeout`` seconds for another writer. Commits are
-    durable (``synchronous=FULL``). ``path=":memory:"`` keeps a private in-memory database.
-
-    A file this process may read but not write (or in a folder it may not write) is opened
-    read-only: reads work (a table not made yet reads as empty) and writes raise
-    :class:`StorageError` saying so. Nothing is created in it, not even the table.
+    Filters, ordering, paging and counts are compiled to SQL over generated columns for the
+    indexed paths; each write checks versions and writes inside ``BEGIN IMMEDIATE``. What a
+    user sees of it is described on :class:`SQLiteRepository`, which builds one.
     """
 
     def __init__(
