@@ -54,8 +54,9 @@ def document(text: str) -> str:
 
     Below 1e16 pydantic writes floats positionally already (and a negative exponent
     keeps its decimals); only a positive exponent needs rewriting, and most documents have none.
+    ``text`` comes from pydantic, which writes exponents as ``e+``.
     """
-    if "e+" not in text and "E+" not in text:
+    if "e+" not in text:
         return text
     return _EXPONENT_RE.sub(_rewrite, text)
 
