@@ -245,7 +245,7 @@ class FileStore(Store):
         version = doc.get("version") if isinstance(doc, dict) else None
         return True, version if isinstance(version, int) else None
 
-    # ------------------------------------------------------------------ hooks
+    # ------------------------------------------------------------------ the Store contract
 
     async def get(self, entity_id: str) -> bytes | None:
         return await asyncio.to_thread(self._get_sync, entity_id)

@@ -155,7 +155,7 @@ class PostgresStore(Store):
         except self._errors as exc:
             raise self._failure(exc, doing) from exc
 
-    # ------------------------------------------------------------------ hooks
+    # ------------------------------------------------------------------ the Store contract
 
     async def _run(self, doing: str, method: str, sql: str, *args: Any) -> Any:
         """One statement on a pooled connection (``method``: fetch, fetchval or execute)."""
