@@ -122,7 +122,11 @@ class Selection:
 
 @dataclass(slots=True)
 class Counted:
-    """What :meth:`Store.count` found: matches, and documents too broken to evaluate."""
+    """What :meth:`Store.count` found: matches, and documents too broken to evaluate.
+
+    ``corrupt`` lists the documents the store had to parse and could not; a count that needs
+    no document (no conditions, on a database) may not notice one.
+    """
 
     total: int
     corrupt: list[tuple[str, CorruptEntityError]] = field(default_factory=list)

@@ -7,7 +7,7 @@ from enum import Enum
 from typing import Any, Literal
 
 import pytest
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from symphony_nb import ConflictError
 
@@ -77,3 +77,24 @@ async def test_an_integer_version_is_the_concurrency_counter(
     counter.hits = 2
     await repo.save(counter)
     assert (await repo.get("c")).model_dump() == {"id": "c", "version": 2, "hits": 2}
+
+
+class Revised(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    id: str
+    version: int = Field(0, alias="rev")  # stored under its JSON name
+    note: str = ""
+
+
+async def test_an_aliased_version_field_is_checked_under_its_json_name(
+    make_repo: Callable[[type[Any]], Any],
+) -> None:
+    repo = await make_repo(Revised)
+    item = Revised(id="r")
+    await repo.save(item)
+    await repo.save(item)  # the stored version is found, so saving again just works
+    assert item.version == 2
+    with pytest.raises(ConflictError):
+        await repo.save(Revised(id="r", rev=1))
+    assert (await repo.get("r")).version == 2

@@ -67,6 +67,9 @@ class FileStore(Store):
         self.path = self.directory / self.name
         self._lock = threading.Lock()
         self._opened = False
+        info = model.model_fields.get("version")
+        # The document holds the version under its JSON name (an alias, if it has one).
+        self._version_key = (info and (info.serialization_alias or info.alias)) or "version"
 
     def describe(self) -> str:
         return str(self.path)
@@ -242,7 +245,7 @@ class FileStore(Store):
             raise CorruptEntityError(
                 self.location(entity_id), f"not valid JSON ({exc}); delete it to replace it"
             ) from None
-        version = doc.get("version") if isinstance(doc, dict) else None
+        version = doc.get(self._version_key) if isinstance(doc, dict) else None
         return True, version if isinstance(version, int) else None
 
     # ------------------------------------------------------------------ the Store contract
