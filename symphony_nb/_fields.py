@@ -25,6 +25,7 @@ from pydantic import (
     SecretBytes,
     SecretStr,
 )
+from pydantic.fields import FieldInfo
 
 Kind = Literal["scalar", "dict", "model", "list"]
 DATETIME_TYPES: tuple[Any, ...] = (
@@ -58,6 +59,11 @@ class FieldSpec:
     element: Any = None
     datetime: bool = False
     secret: bool = False
+
+
+def json_key(name: str, info: FieldInfo) -> str:
+    """The JSON key of the field whose Python name is ``name``: its alias, if it has one."""
+    return info.serialization_alias or info.alias or name
 
 
 def unwrap(annotation: Any) -> tuple[Any, bool]:
@@ -109,13 +115,13 @@ def model_fields(model: type[BaseModel]) -> dict[str, FieldSpec]:
     """The fields of ``model`` by JSON key (alias), plus Python names that differ."""
     specs: dict[str, FieldSpec] = {}
     for python_name, info in model.model_fields.items():
-        key = info.serialization_alias or info.alias or python_name
+        key = json_key(python_name, info)
         # pydantic moves Annotated metadata (validators, serializers) out of the annotation
         annotation = (
             Annotated[(info.annotation, *info.metadata)] if info.metadata else info.annotation
         )
         specs[key] = field_spec(key, annotation)
     for python_name, info in model.model_fields.items():
-        key = info.serialization_alias or info.alias or python_name
+        key = json_key(python_name, info)
         specs.setdefault(python_name, specs[key])
     return specs

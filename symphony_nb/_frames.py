@@ -22,7 +22,7 @@ except ImportError as exc:  # pragma: no cover - the notebook extras are missing
     ) from exc
 from pydantic import BaseModel, NaiveDatetime
 
-from ._fields import field_spec, unwrap
+from ._fields import field_spec, json_key, unwrap
 
 _JSON_SCALARS: tuple[Any, ...] = (str, int, float, bool, type(None))
 _INT64 = (-(2**63), 2**63 - 1)
@@ -94,7 +94,7 @@ def model_columns(model: type[BaseModel]) -> Mapping[str, Column]:
     """The columns of ``model`` by JSON key, in field order (the id included)."""
     columns: dict[str, Column] = {}
     for name, info in model.model_fields.items():
-        key = info.serialization_alias or info.alias or name
+        key = json_key(name, info)
         column = _column(key, name, info.annotation)
         columns[key] = replace(column, has_default=not info.is_required())
     return columns

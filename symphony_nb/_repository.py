@@ -28,7 +28,7 @@ from ._models import utc_now
 from ._types import T
 from ._values import storable_fields
 from ._warnings import warn_caller
-from .stores import Record, Store, collection_name, merge_corrupt, parse_query
+from .stores import Record, Store, merge_corrupt, parse_query
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -406,6 +406,3 @@ def _field_is(model: type[BaseModel], name: str, kind: type) -> bool:
 def _check_on_corrupt(on_corrupt: object) -> None:
     if on_corrupt not in ("raise", "warn"):
         raise ValueError(f"on_corrupt must be 'raise' or 'warn', got {on_corrupt!r}")
-
-
-model_name = collection_name

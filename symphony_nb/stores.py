@@ -306,9 +306,3 @@ class StoreLayer(Store):
 
     def describe(self) -> str:
         return self.inner.describe()
-
-    def __getattr__(self, name: str) -> Any:
-        # Backend-specific attributes (path, table, schema) stay reachable through layers.
-        if name.startswith("__") or name == "inner":
-            raise AttributeError(name)
-        return getattr(self.inner, name)

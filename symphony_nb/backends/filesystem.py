@@ -18,6 +18,7 @@ import orjson
 from pydantic import BaseModel
 
 from .._errors import CorruptEntityError, StorageError
+from .._fields import json_key
 from .._ids import filename_to_id, id_to_filename
 from .._repository import Repository
 from .._types import T
@@ -69,7 +70,7 @@ class FileStore(Store):
         self._opened = False
         info = model.model_fields.get("version")
         # The document holds the version under its JSON name (an alias, if it has one).
-        self._version_key = (info and (info.serialization_alias or info.alias)) or "version"
+        self._version_key = "version" if info is None else json_key("version", info)
 
     def describe(self) -> str:
         return str(self.path)

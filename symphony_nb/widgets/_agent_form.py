@@ -8,6 +8,7 @@ from typing import Any
 import ipywidgets as widgets
 
 from .._errors import TemplateError
+from .._fields import json_key
 from .._models import AgentConfig
 from .._repository import Repository
 from ._form import ModelForm
@@ -52,7 +53,7 @@ class AgentConfigForm(ModelForm[AgentConfig]):
         values, problems = self.raw_values()
         by_name: dict[str, Any] = {}
         for name, info in AgentConfig.model_fields.items():
-            key = info.serialization_alias or info.alias or name
+            key = json_key(name, info)
             if key not in problems:
                 by_name[name] = values.get(key)
         if not isinstance(by_name.get("llm_config"), dict):

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ValidationError
 from pydantic_core import PydanticUndefined
 
 from .._errors import ConflictError, SymphonyError
+from .._fields import json_key
 from .._repository import Repository
 from ._inputs import FieldInput, InputError, make_input
 from ._util import close_tree, guarded, hide, show
@@ -44,7 +45,7 @@ class ModelForm(widgets.VBox, Generic[M]):  # type: ignore[misc]
         self._initial: dict[str, Any] = {}
         self.inputs: dict[str, FieldInput] = {}
         for name, info in self.model.model_fields.items():
-            key = info.serialization_alias or info.alias or name
+            key = json_key(name, info)
             self.inputs[key] = make_input(
                 key, info, long_text=key in self.long_text, read_only=key in self.read_only
             )
@@ -110,7 +111,7 @@ class ModelForm(widgets.VBox, Generic[M]):  # type: ignore[misc]
     def _values_of(self, entity: M | None) -> dict[str, Any]:
         values: dict[str, Any] = {}
         for name, info in self.model.model_fields.items():
-            key = info.serialization_alias or info.alias or name
+            key = json_key(name, info)
             if entity is not None:
                 values[key] = getattr(entity, name)
             elif info.is_required():
