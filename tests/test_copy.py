@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 from pathlib import Path
 
 import pytest
 
 from symphony_nb import AgentConfig, InMemoryRepository, Task, copy_repository
 from symphony_nb.backends.postgres import BULK_THRESHOLD
-from tests.backends import BACKENDS, BackendUnavailable
+from tests.backends import BACKENDS, BackendUnavailable, base
 
-# A ring over every backend: each is copied from once and into once.
+# Every ordered pair of real backends, and a ring over all of them (layered and test stores
+# included): each is copied from and into.
 NAMES = sorted(BACKENDS)
-PAIRS = list(zip(NAMES, NAMES[1:] + NAMES[:1], strict=True))
+REAL = [name for name in NAMES if name == base(name) and name != "dict"]
+RING = list(zip(NAMES, NAMES[1:] + NAMES[:1], strict=True))
+PAIRS = sorted({*itertools.permutations(REAL, 2), *RING})
 
 
 @pytest.mark.parametrize(("source_name", "target_name"), PAIRS)
