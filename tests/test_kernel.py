@@ -47,7 +47,7 @@ class SlowFiles(Repository):
 
     def __init__(self, model, directory):
         super().__init__(model, SlowWrites(FileStore(model, directory)))
-        self.directory = self.store.directory
+        self.directory = self.store.inner.directory
 
 async def slow_model(messages, settings):
     (STORE / settings["mark"]).touch()

@@ -8,7 +8,9 @@ fresh process sees the store as its reader would.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import functools
 import json
 import os
 import shutil
@@ -24,8 +26,24 @@ import pytest
 
 import symphony_nb
 
-_ROOT = str(Path(symphony_nb.__file__).resolve().parents[1])
 _AS_NOBODY = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
+
+
+@functools.cache
+def _import_root() -> str:
+    """A folder the reader can import symphony_nb from.
+
+    The checkout may sit in a folder only we may enter (a ``mktemp -d`` clone), so as root the
+    package is copied once into a folder anyone may read.
+    """
+    package = Path(symphony_nb.__file__).resolve().parent
+    if os.geteuid() != 0:
+        return str(package.parent)
+    root = Path(tempfile.mkdtemp(prefix="symphony-package-"))
+    atexit.register(shutil.rmtree, root, True)
+    shutil.copytree(package, root / "symphony_nb", ignore=shutil.ignore_patterns("__pycache__"))
+    share_for_reading(root)
+    return str(root)
 
 
 def _prefix() -> list[str]:
@@ -86,7 +104,7 @@ def reader_process(code: str, cwd: Path) -> Iterator[Callable[[], Any]]:
         stderr=subprocess.PIPE,
         text=True,
         cwd=cwd,
-        env={**os.environ, "PYTHONPATH": _ROOT, "HOME": str(cwd)},
+        env={**os.environ, "PYTHONPATH": _import_root(), "HOME": str(cwd)},
     )
     assert process.stdin is not None and process.stdout is not None
 
@@ -119,7 +137,7 @@ def run_as_reader(code: str, cwd: Path) -> Any:
         text=True,
         timeout=120,
         cwd=cwd,
-        env={**os.environ, "PYTHONPATH": _ROOT, "HOME": str(cwd)},
+        env={**os.environ, "PYTHONPATH": _import_root(), "HOME": str(cwd)},
         check=False,
     )
     if result.returncode != 0:
