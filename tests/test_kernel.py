@@ -37,8 +37,8 @@ class SlowWrites(StoreLayer):
     '''A user's own store layer whose writes hang until cancelled.'''
 
     async def write(self, records, *, create):
-        self.directory.mkdir(parents=True, exist_ok=True)
-        (self.directory / "write-started").touch()
+        self.inner.directory.mkdir(parents=True, exist_ok=True)
+        (self.inner.directory / "write-started").touch()
         await asyncio.sleep(60)
         return await self.inner.write(records, create=create)
 
