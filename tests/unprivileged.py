@@ -11,6 +11,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import functools
+import importlib
 import json
 import os
 import shutil
@@ -29,19 +30,37 @@ import symphony_nb
 _AS_NOBODY = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
 
 
+# What ``import symphony_nb`` needs, copied beside it (the environment may be private too).
+_READER_NEEDS = (
+    "pydantic",
+    "pydantic_core",
+    "annotated_types",
+    "typing_extensions",
+    "typing_inspection",
+    "orjson",
+)
+
+
 @functools.cache
 def _import_root() -> str:
     """A folder the reader can import symphony_nb from.
 
     The checkout may sit in a folder only we may enter (a ``mktemp -d`` clone), so as root the
-    package is copied once into a folder anyone may read.
+    package and what it imports are copied once into a folder anyone may read.
     """
     package = Path(symphony_nb.__file__).resolve().parent
     if os.geteuid() != 0:
         return str(package.parent)
     root = Path(tempfile.mkdtemp(prefix="symphony-package-"))
     atexit.register(shutil.rmtree, root, True)
-    shutil.copytree(package, root / "symphony_nb", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("symphony_nb", *_READER_NEEDS):
+        module = importlib.import_module(name)
+        source = Path(module.__file__ or "").resolve()
+        if source.name == "__init__.py":
+            ignore = shutil.ignore_patterns("__pycache__")
+            shutil.copytree(source.parent, root / name, ignore=ignore)
+        else:
+            shutil.copy2(source, root / source.name)
     share_for_reading(root)
     return str(root)
 
