@@ -19,6 +19,7 @@ import pytest
 
 from symphony_nb import FileSystemRepository, InMemoryRepository, Repository
 from symphony_nb._sync import run_sync
+from symphony_nb.stores import StoreLayer
 
 Factory = Callable[[type[Any], Path], contextlib.AbstractAsyncContextManager[Repository[Any]]]
 UrlFactory = Callable[[Path], contextlib.AbstractAsyncContextManager[str]]
@@ -55,6 +56,14 @@ class Backend:
 
 
 BACKENDS: dict[str, Backend] = {}
+
+
+def backend_store(repo: Repository[Any]) -> Any:
+    """The backend's own store under every layer of ``repo`` (for backend-specific checks)."""
+    store: Any = repo.store
+    while isinstance(store, StoreLayer):
+        store = store.inner
+    return store
 
 
 def base(name: str) -> str:
