@@ -22,6 +22,8 @@ from ._errors import (
     LanguageModelError,
     NotFoundError,
     RowValidationError,
+    SchemaError,
+    SchemaVersionError,
     StorageError,
     SymphonyError,
     SyncUsageError,
@@ -31,6 +33,7 @@ from ._errors import (
 )
 from ._models import AgentConfig, Task, TaskPriority, TaskStatus
 from ._repository import Repository
+from ._schema import MigrationReport, upgrader
 from ._storage import open_repository
 from ._sync import get_sync_mode, set_sync_mode
 from .backends.filesystem import FileSystemRepository
@@ -76,11 +79,14 @@ __all__ = [
     "InvalidUrlError",
     "LanguageModel",
     "LanguageModelError",
+    "MigrationReport",
     "NotFoundError",
     "PostgresRepository",
     "Repository",
     "RowValidationError",
     "SQLiteRepository",
+    "SchemaError",
+    "SchemaVersionError",
     "ServiceRegistry",
     "StorageError",
     "SymphonyError",
@@ -99,4 +105,5 @@ __all__ = [
     "open_repository",
     "set_sync_mode",
     "to_dataframe",
+    "upgrader",
 ]

@@ -10,6 +10,8 @@ resembles, so ``except ValueError`` keeps working in code that does not know thi
     ├── RowValidationError    (ValueError)   rows of a batch that do not validate
     ├── UnstorableEntityError (ValueError)   an entity no backend can store faithfully
     ├── CorruptEntityError    (ValueError)   stored data that does not parse or validate
+    │   └── SchemaVersionError                 a document written by a newer model than this one
+    ├── SchemaError           (TypeError)    a model's schema versions or upgraders that cannot work
     ├── InvalidArgumentError  (ValueError)   an argument that does not fit (fields, overrides)
     ├── ConflictError                        a write based on a stale version
     ├── NotFoundError         (LookupError)  a missing entity, repository or service
@@ -54,6 +56,33 @@ class CorruptEntityError(SymphonyError, ValueError):
         self.location = location
         self.reason = reason
         super().__init__(f"corrupt entity at {location}: {reason}")
+
+
+class SchemaVersionError(CorruptEntityError):
+    """A stored document whose schema version is newer than its model's ``__schema_version__``.
+
+    It was written by a newer definition of the model; reading it with this one would drop or
+    misread its fields, so it is refused. ``entity_id``, ``stored`` and ``supported`` say which.
+    """
+
+    def __init__(self, location: str, entity_id: str, stored: int, supported: int) -> None:
+        self.entity_id = entity_id
+        self.stored = stored
+        self.supported = supported
+        super().__init__(
+            location,
+            f"{entity_id!r} has schema version {stored}, newer than the {supported} this model "
+            "supports; read it with the newer model definition (or upgrade the code that defines it)",
+        )
+
+
+class SchemaError(SymphonyError, TypeError):
+    """A model's schema declaration that cannot work.
+
+    A ``__schema_version__`` that is not a positive int, an upgrader that is not callable or
+    claims a step another upgrader of the same definition has, or a gap in the chain of
+    upgraders (a step no upgrader covers).
+    """
 
 
 class InvalidArgumentError(SymphonyError, ValueError):

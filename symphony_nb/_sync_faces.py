@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 
     from ._models import Task
     from ._repository import Filter, OnCorrupt, OrderBy, Repository
+    from ._schema import MigrationReport
     from .services.agent import Agent, AgentFactory, LanguageModel
     from .services.tasks import TaskManager
 
@@ -125,6 +126,31 @@ class SyncRepository(SyncFacade["Repository[T]"], Generic[T]):
     def delete(self, id: str, *, timeout: float | None = None) -> bool:
         """Delete the entity with this id; False if there was none."""
         return run_sync(self._target.delete(id), timeout)
+
+    def schema_versions(self, *, timeout: float | None = None) -> dict[int, int]:
+        """How many stored documents are at each schema version, e.g. ``{1: 40, 2: 60}``.
+
+        The model's version is its ``__schema_version__`` class attribute (1 when absent);
+        documents stored before a model declared one count as version 1. Reads return every
+        document at the current version whatever it is stored at; :meth:`migrate` rewrites
+        the older ones.
+        """
+        return run_sync(self._target.schema_versions(), timeout)
+
+    def migrate(
+        self, *, batch_size: int = 500, progress: bool = True, timeout: float | None = None
+    ) -> MigrationReport:
+        """Rewrite every document stored at an older schema version at the current one.
+
+        Documents go through the model's upgraders (see :func:`symphony_nb.upgrader`) and
+        its validation, then are written in batches of ``batch_size``, each all or nothing
+        and through the version check: an entity edited meanwhile is read again, never
+        overwritten with its content from before the edit. ``version`` goes up by one;
+        ``updated_at`` is kept. A second run rewrites nothing; an interrupted one resumes
+        where it stopped. Documents that cannot be upgraded are left as stored and listed in
+        the report's ``failed``. Shows a progress bar (``tqdm.auto``) unless ``progress=False``.
+        """
+        return run_sync(self._target.migrate(batch_size=batch_size, progress=progress), timeout)
 
     def to_dataframe(
         self,

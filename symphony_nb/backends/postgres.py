@@ -16,8 +16,9 @@ from pydantic import BaseModel
 from .._errors import StorageError
 from .._filters import Condition, Query, parse_filter
 from .._repository import Repository
+from .._schema import schema_version
 from .._types import T
-from ..stores import Counted, Record, Selection, Store, declared_indexes, plan_writes
+from ..stores import SCHEMA_KEY, Counted, Record, Selection, Store, declared_indexes, plan_writes
 from ._pg_pool import LoopPools
 from ._pg_schema import DEFAULT_SCHEMA, SCHEMA_VERSION, check_schema, create_schema, split_url
 from ._pg_sql import count_sql, document, index_sql, model_segments, quote_ident, select_sql
@@ -115,6 +116,16 @@ class PostgresStore(Store):
                 # Dict keys may hold any text, and "a.b_c" must not take the name of "a_b.c".
                 key = hashlib.blake2b("\x00".join(path).encode(), digest_size=6).hexdigest()
             expressions[f"{self.table}_{key}_idx"] = index_sql(self.model, path)
+        # Every query first asks for the documents not at the model's schema version: "has
+        # the key" at version 1, "lacks it, or holds another number" beyond (see stores).
+        key = f"{self.table}_schema"
+        if len(key) > 58:
+            key = hashlib.blake2b(key.encode(), digest_size=6).hexdigest() + "_schema"
+        expressions[f"{key}_idx"] = (
+            f"(COALESCE(jsonb_typeof((doc->'{SCHEMA_KEY}')) <> 'null', false))"
+        )
+        if schema_version(self.model) > 1:
+            expressions[f"{key}_v_idx"] = f"((doc->'{SCHEMA_KEY}'))"
         return expressions
 
     # ------------------------------------------------------------------ connections
