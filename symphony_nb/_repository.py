@@ -401,24 +401,34 @@ class Repository(Generic[T]):
         """Upgrade and write one page of older documents, all or nothing; return how many."""
         records: list[Record] = []
         failed: list[tuple[str, str]] = []
-        for entity_id, document in rows:
-            try:
-                if isinstance(document, CorruptEntityError):
-                    raise document
-                version, rest = layer.stored_version(entity_id, document)
-                if version == layer.version:
-                    continue  # written at the current version meanwhile
-                entity = self.decode(entity_id, layer.upgrade(entity_id, version, rest))
-                # The stamp it had: a migration is not an edit.
-                records.append(self._record(entity, getattr(entity, "updated_at", None)))
-            except (CorruptEntityError, UnstorableEntityError) as exc:
-                failed.append((entity_id, str(exc)))
+        with gc_paused():
+            for entity_id, document in rows:
+                outcome = self._migrated(layer, entity_id, document)
+                if isinstance(outcome, Record):
+                    records.append(outcome)
+                elif outcome is not None:
+                    failed.append((entity_id, outcome))
         if records:
             await layer.write(records, create=False)
             report.batches += 1
         report.upgraded += len(records)
         report.failed.extend(failed)
         return len(rows)
+
+    def _migrated(self, layer: SchemaLayer, entity_id: str, document: Data) -> Record | str | None:
+        """The record that rewrites one older document, the error that prevents it, or None
+        when it is current already."""
+        try:
+            if isinstance(document, CorruptEntityError):
+                raise document
+            version, _ = layer.stored_version(entity_id, document)
+            if version == layer.version:
+                return None  # written at the current version meanwhile
+            entity = self.decode(entity_id, layer.current(entity_id, document))
+            # The stamp it had: a migration is not an edit.
+            return self._record(entity, getattr(entity, "updated_at", None))
+        except (CorruptEntityError, UnstorableEntityError) as exc:
+            return str(exc)
 
     async def to_dataframe(
         self,

@@ -20,15 +20,18 @@ upgraded and evaluated here, and the two are merged in the query's order before 
 
 from __future__ import annotations
 
+import heapq
 import json
 import re
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
+from operator import itemgetter
 from typing import Any, TypeVar
 
 import orjson
 from pydantic import BaseModel
+from pydantic_core import from_json
 
 from ._errors import CorruptEntityError, SchemaError, SchemaVersionError
 from ._fields import model_fields
@@ -40,6 +43,7 @@ from ._filters import (
     needs_exact,
     parse_document,
 )
+from ._gc import gc_paused
 from .stores import SCHEMA_KEY, Counted, Document, Record, Selection, Store, StoreLayer
 
 __all__ = [
@@ -219,6 +223,7 @@ class SchemaLayer(StoreLayer):
             )
         self._chain_at = -1
         self._steps: dict[int, Upgrader] = {}
+        self._step_names: dict[int, tuple[str, ...]] = {}
         self._prefix = f'{{"{SCHEMA_KEY}":{self.version},'
         key = (SCHEMA_KEY,)
         # The documents that are not current, as conditions a store can answer from an
@@ -241,6 +246,8 @@ class SchemaLayer(StoreLayer):
     def stored_version(self, entity_id: str, document: Document) -> tuple[int, Document]:
         """The schema version of a stored document, and the document without its key."""
         if isinstance(document, str):
+            if document.startswith(self._prefix):  # as this layer writes it
+                return self.version, "{" + document[len(self._prefix) :]
             found = _MARKER.match(document)
             if found is not None:
                 rest: Document = "{" + document[found.end() :] if found.group(2) == "," else "{}"
@@ -274,8 +281,8 @@ class SchemaLayer(StoreLayer):
         return version
 
     def _parse(self, entity_id: str, document: Document) -> Any:
-        try:
-            return parse_document(document, exact=True)
+        try:  # pydantic's parser: as fast as orjson here, and exact for any integer
+            return from_json(document, allow_inf_nan=False)
         except ValueError as exc:
             raise CorruptEntityError(self.location(entity_id), f"not JSON: {exc}") from None
 
@@ -288,10 +295,22 @@ class SchemaLayer(StoreLayer):
         version, rest = self.stored_version(entity_id, document)
         if version == self.version:
             return rest
-        return self.upgrade(entity_id, version, rest)
+        return Upgraded(self.upgrade(entity_id, version, rest), version, self._names(version))
 
-    def upgrade(self, entity_id: str, version: int, document: Document) -> Upgraded:
-        """A document of schema ``version`` (without its key), upgraded to the model's version."""
+    def _names(self, version: int) -> tuple[str, ...]:
+        chain = self._chain()
+        names = self._step_names.get(version)
+        if names is None:
+            names = tuple(_name(chain[step]) for step in range(version, self.version))
+            self._step_names[version] = names
+        return names
+
+    def upgrade(self, entity_id: str, version: int, document: Document) -> str:
+        """A document of schema ``version`` (without its key), upgraded to the model's version.
+
+        Raises :class:`SchemaVersionError` for a version newer than the model's and
+        :class:`CorruptEntityError` when an upgrader fails or returns what JSON cannot hold.
+        """
         if version > self.version:
             raise SchemaVersionError(self.location(entity_id), entity_id, version, self.version)
         chain = self._chain()
@@ -327,11 +346,12 @@ class SchemaLayer(StoreLayer):
                 self.location(entity_id),
                 f"upgrader {steps[-1]} returned a value JSON cannot hold: {exc}",
             ) from None
-        return Upgraded(text, version, tuple(steps))
+        return text
 
     def _chain(self) -> dict[int, Upgrader]:
         if self._chain_at != _generation:
             self._steps = upgraders(self.model)
+            self._step_names = {}
             self._chain_at = _generation
         return self._steps
 
@@ -384,7 +404,10 @@ class SchemaLayer(StoreLayer):
         if not query.order and need and len(found.rows) == need:
             bound = found.rows[-1][0]  # no older document after it can make the page
         exact = needs_exact(query.conditions, query.order)
-        older = await self._older(query, bound, None if query.order else need, broken, exact)
+        with gc_paused():
+            older = await self._older(query, bound, None if query.order else need, broken, exact)
+        if not query.order:
+            return Selection(self._by_id(query, rows, older), sorted(broken.items()))
         texts: dict[str, Document] = dict(rows)
         docs: list[tuple[str, Any]] = []
         for entity_id, document in rows:
@@ -394,8 +417,8 @@ class SchemaLayer(StoreLayer):
                 broken.setdefault(
                     entity_id, CorruptEntityError(self.location(entity_id), f"not JSON: {exc}")
                 )
-        for entity_id, doc, text in older:
-            texts[entity_id] = text
+        for entity_id, version, doc, text in older:
+            texts[entity_id] = Upgraded(text, version, self._names(version))
             docs.append((entity_id, doc))
         page = Query((), query.order, query.limit, query.offset)
         ids = apply_query(page, docs)
@@ -403,13 +426,32 @@ class SchemaLayer(StoreLayer):
             [(entity_id, texts[entity_id]) for entity_id in ids], sorted(broken.items())
         )
 
+    def _by_id(
+        self,
+        query: Query,
+        rows: list[tuple[str, Document]],
+        older: list[tuple[str, int, Any, str]],
+    ) -> list[tuple[str, Document | CorruptEntityError]]:
+        """Current ``rows`` (in id order) and ``older`` merged in id order, then paged."""
+        upgraded: list[tuple[str, Document | CorruptEntityError]] = [
+            (entity_id, Upgraded(text, version, self._names(version)))
+            for entity_id, version, _, text in older
+        ]
+        if query.any_order:  # the whole result, which the caller sorts by id
+            return [*rows, *upgraded]
+        upgraded.sort(key=itemgetter(0))  # one sorted run per kind of older document
+        merged = list(heapq.merge(rows, upgraded, key=itemgetter(0)))
+        stop = None if query.limit is None else query.offset + query.limit
+        return merged[query.offset : stop]
+
     async def count(self, conditions: tuple[Condition, ...]) -> Counted:
         if not await self._any_others(None):
             return await self.inner.count(conditions)
         counted = await self.inner.count(conditions + self._current)
         broken: dict[str, CorruptEntityError] = dict(counted.corrupt)
         exact = needs_exact(conditions)
-        older = await self._older(Query(conditions), None, None, broken, exact)
+        with gc_paused():
+            older = await self._older(Query(conditions), None, None, broken, exact)
         return Counted(counted.total + len(older), sorted(broken.items()))
 
     # ------------------------------------------------------------------ older documents
@@ -434,14 +476,16 @@ class SchemaLayer(StoreLayer):
         need: int | None,
         broken: dict[str, CorruptEntityError],
         exact: bool,
-    ) -> list[tuple[str, Any, Document]]:
+    ) -> list[tuple[str, int, Any, str]]:
         """The documents that are not current and, upgraded, match ``query``'s conditions.
 
         Read in id order after ``query.after_id`` and up to ``bound``; with ``need``, each
         kind stops once it has that many matches (the rest cannot make the page). Those that
-        cannot be upgraded go to ``broken``. Returns (id, document for filters, JSON text).
+        cannot be upgraded go to ``broken``. Returns (id, stored version, document for
+        filters and ordering, or None when the query has neither, JSON text).
         """
-        out: list[tuple[str, Any, Document]] = []
+        out: list[tuple[str, int, Any, str]] = []
+        evaluate = bool(query.conditions or query.order)
         limit = None if need is None else max(need, self.PAGE)
         upto = () if bound is None else (Condition(("id",), "$lte", bound),)
         for conditions in self._not_current:
@@ -460,12 +504,12 @@ class SchemaLayer(StoreLayer):
                         if version == self.version:
                             continue  # became current meanwhile: the store query has it
                         text = self.upgrade(entity_id, version, rest)
-                        doc = parse_document(text, exact=exact)
+                        doc = parse_document(text, exact=exact) if evaluate else None
                     except CorruptEntityError as exc:
                         broken.setdefault(entity_id, exc)
                         continue
-                    if matches(query.conditions, doc):
-                        out.append((entity_id, doc, text))
+                    if not evaluate or matches(query.conditions, doc):
+                        out.append((entity_id, version, doc, text))
                         kept += 1
                 for entity_id, error in page.corrupt:
                     broken.setdefault(entity_id, error)
