@@ -22,7 +22,7 @@ from collections import abc
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, get_args, get_origin
+from typing import Any, TypeVar, get_args, get_origin
 
 import orjson
 from pydantic import BaseModel, SecretBytes, SecretStr
@@ -51,9 +51,11 @@ from .stores import (
 )
 
 __all__ = [
+    "MASK",
     "SecretLayer",
     "document_of",
     "find_layer",
+    "is_mask",
     "keep_stored",
     "reveal",
     "secret_plan",
@@ -61,6 +63,7 @@ __all__ = [
 ]
 
 Path = tuple[str | int, ...]
+M = TypeVar("M", bound=BaseModel)
 
 # ---------------------------------------------------------------------- where secrets are
 
@@ -221,9 +224,16 @@ def document_of(entity: BaseModel) -> str:
     return text if plan is None else reveal(entity, plan, text, str(getattr(entity, "id", "")))
 
 
-def keep_stored(
-    new: BaseModel, old: BaseModel | None, keep: Callable[[str | bytes], bool]
-) -> BaseModel:
+MASK = "**********"
+"""What pydantic shows for a non-empty secret, in reprs, JSON dumps and so in frames."""
+
+
+def is_mask(value: str | bytes) -> bool:
+    """Whether a secret's value is the mask a frame or a dump shows in its place."""
+    return value in (MASK, MASK.encode())
+
+
+def keep_stored(new: M, old: BaseModel | None, keep: Callable[[str | bytes], bool]) -> M:
     """``new`` with each secret for which ``keep(value)`` is true replaced by ``old``'s.
 
     For faces that never hold the plaintext: a frame cell shows the mask, a form's password
