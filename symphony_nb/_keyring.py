@@ -9,7 +9,7 @@ but the key it names::
 value and ``ct`` the ciphertext with its 16-byte tag. The associated data binds the
 collection, the entity id, the value's path in the document and the key id, so a ciphertext
 copied into another entity or field, or relabelled with another key id, does not decrypt.
-``cryptography`` is imported on first use, not with the package.
+``cryptography`` is imported when the first :class:`Keyring` is built, not with the package.
 """
 
 from __future__ import annotations
@@ -113,7 +113,9 @@ class Keyring:
                 f"primary key {primary!r} is not in the keyring; its keys: {sorted(self._keys)}"
             )
         self.primary: str = primary
-        self._ciphers: dict[str, AESGCM] = {}
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+        self._ciphers: dict[str, AESGCM] = {kid: AESGCM(key) for kid, key in self._keys.items()}
 
     @staticmethod
     def generate() -> str:
@@ -160,70 +162,70 @@ class Keyring:
 
     # ------------------------------------------------------------------ sealing
 
-    def _cipher(self, key_id: str) -> AESGCM:
-        cipher = self._ciphers.get(key_id)
-        if cipher is None:
-            from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
-            cipher = self._ciphers[key_id] = AESGCM(self._keys[key_id])
-        return cipher
-
     def seal(self, plaintext: str, context: bytes) -> dict[str, Any]:
         """``plaintext`` encrypted under the primary key, bound to ``context`` (see module)."""
         kid = self.primary
         nonce = os.urandom(NONCE_BYTES)
-        ct = self._cipher(kid).encrypt(nonce, plaintext.encode(), _ad(context, kid))
+        ad = _AD_PREFIX + context + b"\x00" + kid.encode()
+        ct = self._ciphers[kid].encrypt(nonce, plaintext.encode(), ad)
         return {
             "$secret": FORMAT,
             "alg": ALGORITHM,
             "kid": kid,
-            "nonce": base64.b64encode(nonce).decode(),
-            "ct": base64.b64encode(ct).decode(),
+            "nonce": binascii.b2a_base64(nonce, newline=False).decode(),
+            "ct": binascii.b2a_base64(ct, newline=False).decode(),
         }
 
     def open(self, sealed: Mapping[str, Any], context: bytes) -> str:
         """The plaintext of a stored secret; raise :class:`Unsealable` if it does not open."""
         kid = sealed.get("kid")
-        shown = kid if isinstance(kid, str) and _KEY_ID.fullmatch(kid) else None
-        if sealed.get("$secret") != FORMAT or set(sealed) != _MEMBERS:
-            raise Unsealable(
-                f"the stored form is not version {FORMAT} of symphony_nb's secrets", shown
-            )
-        if sealed.get("alg") != ALGORITHM:
-            raise Unsealable(f"unknown algorithm {str(sealed.get('alg'))[:40]!r}", shown)
-        if shown is None:
-            raise Unsealable("the stored form names no valid key id", None)
-        if shown not in self._keys:
-            raise Unsealable(
-                f"the keyring has no key {shown!r} (its keys: {self.key_ids}); "
-                "add the key that encrypted it",
-                shown,
-            )
+        cipher = self._ciphers.get(kid) if type(kid) is str else None
+        if (
+            cipher is None
+            or len(sealed) != 5
+            or sealed.get("$secret") != FORMAT
+            or sealed.get("alg") != ALGORITHM
+        ):
+            raise self._malformed(sealed)
         try:
-            nonce = base64.b64decode(sealed["nonce"], validate=True)
-            ct = base64.b64decode(sealed["ct"], validate=True)
-        except (binascii.Error, ValueError, TypeError):
-            raise Unsealable("its nonce or ciphertext is not base64", shown) from None
+            nonce = binascii.a2b_base64(sealed["nonce"], strict_mode=True)
+            ct = binascii.a2b_base64(sealed["ct"], strict_mode=True)
+        except (binascii.Error, ValueError, TypeError, KeyError):
+            raise Unsealable("its nonce or ciphertext is not base64", kid) from None
         if len(nonce) != NONCE_BYTES:
-            raise Unsealable("its nonce is not 96 bits", shown)
-        from cryptography.exceptions import InvalidTag
-
+            raise Unsealable("its nonce is not 96 bits", kid)
         try:
-            plain = self._cipher(shown).decrypt(nonce, ct, _ad(context, shown))
-        except InvalidTag:
+            plain = cipher.decrypt(nonce, ct, _AD_PREFIX + context + b"\x00" + str(kid).encode())
+        except Exception as exc:  # cryptography's InvalidTag, imported only with it
+            if type(exc).__name__ != "InvalidTag":
+                raise
             raise Unsealable(
                 "authentication failed: a wrong key, or a ciphertext tampered with or moved "
                 "from another entity or field",
-                shown,
+                kid,
             ) from None
         try:
             return plain.decode()
         except UnicodeDecodeError:  # only a writer holding the key could make this
-            raise Unsealable("the plaintext is not UTF-8 text", shown) from None
+            raise Unsealable("the plaintext is not UTF-8 text", kid) from None
 
-
-def _ad(context: bytes, key_id: str) -> bytes:
-    return _AD_PREFIX + context + b"\x00" + key_id.encode()
+    def _malformed(self, sealed: Mapping[str, Any]) -> Unsealable:
+        """Why a stored form cannot even be tried, naming its key id if it has a valid one."""
+        kid = sealed.get("kid")
+        shown = kid if isinstance(kid, str) and _KEY_ID.fullmatch(kid) else None
+        if sealed.get("$secret") != FORMAT or set(sealed) != _MEMBERS:
+            return Unsealable(
+                f"the stored form is not version {FORMAT} of symphony_nb's secrets", shown
+            )
+        if sealed.get("alg") != ALGORITHM:
+            return Unsealable(f"unknown algorithm {str(sealed.get('alg'))[:40]!r}", shown)
+        if shown is None:
+            return Unsealable("the stored form names no valid key id", None)
+        return Unsealable(
+            f"the keyring has no key {shown!r} (its keys: {self.key_ids}); "
+            "add the key that encrypted it",
+            shown,
+        )
 
 
 def context_of(collection: str, entity_id: str, path: tuple[str | int, ...]) -> bytes:
