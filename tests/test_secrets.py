@@ -471,3 +471,10 @@ async def test_copy_repository_carries_secrets_to_the_other_backend(tmp_path: Pa
         assert got.secrets == saved.secrets
         assert await target.key_report() == {"k1": 2}
     assert_absent((tmp_path / "c.db").read_bytes(), secret, "the copy")
+
+
+def test_the_readme_example_runs() -> None:
+    text = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = text.split("### Secrets: encrypted at rest", 1)[1]
+    example = section.split("```python\n", 1)[1].split("```", 1)[0]
+    exec(compile(example, "README.md", "exec"), {})
