@@ -478,3 +478,35 @@ def test_the_readme_example_runs() -> None:
     section = text.split("### Secrets: encrypted at rest", 1)[1]
     example = section.split("```python\n", 1)[1].split("```", 1)[0]
     exec(compile(example, "README.md", "exec"), {})
+
+
+def test_configure_passes_the_keyring_to_both_repositories(tmp_path: Path) -> None:
+    from symphony_nb import ServiceRegistry
+    from symphony_nb._encryption import find_layer
+
+    ring = Keyring({"k1": KEY1})
+    registry = ServiceRegistry().configure(f"sqlite:///{tmp_path / 'r.db'}", keyring=ring)
+    configs = registry.get_repository("agent_config")
+    layer = find_layer(configs.store)
+    assert layer is not None and layer.keyring is ring
+    assert find_layer(registry.get_repository("task").store) is None  # Task has no secrets
+    secret = needle()
+    configs.sync.save(saved := config(secret))
+    agent = registry.get_agent_factory().sync.create_agent(saved.id)
+    assert agent.config.secrets["api_key"].get_secret_value() == secret
+    for repo in registry.repositories.values():
+        repo.sync.close()
+
+
+def test_importing_the_package_does_not_load_cryptography() -> None:
+    import subprocess
+    import sys
+
+    code = "import sys, symphony_nb; print('cryptography' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_an_index_on_a_secret_field_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(FilterError, match="secret"):
+        SQLiteRepository(AgentConfig, tmp_path / "i.db", indexes=["secrets.api_key"])
