@@ -179,6 +179,7 @@ class SecretDictInput(FieldInput):
         )
         self.boxes: dict[str, widgets.Password] = {}
         self.box_list = widgets.VBox(layout=widgets.Layout(margin="0 0 0 160px"))
+        self.row.close()  # the names and their boxes go in one row instead
         self.row = widgets.VBox([widgets.HBox([self.widget, self.error]), self.box_list])
         self._stored: set[str] = set()
         self.widget.observe(self._names_changed, names="value")
