@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 from collections import abc
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, TypeVar, get_args, get_origin
@@ -367,25 +367,27 @@ class SecretLayer(StoreLayer):
 
     # ------------------------------------------------------------------ keys
 
-    def _kids(self, entity_id: str, document: Document) -> Iterator[tuple[Path, str | None]]:
-        found: list[tuple[Path, str | None]] = []
+    def _key_ids(self, document: Document) -> list[str | None]:
+        """The key id of each sealed value in ``document`` (None where it names none)."""
+        found: list[str | None] = []
 
         def note(value: Any, path: Path) -> Any:
             if is_sealed(value):
                 kid = value.get("kid")
-                found.append((path, kid if isinstance(kid, str) else None))
+                found.append(kid if isinstance(kid, str) else None)
             return value
 
         _walk(_load(document), self.plan, (), note)
-        return iter(found)
+        return found
 
-    async def _pages(self, batch_size: int) -> Any:
+    async def _pages(self, batch_size: int) -> AsyncIterator[list[tuple[str, Document]]]:
+        """Every stored document in id order, a page at a time; corrupt ones are warned about."""
         after: str | None = None
         while True:
             found = await self.inner.select(Query(limit=batch_size, after_id=after))
             for _, error in found.corrupt:
                 warn_caller(f"{error}; its secrets were not looked at", CorruptEntityWarning)
-            yield after, found.rows
+            yield found.rows
             if len(found.rows) < batch_size:
                 return
             after = found.rows[-1][0]
@@ -393,13 +395,13 @@ class SecretLayer(StoreLayer):
     async def key_report(self, batch_size: int = 1000) -> dict[str, int]:
         """``{key id: number of encrypted values}`` over every stored document."""
         counts: dict[str, int] = {}
-        async for _, rows in self._pages(batch_size):
-            for key, document in rows:
+        async for rows in self._pages(batch_size):
+            for _, document in rows:
                 try:
-                    kids = list(self._kids(key, document))
+                    kids = self._key_ids(document)
                 except ValueError:
                     continue  # not JSON: reported as corrupt where it is read
-                for _, kid in kids:
+                for kid in kids:
                     counts[kid or "?"] = counts.get(kid or "?", 0) + 1
         return dict(sorted(counts.items()))
 
