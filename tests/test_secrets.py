@@ -510,3 +510,26 @@ def test_importing_the_package_does_not_load_cryptography() -> None:
 def test_an_index_on_a_secret_field_is_refused(tmp_path: Path) -> None:
     with pytest.raises(FilterError, match="secret"):
         SQLiteRepository(AgentConfig, tmp_path / "i.db", indexes=["secrets.api_key"])
+
+
+def test_a_reader_with_the_key_reads_secrets_from_a_store_it_may_not_write(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from tests.unprivileged import run_as_reader, share_for_reading, shared_folder
+
+    secret = needle()
+    monkeypatch.setenv(ENV, f"k1:{KEY1}")
+    with shared_folder() as where:
+        store = where / "store"
+        repo = FileSystemRepository(AgentConfig, store)
+        repo.sync.save(saved := config(secret))
+        repo.sync.close()
+        share_for_reading(store)
+        code = (
+            "import json\n"
+            "from symphony_nb import AgentConfig, FileSystemRepository\n"
+            f"repo = FileSystemRepository(AgentConfig, {str(store)!r})\n"
+            f"found = repo.sync.get({saved.id!r})\n"
+            "print(json.dumps(found.secrets['api_key'].get_secret_value()))\n"
+        )
+        assert run_as_reader(code, where) == secret
