@@ -533,3 +533,19 @@ def test_a_reader_with_the_key_reads_secrets_from_a_store_it_may_not_write(
             "print(json.dumps(found.secrets['api_key'].get_secret_value()))\n"
         )
         assert run_as_reader(code, where) == secret
+
+
+def test_secret_bytes_that_are_not_utf8_are_refused_not_garbled() -> None:
+    from symphony_nb import UnstorableEntityError
+
+    class Blob(BaseModel):
+        id: str
+        data: SecretBytes
+
+    repo = InMemoryRepository(Blob, keyring=Keyring({"k1": KEY1}))
+    with pytest.raises(UnstorableEntityError, match="SecretBytes at data are not UTF-8") as info:
+        repo.sync.save(Blob(id="b", data=b"\xff\xfe-secret"))
+    assert "-secret" not in str(info.value)  # the value is never echoed
+    assert repo.sync.count() == 0
+    repo.sync.save(Blob(id="ok", data="päss".encode()))
+    assert repo.sync.get("ok").data.get_secret_value() == "päss".encode()
