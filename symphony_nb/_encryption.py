@@ -12,7 +12,9 @@ backend ever holds a plaintext secret and every layer above sees documents as us
             └── the backend's Store
 
 An empty secret is stored as ``""`` (there is nothing to hide), so a model with secret
-fields works without a keyring until a non-empty secret is saved.
+fields works without a keyring until a non-empty secret is saved. A stored ``"**********"``
+(pydantic's mask, all that a store written before this layer holds of a secret) reads back
+as the mask with a :class:`CorruptEntityWarning`; any other plaintext is refused.
 """
 
 from __future__ import annotations
@@ -325,7 +327,12 @@ class SecretLayer(StoreLayer):
             if type(value) is str:
                 if value == "":
                     return value
-                raise self._refused(entity_id, path, None, "it is stored unencrypted")
+                if value == MASK:  # written by pydantic's JSON before secrets were sealed
+                    lost.append(_shown(path))
+                    return value
+                raise self._refused(
+                    entity_id, path, None, "it is stored unencrypted (planted, or tampered with)"
+                )
             if not is_sealed(value):
                 return value  # None, or a value the model will refuse as corrupt
             kid = value.get("kid")
@@ -341,7 +348,16 @@ class SecretLayer(StoreLayer):
             except Unsealable as exc:
                 raise self._refused(entity_id, path, exc.key_id, exc.reason) from None
 
-        return _dump(_walk(doc, self.plan, (), unseal))
+        lost: list[str] = []
+        opened = _dump(_walk(doc, self.plan, (), unseal))
+        if lost:
+            warn_caller(
+                f"secret(s) {lost} of {self.inner.location(entity_id)} were stored as "
+                "pydantic's mask '**********', so their values were lost when written; "
+                "save the entity with its secrets again",
+                CorruptEntityWarning,
+            )
+        return opened
 
     def _refused(
         self, entity_id: str, path: Path, key_id: str | None, reason: str

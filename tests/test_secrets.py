@@ -549,3 +549,19 @@ def test_secret_bytes_that_are_not_utf8_are_refused_not_garbled() -> None:
     assert repo.sync.count() == 0
     repo.sync.save(Blob(id="ok", data="päss".encode()))
     assert repo.sync.get("ok").data.get_secret_value() == "päss".encode()
+
+
+async def test_a_mask_written_before_secrets_were_sealed_reads_back_with_a_warning() -> None:
+    from symphony_nb import CorruptEntityWarning
+
+    repo = InMemoryRepository(AgentConfig, keyring=Keyring({"k1": KEY1}))
+    old = config(needle())
+    legacy = json.loads(old.model_dump_json(by_alias=True))  # how a secret was stored before
+    assert legacy["secrets"]["api_key"] == "**********"
+    record = Record(old.id, json.dumps(legacy), old.version, None)
+    await backend_store(repo).write([record], create=True)
+    with pytest.warns(
+        CorruptEntityWarning, match=r"\['secrets.api_key', 'secrets.org'\].*values were lost"
+    ):
+        got = await repo.get(old.id)
+    assert got.secrets["api_key"].get_secret_value() == "**********"
