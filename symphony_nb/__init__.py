@@ -15,10 +15,13 @@ from ._errors import (
     ConflictError,
     CorruptEntityError,
     CorruptEntityWarning,
+    DecryptionError,
+    EncryptionError,
     FilterError,
     InvalidArgumentError,
     InvalidIdError,
     InvalidUrlError,
+    KeyringError,
     LanguageModelError,
     NotFoundError,
     RowValidationError,
@@ -31,6 +34,7 @@ from ._errors import (
     TemplateError,
     UnstorableEntityError,
 )
+from ._keyring import Keyring
 from ._models import AgentConfig, Task, TaskPriority, TaskStatus
 from ._repository import Repository
 from ._schema import MigrationReport, upgrader
@@ -71,12 +75,16 @@ __all__ = [
     "ConflictError",
     "CorruptEntityError",
     "CorruptEntityWarning",
+    "DecryptionError",
+    "EncryptionError",
     "FileSystemRepository",
     "FilterError",
     "InMemoryRepository",
     "InvalidArgumentError",
     "InvalidIdError",
     "InvalidUrlError",
+    "Keyring",
+    "KeyringError",
     "LanguageModel",
     "LanguageModelError",
     "MigrationReport",

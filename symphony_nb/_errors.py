@@ -13,6 +13,9 @@ resembles, so ``except ValueError`` keeps working in code that does not know thi
     │   └── SchemaVersionError                 a document written by a newer model than this one
     ├── SchemaError           (TypeError)    a model's schema versions or upgraders that cannot work
     ├── InvalidArgumentError  (ValueError)   an argument that does not fit (fields, overrides)
+    │   └── KeyringError                     a key or keyring that cannot be used
+    ├── EncryptionError       (ValueError)   a secret that cannot be encrypted (no keyring)
+    ├── DecryptionError       (ValueError)   a stored secret that does not decrypt
     ├── ConflictError                        a write based on a stale version
     ├── NotFoundError         (LookupError)  a missing entity, repository or service
     ├── TaskStateError        (RuntimeError) a task not in the state the operation needs
@@ -87,6 +90,31 @@ class SchemaError(SymphonyError, TypeError):
 
 class InvalidArgumentError(SymphonyError, ValueError):
     """An argument that does not fit: an unknown field, an invalid override, a bad option."""
+
+
+class KeyringError(InvalidArgumentError):
+    """A key of the wrong length or form, a bad key id, or a primary key not in the keyring."""
+
+
+class EncryptionError(SymphonyError, ValueError):
+    """A secret that cannot be encrypted: the repository has no keyring. Nothing was stored."""
+
+
+class DecryptionError(SymphonyError, ValueError):
+    """A stored secret that does not decrypt: wrong or unknown key, tampered or moved.
+
+    ``location`` says where the entity is stored, ``field`` the secret's path in it and
+    ``key_id`` the key it names (None when the stored value names none). The message never
+    holds a key or a plaintext.
+    """
+
+    def __init__(self, location: str, field: str, key_id: str | None, reason: str) -> None:
+        self.location = location
+        self.field = field
+        self.key_id = key_id
+        self.reason = reason
+        key = "" if key_id is None else f" (key {key_id!r})"
+        super().__init__(f"cannot decrypt secret {field!r}{key} of {location}: {reason}")
 
 
 class TaskStateError(SymphonyError, RuntimeError):

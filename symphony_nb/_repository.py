@@ -12,6 +12,7 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 from pydantic_core import PydanticSerializationError
 
 from ._display import register_model, repository_html
+from ._encryption import find_layer, reveal, secret_plan, with_secrets
 from ._errors import (
     ConflictError,
     CorruptEntityError,
@@ -25,6 +26,7 @@ from ._fields import unwrap
 from ._filters import Query, parse_filter
 from ._gc import gc_paused
 from ._ids import check_id
+from ._keyring import Keyring
 from ._models import utc_now
 from ._schema import MigrationReport, SchemaLayer, Upgraded, census, schema_layer
 from ._types import T
@@ -64,6 +66,12 @@ class Repository(Generic[T]):
     is not the stored one raises :class:`ConflictError`, and a successful write bumps the
     version of the object you passed, so saving it again just works. A ``version`` field of
     another type is an ordinary field.
+
+    ``SecretStr`` and ``SecretBytes`` fields (also in lists, dicts and nested models) are
+    encrypted at rest with ``keyring`` (a :class:`Keyring`; without one, ``$SYMPHONY_NB_KEYS``
+    when set): AES-256-GCM, bound to the collection, id, field and key id. Saving a
+    non-empty secret without a key raises :class:`EncryptionError`; a stored secret that does
+    not decrypt raises :class:`DecryptionError`; secret fields cannot be filtered on.
     """
 
     model: type[T]
@@ -71,7 +79,7 @@ class Repository(Generic[T]):
     """Where the documents live: the store given, under the schema layer that keeps every
     document at the model's ``__schema_version__`` (see :mod:`symphony_nb.stores`)."""
 
-    def __init__(self, model: type[T], store: Store) -> None:
+    def __init__(self, model: type[T], store: Store, *, keyring: Keyring | None = None) -> None:
         if not (isinstance(model, type) and issubclass(model, BaseModel)):
             raise TypeError(f"a repository stores a pydantic model class, got {model!r}")
         if "id" not in model.model_fields:
@@ -82,6 +90,9 @@ class Repository(Generic[T]):
             raise TypeError(
                 f"the store holds {store.model.__name__} documents, not {model.__name__}"
             )
+        # Secrets are sealed directly above the backend's store, below every other layer.
+        store = with_secrets(model, store, keyring)
+        self._secrets = secret_plan(model)
         self.model = model
         self.store = store if _has_schema_layer(store) else SchemaLayer(store)
         self._versioned = _field_is(model, "version", int)
@@ -167,6 +178,8 @@ class Repository(Generic[T]):
             ) from None
         finally:
             fields.update(saved)
+        if self._secrets is not None:  # pydantic writes a mask: put the real values back
+            data = reveal(entity, self._secrets, data, entity_id)
         if "\\u0000" in data and _NUL_RE.search(data):
             raise UnstorableEntityError(
                 f"{self.model.__name__} {entity_id!r} contains a NUL character (\\x00) in its text; "
@@ -471,6 +484,38 @@ class Repository(Generic[T]):
         from .dataframes import save_dataframe
 
         return await save_dataframe(self, df)
+
+    async def rotate_keys(self, *, progress: bool = True, batch_size: int = 500) -> int:
+        """Re-encrypt under the keyring's primary key every secret stored under another key.
+
+        Works in batches of ``batch_size`` entities, each written all or nothing through the
+        version check; an entity edited meanwhile is read again (the edit wins, already under
+        the primary key). Returns the number of entities rewritten: a second run rewrites
+        none, and a run that was killed resumes where it stopped. Shows a progress bar
+        (``tqdm.auto``) unless ``progress=False``. A model without secrets has nothing to do.
+        Then :meth:`key_report` shows whether a retired key is still needed.
+        """
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
+        layer = find_layer(self.store)
+        if layer is None:
+            return 0
+        from tqdm.auto import tqdm
+
+        total = (await self.store.count(())).total
+        with tqdm(total=total, desc=f"rotate {self.model.__name__}", disable=not progress) as bar:
+            return await layer.rotate(
+                batch_size=batch_size, on_batch=lambda seen, _: bar.update(seen)
+            )
+
+    async def key_report(self) -> dict[str, int]:
+        """``{key id: number of encrypted values}`` over every stored entity, by key id.
+
+        Values under a key that is not the primary are what :meth:`rotate_keys` rewrites;
+        empty secrets are stored as ``""`` and not counted. ``{}`` for a model without secrets.
+        """
+        layer = find_layer(self.store)
+        return {} if layer is None else await layer.key_report()
 
     async def close(self) -> None:
         """Release the backend's resources; safe to call more than once."""

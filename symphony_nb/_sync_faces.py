@@ -193,6 +193,28 @@ class SyncRepository(SyncFacade["Repository[T]"], Generic[T]):
         """
         return run_sync(self._target.save_dataframe(df), timeout)
 
+    def rotate_keys(
+        self, *, progress: bool = True, batch_size: int = 500, timeout: float | None = None
+    ) -> int:
+        """Re-encrypt under the keyring's primary key every secret stored under another key.
+
+        Works in batches of ``batch_size`` entities, each written all or nothing through the
+        version check; an entity edited meanwhile is read again (the edit wins, already under
+        the primary key). Returns the number of entities rewritten: a second run rewrites
+        none, and a run that was killed resumes where it stopped. Shows a progress bar
+        (``tqdm.auto``) unless ``progress=False``. A model without secrets has nothing to do.
+        Then :meth:`key_report` shows whether a retired key is still needed.
+        """
+        return run_sync(self._target.rotate_keys(progress=progress, batch_size=batch_size), timeout)
+
+    def key_report(self, *, timeout: float | None = None) -> dict[str, int]:
+        """``{key id: number of encrypted values}`` over every stored entity, by key id.
+
+        Values under a key that is not the primary are what :meth:`rotate_keys` rewrites;
+        empty secrets are stored as ``""`` and not counted. ``{}`` for a model without secrets.
+        """
+        return run_sync(self._target.key_report(), timeout)
+
     def close(self, *, timeout: float | None = None) -> None:
         """Release the backend's resources; safe to call more than once."""
         run_sync(self._target.close(), timeout)
@@ -294,7 +316,11 @@ class SyncAgent(SyncFacade["Agent"]):
     _target: Agent
 
     def run(self, input_data: Mapping[str, Any], *, timeout: float | None = None) -> dict[str, Any]:
-        """Ask the language model about ``input_data``; return the output to store on a task."""
+        """Ask the language model about ``input_data``; return the output to store on a task.
+
+        The model gets the config's ``model_config`` as ``settings`` and, if it declares a
+        ``secrets`` parameter, the config's secrets revealed (see :class:`LanguageModel`).
+        """
         return run_sync(self._target.run(input_data), timeout)
 
     def execute(self, task: Task, *, timeout: float | None = None) -> dict[str, Any]:

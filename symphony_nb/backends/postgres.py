@@ -15,6 +15,7 @@ from pydantic import BaseModel
 
 from .._errors import StorageError
 from .._filters import Condition, Query, parse_filter
+from .._keyring import Keyring
 from .._repository import Repository
 from .._schema import schema_version
 from .._types import T
@@ -305,6 +306,8 @@ class PostgresRepository(Repository[T]):
             nested models, or dotted keys into dict fields (``"input_data.kind"``). Indexes
             serve ``$eq``, ``$in`` and range filters on string, enum and datetime values.
         pool_size: the most connections kept per event loop.
+        keyring: the :class:`~symphony_nb.Keyring` that encrypts secret fields (default:
+            ``$SYMPHONY_NB_KEYS`` when set; see :class:`~symphony_nb.Repository`).
 
     Filters, ordering, paging and counts run in the database; ``save_many`` is all or nothing
     in one transaction and loads large batches with COPY. The same object works with
@@ -320,9 +323,10 @@ class PostgresRepository(Repository[T]):
         schema: str | None = None,
         indexes: Sequence[str] = (),
         pool_size: int = 10,
+        keyring: Keyring | None = None,
     ) -> None:
         database = PostgresStore(model, url, schema=schema, indexes=indexes, pool_size=pool_size)
-        super().__init__(model, database)
+        super().__init__(model, database, keyring=keyring)
         self.url = database.url
         self.schema = database.schema
         self.table = database.table
@@ -331,6 +335,6 @@ class PostgresRepository(Repository[T]):
         return f"PostgresRepository({self.model.__name__}, {self.url!r}, schema={self.schema!r})"
 
 
-def open_url(model: type[T], url: str) -> PostgresRepository[T]:
+def open_url(model: type[T], url: str, *, keyring: Keyring | None = None) -> PostgresRepository[T]:
     """The repository for a ``postgresql://...[?schema=name]`` storage URL."""
-    return PostgresRepository(model, url)
+    return PostgresRepository(model, url, keyring=keyring)
