@@ -348,7 +348,20 @@ def _unavailable(exc: Exception) -> str:
 async def _count(repository: Repository[Any]) -> str:
     try:
         async with asyncio.timeout(COUNT_TIMEOUT):
-            return f"{await repository.count():,}"
+            text = f"{await repository.count():,}"
+            current = getattr(
+                repository.model, "__schema_version__", 1
+            )  # checked by the repository
+            if current > 1:
+                stored = await repository.schema_versions()
+                older = sum(n for version, n in stored.items() if version < current)
+                text += f" (schema version {current}"
+                text += (
+                    f"; {older:,} stored at older versions, migrate() rewrites them)"
+                    if older
+                    else ")"
+                )
+            return text
     except Exception as exc:
         return _unavailable(exc)
 

@@ -375,7 +375,10 @@ class SecretLayer(StoreLayer):
 
     async def select(self, query: Query) -> Selection:
         found = await self.inner.select(query)
-        found.rows = [(key, self.open_document(key, doc)) for key, doc in found.rows]
+        found.rows = [
+            (key, doc if isinstance(doc, CorruptEntityError) else self.open_document(key, doc))
+            for key, doc in found.rows
+        ]
         return found
 
     async def count(self, conditions: tuple[Condition, ...]) -> Counted:
@@ -403,7 +406,7 @@ class SecretLayer(StoreLayer):
             found = await self.inner.select(Query(limit=batch_size, after_id=after))
             for _, error in found.corrupt:
                 warn_caller(f"{error}; its secrets were not looked at", CorruptEntityWarning)
-            yield found.rows
+            yield [(key, doc) for key, doc in found.rows if not isinstance(doc, CorruptEntityError)]
             if len(found.rows) < batch_size:
                 return
             after = found.rows[-1][0]
@@ -445,7 +448,12 @@ class SecretLayer(StoreLayer):
         while True:
             for attempt in range(100):
                 found = await self.inner.select(Query(limit=batch_size, after_id=after))
-                records = [r for key, doc in found.rows if (r := self._rekey(key, doc, versioned))]
+                records = [
+                    r
+                    for key, doc in found.rows
+                    if not isinstance(doc, CorruptEntityError)
+                    and (r := self._rekey(key, doc, versioned))
+                ]
                 try:
                     if records:
                         written = await self.inner.write(records, create=False)

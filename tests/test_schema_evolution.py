@@ -486,3 +486,12 @@ def test_mixed_versions_answer_as_if_everything_were_upgraded(
 ) -> None:
     with tempfile.TemporaryDirectory() as folder:
         asyncio.run(_agree(mixed, asked, Path(folder)))
+
+
+async def test_the_repository_display_shows_documents_to_migrate(make_repo: Any) -> None:
+    repo: Repository[Note] = await make_repo(Note)
+    await old_notes(repo, 4)
+    shown = await asyncio.to_thread(repo._repr_html_)
+    assert "4 (schema version 3; 3 stored at older versions, migrate() rewrites them)" in shown
+    await repo.migrate(progress=False)
+    assert "4 (schema version 3)" in await asyncio.to_thread(repo._repr_html_)
