@@ -226,12 +226,11 @@ class SchemaLayer(StoreLayer):
         self._step_names: dict[int, tuple[str, ...]] = {}
         self._prefix = f'{{"{SCHEMA_KEY}":{self.version},'
         key = (SCHEMA_KEY,)
-        # The documents that are not current, as conditions a store can answer from an
-        # index on the key: at version 1, those that carry a version at all.
+        # The documents that are not current, as conditions a store can answer from an index
+        # on the key (ranges: SQLite scans the table for "IS NOT NULL" without statistics).
+        # At version 1 those are the newer ones; a key that is no number is refused on read.
         if self.version == 1:
-            self._not_current: tuple[tuple[Condition, ...], ...] = (
-                (Condition(key, "$exists", True),),
-            )
+            self._not_current: tuple[tuple[Condition, ...], ...] = ((Condition(key, "$gt", 1),),)
             self._current: tuple[Condition, ...] = (Condition(key, "$exists", False),)
         else:
             self._not_current = (
@@ -459,13 +458,16 @@ class SchemaLayer(StoreLayer):
     @property
     def older(self) -> tuple[tuple[Condition, ...], ...]:
         """Conditions selecting the stored documents older than the model (one set per kind)."""
-        return self._not_current[:-1] if self.version > 1 else ()
+        return self._not_current[:2] if self.version > 1 else ()
 
-    async def _any_others(self, after_id: str | None) -> bool:
+    async def _any_others(self, after_id: str | None = None) -> bool:
+        # A count, not a select with a limit: SQLite would answer "ORDER BY id LIMIT 1" by
+        # walking the primary key and reading the key of every row; a count reads the index.
+        # Over the whole store, even for a page after ``after_id``: conditions on the key
+        # alone are what a scanning store can answer without reading every document.
         self._chain()
         for conditions in self._not_current:
-            found = await self.inner.select(Query(conditions, limit=1, after_id=after_id))
-            if found.rows:
+            if (await self.inner.count(conditions)).total:
                 return True
         return False
 

@@ -42,7 +42,7 @@ and overrides what it changes; everything else passes through to ``inner``.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from operator import itemgetter
 from typing import Any
@@ -78,11 +78,13 @@ __all__ = [
     "StoreLayer",
     "apply_query",
     "collection_name",
+    "count_schema_key",
     "declared_indexes",
     "lookup",
     "matches",
     "merge_corrupt",
     "needs_exact",
+    "on_schema_key",
     "parse_document",
     "parse_query",
     "plan_writes",
@@ -96,7 +98,7 @@ SCHEMA_KEY = "$"
 
 Repositories write and read it (see :mod:`symphony_nb._schema`); a store keeps documents as
 given, and a store that can index should index this key too: every query first asks for the
-documents that are not at the current version (``{"$": {"$exists": True}}`` at version 1).
+documents that are not at the current version (``{"$": {"$gt": 1}}`` at version 1).
 One character, so that PostgreSQL's jsonb, which orders keys by length, keeps it first."""
 
 
@@ -206,6 +208,22 @@ def declared_indexes(model: type[BaseModel]) -> tuple[str, ...]:
     if isinstance(declared, str) or not all(isinstance(name, str) for name in declared):
         raise TypeError(f"{model.__name__}.__indexes__ must be a tuple of field names")
     return tuple(declared)
+
+
+def on_schema_key(conditions: Sequence[Condition]) -> bool:
+    """Whether ``conditions`` are all on :data:`SCHEMA_KEY` (the probes of every query).
+
+    A store that scans its documents can answer those from what it knows of each document's
+    key, without reading them all: :func:`count_schema_key` does the counting.
+    """
+    return bool(conditions) and all(cond.path == (SCHEMA_KEY,) for cond in conditions)
+
+
+def count_schema_key(conditions: tuple[Condition, ...], marks: Iterable[Any], unmarked: int) -> int:
+    """How many documents satisfy ``conditions`` (all on the schema key), given the key's
+    value in each document that has it (``marks``) and how many have none (``unmarked``)."""
+    total = sum(1 for mark in marks if matches(conditions, {SCHEMA_KEY: mark}))
+    return total + (unmarked if matches(conditions, {}) else 0)
 
 
 def plan_writes(

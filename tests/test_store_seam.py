@@ -133,9 +133,9 @@ async def test_the_layer_sees_every_read_and_write(backend: str, tmp_path: Path)
             "get",
             "get",
             "write",
-            *("select", "select"),  # each query: the schema layer's probe for older documents
-            *("select", "count"),
-            *("select", "select", "select", "select"),
+            *("count", "select"),  # each query: the schema layer's probe for older documents
+            *("count", "count"),
+            *("count", "select", "count", "select"),
             "remove",
         ]
         # Backend attributes stay reachable through the layer.

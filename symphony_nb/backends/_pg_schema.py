@@ -144,7 +144,10 @@ def _lock_key(schema: str) -> int:
 async def create_schema(
     conn: Any, schema_name: str, table: str, indexes: Mapping[str, str], url: str
 ) -> None:
-    """Create ``schema_name``, its meta table, ``table`` and ``indexes`` (name -> expression).
+    """Create ``schema_name``, its meta table, ``table`` and ``indexes``.
+
+    ``indexes`` maps each index name to what follows ``ON table``: ``(expression)``, and a
+    ``WHERE`` clause for a partial index.
 
     Idempotent and safe when several processes do it at once; refuses (StorageError) a schema
     whose stored layout version is newer than :data:`SCHEMA_VERSION`.
@@ -173,7 +176,7 @@ async def create_schema(
             f'CREATE TABLE IF NOT EXISTS {qualified} (id text COLLATE "C" PRIMARY KEY, '
             "version bigint, doc jsonb NOT NULL)"
         )
-        for name, expression in indexes.items():
+        for name, spec in indexes.items():
             await conn.execute(
-                f"CREATE INDEX IF NOT EXISTS {quote_ident(name)} ON {qualified} ({expression})"
+                f"CREATE INDEX IF NOT EXISTS {quote_ident(name)} ON {qualified} {spec}"
             )

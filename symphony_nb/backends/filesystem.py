@@ -24,6 +24,7 @@ from .._keyring import Keyring
 from .._repository import Repository
 from .._types import T
 from ..stores import (
+    SCHEMA_KEY,
     Condition,
     Counted,
     Query,
@@ -31,8 +32,10 @@ from ..stores import (
     Selection,
     Store,
     apply_query,
+    count_schema_key,
     matches,
     needs_exact,
+    on_schema_key,
     parse_document,
     plan_writes,
 )
@@ -68,6 +71,7 @@ class FileStore(Store):
         self.directory = Path(directory)
         self.path = self.directory / self.name
         self._lock = threading.Lock()
+        self._marks: dict[str, tuple[tuple[int, int, int], object]] = {}
         self._opened = False
         info = model.model_fields.get("version")
         # The document holds the version under its JSON name (an alias, if it has one).
@@ -398,7 +402,62 @@ class FileStore(Store):
         return Selection([(key, raws[key]) for key in ids], broken)
 
     async def count(self, conditions: tuple[Condition, ...]) -> Counted:
+        if on_schema_key(conditions):
+            return await asyncio.to_thread(self._count_marks, conditions)
         return await asyncio.to_thread(self._count_sync, conditions)
+
+    def _count_marks(self, conditions: tuple[Condition, ...]) -> Counted:
+        """A count on the schema key alone, from each file's key as last read.
+
+        A file is read again only when its inode, size or modification time changed (every
+        write replaces the file, so its inode changes), so the probe every query makes stats
+        the folder instead of reading it.
+        """
+        marks: list[object] = []
+        unmarked = 0
+        broken: list[tuple[str, CorruptEntityError]] = []
+        seen: dict[str, tuple[tuple[int, int, int], object]] = {}
+        with self._folder() as folder:
+            entries = list(os.scandir(folder)) if folder is not None else []
+            for entry in entries:
+                name = entry.name
+                if name.startswith(".") or not name.endswith(".json"):
+                    continue
+                try:
+                    info = entry.stat(follow_symlinks=False)
+                except FileNotFoundError:
+                    continue
+                key = (info.st_ino, info.st_size, info.st_mtime_ns)
+                cached = self._marks.get(name)
+                if cached is not None and cached[0] == key:
+                    mark = cached[1]
+                else:
+                    entity_id = filename_to_id(name)
+                    try:
+                        raw = None if entity_id is None else self._read(folder, name)
+                        if raw is None:
+                            if entity_id is not None:
+                                continue  # deleted meanwhile
+                            raise CorruptEntityError(
+                                str(self.path / name), "the file name is not a valid entity id"
+                            )
+                        doc = parse_document(raw)
+                    except CorruptEntityError as exc:
+                        broken.append((entity_id or name, exc))
+                        continue
+                    except ValueError as exc:
+                        error = CorruptEntityError(str(self.path / name), f"not valid JSON: {exc}")
+                        broken.append((entity_id or name, error))
+                        continue
+                    mark = doc.get(SCHEMA_KEY) if isinstance(doc, dict) else None
+                seen[name] = (key, mark)
+                if mark is None:
+                    unmarked += 1
+                else:
+                    marks.append(mark)
+        self._marks = seen
+        broken.sort(key=lambda item: item[0])
+        return Counted(count_schema_key(conditions, marks, unmarked), broken)
 
     def _count_sync(self, conditions: tuple[Condition, ...]) -> Counted:
         total = 0

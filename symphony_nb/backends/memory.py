@@ -12,6 +12,7 @@ from .._keyring import Keyring
 from .._repository import Repository
 from .._types import T
 from ..stores import (
+    SCHEMA_KEY,
     Condition,
     Counted,
     Query,
@@ -19,8 +20,10 @@ from ..stores import (
     Selection,
     Store,
     apply_query,
+    count_schema_key,
     matches,
     needs_exact,
+    on_schema_key,
     parse_document,
     plan_writes,
 )
@@ -39,6 +42,7 @@ class MemoryStore(Store):
         self._lock = threading.Lock()
         # id -> (version, json, parsed document used for filtering; never handed out)
         self._rows: dict[str, tuple[int | None, str, object]] = {}
+        self._marks: dict[str, object] = {}  # id -> its schema key, where it has one
 
     def describe(self) -> str:
         return "memory of this process"
@@ -55,10 +59,16 @@ class MemoryStore(Store):
             for record, doc, write in zip(records, parsed, written, strict=True):
                 if write:
                     self._rows[record.id] = (record.version, record.json, doc)
+                    mark = doc.get(SCHEMA_KEY) if isinstance(doc, dict) else None
+                    if mark is None:
+                        self._marks.pop(record.id, None)
+                    else:
+                        self._marks[record.id] = mark
         return written
 
     async def remove(self, entity_id: str) -> bool:
         with self._lock:
+            self._marks.pop(entity_id, None)
             return self._rows.pop(entity_id, None) is not None
 
     async def select(self, query: Query) -> Selection:
@@ -69,6 +79,10 @@ class MemoryStore(Store):
         return Selection([(key, rows[key][1]) for key in ids])
 
     async def count(self, conditions: tuple[Condition, ...]) -> Counted:
+        if on_schema_key(conditions):
+            with self._lock:
+                marks, total = list(self._marks.values()), len(self._rows)
+            return Counted(count_schema_key(conditions, marks, total - len(marks)))
         with self._lock:
             rows = dict(self._rows)
         docs = _documents(rows.items(), needs_exact(conditions))

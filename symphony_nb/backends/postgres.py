@@ -116,17 +116,18 @@ class PostgresStore(Store):
             if len(f"{self.table}_{key}_idx") > 63 or model_segments(self.model, path) < len(path):
                 # Dict keys may hold any text, and "a.b_c" must not take the name of "a_b.c".
                 key = hashlib.blake2b("\x00".join(path).encode(), digest_size=6).hexdigest()
-            expressions[f"{self.table}_{key}_idx"] = index_sql(self.model, path)
-        # Every query first asks for the documents not at the model's schema version: "has
-        # the key" at version 1, "lacks it, or holds another number" beyond (see stores).
+            expressions[f"{self.table}_{key}_idx"] = f"({index_sql(self.model, path)})"
+        # Every query first asks for the documents not at the model's schema version: "holds
+        # a number above 1" at version 1, "lacks it, or holds another number" beyond. Partial
+        # indexes, so the planner sees how few such documents there are without statistics.
         key = f"{self.table}_schema"
         if len(key) > 58:
             key = hashlib.blake2b(key.encode(), digest_size=6).hexdigest() + "_schema"
-        expressions[f"{key}_idx"] = (
-            f"(COALESCE(jsonb_typeof((doc->'{SCHEMA_KEY}')) <> 'null', false))"
-        )
+        value = f"(doc->'{SCHEMA_KEY}')"
+        expressions[f"{key}_idx"] = f"({value}) WHERE {value} IS NOT NULL"
         if schema_version(self.model) > 1:
-            expressions[f"{key}_v_idx"] = f"((doc->'{SCHEMA_KEY}'))"
+            lacking = f"NOT COALESCE(jsonb_typeof({value}) <> 'null', false)"
+            expressions[f"{key}_none_idx"] = f"(id) WHERE {lacking}"
         return expressions
 
     # ------------------------------------------------------------------ connections
