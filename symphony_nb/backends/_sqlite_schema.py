@@ -29,6 +29,8 @@ from ._sqlite_conn import immediate
 from ._sqlite_sql import json_path
 
 SCHEMA_VERSION = 1
+_MARKED = '{"' + SCHEMA_KEY + '":'
+"""How a document holding its schema version begins (repositories write the key first)."""
 IndexSpec = str | Sequence[str]
 _RESERVED = frozenset({"id", "version", "doc", "rowid", "oid", "_rowid_"})
 
@@ -120,9 +122,13 @@ class Layout:
             for path, name in self.columns.items():
                 if name not in existing:
                     literal = json_path(path).replace("'", "''")
+                    value = f"json_extract(doc, '{literal}')"
+                    if path == (SCHEMA_KEY,):
+                        # Written first when present: most documents need no JSON parse here.
+                        value = f"CASE WHEN substr(doc, 1, 5) = '{_MARKED}' THEN {value} END"
                     conn.execute(
                         f"ALTER TABLE {table} ADD COLUMN {quote(name)} GENERATED ALWAYS AS "
-                        f"(json_extract(doc, '{literal}')) VIRTUAL"
+                        f"({value}) VIRTUAL"
                     )
             for paths in self.indexes:
                 try:
