@@ -434,10 +434,11 @@ class Repository(Generic[T]):
         try:
             if isinstance(document, CorruptEntityError):
                 raise document
-            version, _ = layer.stored_version(entity_id, document)
+            version, rest = layer.stored_version(entity_id, document)
             if version == layer.version:
                 return None  # written at the current version meanwhile
-            entity = self.decode(entity_id, layer.current(entity_id, document))
+            text = layer.upgraded(layer.upgrade(entity_id, version, rest), version)
+            entity = self.decode(entity_id, text)
             # The stamp it had: a migration is not an edit.
             return self._record(entity, getattr(entity, "updated_at", None))
         except (CorruptEntityError, UnstorableEntityError) as exc:

@@ -63,8 +63,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 _MARKER = re.compile(r'\{\s*"\$"\s*:\s*(-?[0-9]+)\s*([,}])')
 _MARKER_BYTES = re.compile(rb'\{\s*"\$"\s*:\s*(-?[0-9]+)\s*([,}])')
-_NEEDLE = f'"{SCHEMA_KEY}"'
-_NEEDLE_BYTES = _NEEDLE.encode()
+_KEY_FIRST = re.compile(r'\{\s*"\$"')
+_KEY_FIRST_BYTES = re.compile(rb'\{\s*"\$"')
 
 
 @dataclass(frozen=True)
@@ -216,6 +216,13 @@ class SchemaLayer(StoreLayer):
         super().__init__(inner)
         self.version = schema_version(self.model)
         taken = [spec.name for spec in model_fields(self.model).values()]
+        first = [name for name in taken if len(name) == 1 and name < SCHEMA_KEY]
+        if first:
+            raise SchemaError(
+                f"{self.model.__name__} has a field stored as {first[0]!r}, which PostgreSQL "
+                f"would keep before {SCHEMA_KEY!r}, the key of a document's schema version "
+                "that every store keeps first; give it another alias"
+            )
         if SCHEMA_KEY in taken:
             raise SchemaError(
                 f"{self.model.__name__} has a field stored as {SCHEMA_KEY!r}, the key that "
@@ -243,25 +250,30 @@ class SchemaLayer(StoreLayer):
     # ------------------------------------------------------------------ documents
 
     def stored_version(self, entity_id: str, document: Document) -> tuple[int, Document]:
-        """The schema version of a stored document, and the document without its key."""
+        """The schema version of a stored document, and the document without its key.
+
+        The key is the document's first (every store keeps it there, see
+        :data:`~symphony_nb.stores.SCHEMA_KEY`); a document that does not begin with it is
+        version 1.
+        """
         if isinstance(document, str):
             if document.startswith(self._prefix):  # as this layer writes it
                 return self.version, "{" + document[len(self._prefix) :]
+            if not _KEY_FIRST.match(document):
+                return 1, document
             found = _MARKER.match(document)
             if found is not None:
                 rest: Document = "{" + document[found.end() :] if found.group(2) == "," else "{}"
                 return self._checked(entity_id, int(found.group(1))), rest
-            if _NEEDLE not in document:
-                return 1, document
         else:
             raw = bytes(document)
+            if not _KEY_FIRST_BYTES.match(raw):
+                return 1, document
             found_bytes = _MARKER_BYTES.match(raw)
             if found_bytes is not None:
                 rest = b"{" + raw[found_bytes.end() :] if found_bytes.group(2) == b"," else b"{}"
                 return self._checked(entity_id, int(found_bytes.group(1))), rest
-            if _NEEDLE_BYTES not in raw:
-                return 1, document
-        # The key is there but not first: find it the slow way (it may be nested only).
+        # The key first, holding something else than a number: read it to say what.
         doc = self._parse(entity_id, document)
         if not isinstance(doc, dict) or SCHEMA_KEY not in doc:
             return 1, document
@@ -294,7 +306,11 @@ class SchemaLayer(StoreLayer):
         version, rest = self.stored_version(entity_id, document)
         if version == self.version:
             return rest
-        return Upgraded(self.upgrade(entity_id, version, rest), version, self._names(version))
+        return self.upgraded(self.upgrade(entity_id, version, rest), version)
+
+    def upgraded(self, text: str, version: int) -> Upgraded:
+        """``text``, upgraded from ``version``, marked with the upgraders it went through."""
+        return Upgraded(text, version, self._names(version))
 
     def _names(self, version: int) -> tuple[str, ...]:
         chain = self._chain()
@@ -417,7 +433,7 @@ class SchemaLayer(StoreLayer):
                     entity_id, CorruptEntityError(self.location(entity_id), f"not JSON: {exc}")
                 )
         for entity_id, version, doc, text in older:
-            texts[entity_id] = Upgraded(text, version, self._names(version))
+            texts[entity_id] = self.upgraded(text, version)
             docs.append((entity_id, doc))
         page = Query((), query.order, query.limit, query.offset)
         ids = apply_query(page, docs)
@@ -433,8 +449,7 @@ class SchemaLayer(StoreLayer):
     ) -> list[tuple[str, Document | CorruptEntityError]]:
         """Current ``rows`` (in id order) and ``older`` merged in id order, then paged."""
         upgraded: list[tuple[str, Document | CorruptEntityError]] = [
-            (entity_id, Upgraded(text, version, self._names(version)))
-            for entity_id, version, _, text in older
+            (entity_id, self.upgraded(text, version)) for entity_id, version, _, text in older
         ]
         if query.any_order:  # the whole result, which the caller sorts by id
             return [*rows, *upgraded]

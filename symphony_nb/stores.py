@@ -12,6 +12,11 @@ reads and writes documents::
         ├── PostgresStore            symphony_nb.backends.postgres
         └── StoreLayer(inner)        wraps another store and sees every read and write
 
+The layers every repository puts over the store it is given, outermost first: the schema
+layer (documents at the model's ``__schema_version__``, see :func:`symphony_nb.upgrader`),
+then, for a model with secret fields, the secret layer (encryption at rest, directly above
+the backend). ``repo.store`` is the outermost; each layer's ``inner`` is the next one down.
+
 A new backend subclasses :class:`Store` using only the names of this module: filters
 arrive parsed (:class:`Query`, :class:`Condition`), :func:`matches` and :func:`apply_query`
 evaluate them over JSON documents, and :func:`plan_writes` is the one optimistic-concurrency

@@ -495,3 +495,20 @@ async def test_the_repository_display_shows_documents_to_migrate(make_repo: Any)
     assert "4 (schema version 3; 3 stored at older versions, migrate() rewrites them)" in shown
     await repo.migrate(progress=False)
     assert "4 (schema version 3)" in await asyncio.to_thread(repo._repr_html_)
+
+
+async def test_a_schema_key_that_is_no_number_is_a_corrupt_entity(make_repo: Any) -> None:
+    repo: Repository[Note] = await make_repo(Note)
+    await plant(repo, ("q", '{"$":"2","id":"q","title":"t","version":1}', 1))
+    with pytest.raises(CorruptEntityError, match=r"schema version '2' is not an int"):
+        await repo.get("q")
+
+
+def test_a_key_that_postgresql_would_keep_before_the_schema_key_is_refused() -> None:
+    class Bang(BaseModel):
+        model_config = ConfigDict(alias_generator=lambda name: "!" if name == "x" else name)
+        id: str
+        x: int = 0
+
+    with pytest.raises(SchemaError, match="stored as '!'"):
+        symphony_nb.InMemoryRepository(Bang)
