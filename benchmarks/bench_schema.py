@@ -9,8 +9,11 @@ documents (as the model stored them before it declared a version), then:
 * ``find_all()`` and ``to_dataframe()`` over them (every document upgraded on the way),
   against the same reads after ``migrate`` made every document current (target: at most 2x);
 * a filter on the moved field over the old documents against the same over current ones;
-* ``migrate`` of all ``n`` against ``save_many`` of the same entities into an empty store
-  (target: migrate takes at most twice as long, i.e. at least half the throughput).
+* ``migrate`` of all ``n`` against ``save_many`` of the same entities rewriting them where
+  they are stored, as migrate does (target: at most twice as long, i.e. at least half the
+  throughput), and against ``save_many`` into an empty store (inserts: SQLite updates an
+  indexed row at about twice the cost of inserting it, since each index reads the old
+  document and the new one).
 
 The other side of the first target, the all-current reads against the code before schema
 versions existed, is ``side_by_side.py`` with ``bench_dataframe.py`` and ``bench_sqlite.py``.
@@ -86,6 +89,10 @@ async def run(n: int, repeat: int, folder: Path) -> list[Row]:
         new_find = await timed(lambda: repo.find_all(), repeat)
         new_frame = await timed(lambda: repo.to_dataframe(), repeat)
         new_filter = await timed(lambda: repo.find_all(moved), repeat)
+        current = await repo.find_all()
+        start = time.perf_counter()
+        await repo.save_many(current)  # every stored document rewritten, as migrate does
+        rewrite = time.perf_counter() - start
     async with SQLiteRepository(Job, folder / "fresh.db") as fresh:
         start = time.perf_counter()
         await fresh.save_many(jobs)
@@ -94,7 +101,8 @@ async def run(n: int, repeat: int, folder: Path) -> list[Row]:
         Row(f"find_all() of {n}, all one version old", old_find, new_find, "all current", 2.0),
         Row(f"to_dataframe() of {n}, one version old", old_frame, new_frame, "all current", 2.0),
         Row("find_all(moved field) one version old", old_filter, new_filter, "all current"),
-        Row(f"migrate() of {n}", migrate, save_many, f"save_many of {n}", 2.0),
+        Row(f"migrate() of {n}", migrate, rewrite, f"save_many rewriting the {n}", 2.0),
+        Row(f"migrate() of {n}", migrate, save_many, f"save_many of {n} into an empty store"),
     ]
 
 
