@@ -24,7 +24,7 @@ import heapq
 import json
 import re
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from operator import itemgetter
 from typing import Any, TypeVar
@@ -63,6 +63,11 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 _MARKER = re.compile(r'\{\s*"\$"\s*:\s*(-?[0-9]+)\s*([,}])')
 _MARKER_BYTES = re.compile(rb'\{\s*"\$"\s*:\s*(-?[0-9]+)\s*([,}])')
+_NEEDLE = f'"{SCHEMA_KEY}"'
+_NEEDLE_BYTES = _NEEDLE.encode()
+_HEAD = 16
+"""The key, when first, begins within this many characters (PostgreSQL writes ``{"$": ``,
+files an indented document)."""
 _KEY_FIRST = re.compile(r'\{\s*"\$"')
 _KEY_FIRST_BYTES = re.compile(rb'\{\s*"\$"')
 
@@ -536,8 +541,19 @@ class SchemaLayer(StoreLayer):
         return out
 
     def _current_rows(
-        self, rows: Iterable[tuple[str, Document | CorruptEntityError]]
+        self, rows: list[tuple[str, Document | CorruptEntityError]]
     ) -> list[tuple[str, Document | CorruptEntityError]]:
+        if self.version == 1:
+            # The common case, a model that never declared a version: hand the rows on as
+            # they are unless one begins with the key (it would be newer, or not a number).
+            for _, document in rows:
+                if isinstance(document, str):
+                    if _NEEDLE in document[:_HEAD]:
+                        break
+                elif isinstance(document, bytes) and _NEEDLE_BYTES in document[:_HEAD]:
+                    break
+            else:
+                return rows
         out: list[tuple[str, Document | CorruptEntityError]] = []
         for entity_id, document in rows:
             if isinstance(document, CorruptEntityError):
