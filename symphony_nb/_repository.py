@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, Generic, Literal, Self
 from pydantic import BaseModel, TypeAdapter, ValidationError
 from pydantic_core import PydanticSerializationError
 
+from ._cache import Cache, CacheLayer, CacheStats, cache_options
 from ._display import register_model, repository_html
 from ._errors import (
     CorruptEntityError,
@@ -60,7 +61,7 @@ class Repository(Generic[T]):
     store: Store
     """Where the documents live; layers wrap it (see :mod:`symphony_nb.stores`)."""
 
-    def __init__(self, model: type[T], store: Store) -> None:
+    def __init__(self, model: type[T], store: Store, *, cache: bool | Cache | None = None) -> None:
         if not (isinstance(model, type) and issubclass(model, BaseModel)):
             raise TypeError(f"a repository stores a pydantic model class, got {model!r}")
         if "id" not in model.model_fields:
@@ -73,9 +74,26 @@ class Repository(Generic[T]):
             )
         self.model = model
         self.store = store
+        # The read cache goes outermost: it keeps documents as every other layer made them.
+        self._cache = self._with_cache(cache)
         self._versioned = _field_is(model, "version", int)
         self._stamped = _field_is(model, "updated_at", datetime)
         register_model(model)
+
+    def _with_cache(self, cache: object) -> CacheLayer | None:
+        options = cache_options(cache)
+        if options is None:
+            return None
+        layer = CacheLayer(self.store, options)
+        self.store = layer
+        return layer
+
+    def cache_stats(self) -> CacheStats | None:
+        """Hits, misses, invalidations and evictions of the read cache; None without one.
+
+        See :class:`~symphony_nb.Cache` (``cache=True`` when opening the repository).
+        """
+        return None if self._cache is None else self._cache.stats()
 
     def _location(self, entity_id: str) -> str:
         return self.store.location(entity_id)

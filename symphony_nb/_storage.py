@@ -13,6 +13,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+from ._cache import Cache, cache_options
 from ._errors import InvalidUrlError
 from ._repository import Repository
 from ._types import T
@@ -70,20 +71,24 @@ def _refuse_malformed(url: str) -> None:
     )
 
 
-def open_repository(model: type[T], url: str | os.PathLike[str]) -> Repository[T]:
+def open_repository(
+    model: type[T], url: str | os.PathLike[str], *, cache: bool | Cache | None = None
+) -> Repository[T]:
     """A repository of ``model`` at storage ``url`` (see the module docstring for forms).
 
     ``url`` is ``memory://``, ``file:///folder``, a folder path (a string or an
     ``os.PathLike``), ``sqlite:///file.db`` or ``postgresql://...``; surrounding whitespace
     is ignored and ``~`` is expanded. A malformed URL raises :class:`InvalidUrlError`.
+    ``cache`` turns on the read cache (``True`` or a :class:`~symphony_nb.Cache`).
     """
     from .backends.filesystem import FileSystemRepository
 
+    options = cache_options(cache)
     if isinstance(url, os.PathLike):
         path = os.fspath(url)
         if not isinstance(path, str):
             raise InvalidUrlError(f"a storage folder must be a str path, got {path!r}")
-        return FileSystemRepository(model, expand_path(path))
+        return FileSystemRepository(model, expand_path(path), cache=options)
     if not isinstance(url, str):
         raise InvalidUrlError(f"a storage URL must be a string or a path, got {type(url).__name__}")
     url = url.strip()
@@ -100,17 +105,22 @@ def open_repository(model: type[T], url: str | os.PathLike[str]) -> Repository[T
         path = url[match.end() :] if match else url
         if not path:
             raise InvalidUrlError(f"storage URL {mask_url(url)!r} names no folder")
-        return FileSystemRepository(model, expand_path(path))
+        return FileSystemRepository(model, expand_path(path), cache=options)
     if scheme == "memory":
         from .backends.memory import InMemoryRepository
 
-        return InMemoryRepository(model)
+        return InMemoryRepository(model, cache=options)
+    if scheme in _LAZY and scheme not in _OPENERS:
+        opened: Repository[T] = importlib.import_module(_LAZY[scheme]).open_url(
+            model, url, cache=options
+        )
+        return opened
     opener = _OPENERS.get(scheme)
-    if opener is None and scheme in _LAZY:
-        module = importlib.import_module(_LAZY[scheme])
-        opener = module.open_url
     if opener is None:
         raise InvalidUrlError(
             f"unknown storage URL scheme {scheme!r} in {mask_url(url)!r}; known: {known_schemes()}"
         )
-    return opener(model, url)
+    repository = opener(model, url)
+    if options is not None:  # an opener of a registered scheme knows nothing of caches
+        repository._cache = repository._with_cache(options)
+    return repository

@@ -30,6 +30,7 @@ from contextlib import contextmanager, suppress
 from typing import Any, TypeVar
 
 from .._errors import StorageError
+from ..stores import Changed, ChangeFeed
 
 R = TypeVar("R")
 MEMORY = ":memory:"
@@ -300,3 +301,48 @@ class Session:
         """Release what can be released without waiting (for an unreferenced repository)."""
         with suppress(WorkerClosed):
             self.close()
+
+
+class DataVersionFeed(ChangeFeed):
+    """What others committed, from ``PRAGMA data_version`` of the calling thread's reader.
+
+    ``data_version`` of a connection changes whenever another connection commits (our own
+    writer included) and costs a few microseconds, so every poll is exact. Each thread has
+    its own reader connection, so each keeps the value it saw last. ``session()`` is the
+    store's open session and ``writes()`` counts the store's own writes, which are the only
+    ones a private ``:memory:`` database can see.
+    """
+
+    def __init__(self, session: Callable[[], Session], writes: Callable[[], int]) -> None:
+        self._session = session
+        self._writes = writes
+        self._seen = threading.local()
+
+    def poll(self) -> Changed:
+        session = self._session()
+        if session.path == MEMORY:
+            return self._compare(session, self._writes())
+        if not (session.ready and session.direct_reads):
+            return Changed.UNKNOWN  # the worker reads a snapshot, or nothing is made yet
+        try:
+            reader = session.reader()
+            if reader is None:
+                return Changed.UNKNOWN
+            conn, lock = reader
+            with lock:
+                version = conn.execute("PRAGMA data_version").fetchone()[0]
+        except sqlite3.ProgrammingError:  # closed by another thread meanwhile
+            return Changed.UNKNOWN
+        except sqlite3.Error as exc:
+            raise translate(exc, session.path, session.timeout) from None
+        return self._compare(conn, version)
+
+    def _compare(self, source: object, value: int) -> Changed:
+        seen = getattr(self._seen, "value", None)
+        if seen is not None and seen[0] is source and seen[1] == value:
+            return Changed.NOTHING
+        self._seen.value = (source, value)
+        return Changed.EVERYTHING
+
+    def close(self) -> None:
+        self._seen = threading.local()

@@ -17,12 +17,14 @@ from pathlib import Path
 import orjson
 from pydantic import BaseModel
 
+from .._cache import Cache
 from .._errors import CorruptEntityError, StorageError
 from .._fields import json_key
 from .._ids import filename_to_id, id_to_filename
 from .._repository import Repository
 from .._types import T
 from ..stores import (
+    ChangeFeed,
     Condition,
     Counted,
     Query,
@@ -35,6 +37,7 @@ from ..stores import (
     parse_document,
     plan_writes,
 )
+from ._file_changes import MarkerFeed, begin_change, end_change, repair
 
 TEMP_PREFIX = ".tmp-"
 LOCK_NAME = ".lock"
@@ -77,6 +80,9 @@ class FileStore(Store):
 
     def location(self, entity_id: str) -> str:
         return str(self.path / id_to_filename(entity_id))
+
+    def change_feed(self) -> ChangeFeed:
+        return MarkerFeed(str(self.path))
 
     # ------------------------------------------------------------------ folder access
 
@@ -185,6 +191,7 @@ class FileStore(Store):
                 for name in os.listdir(folder):
                     if name.startswith(TEMP_PREFIX):
                         os.unlink(name, dir_fd=folder)
+                repair(folder)
         except StorageError:
             return
         except OSError as exc:
@@ -271,7 +278,12 @@ class FileStore(Store):
                         stored[record.id] = version
             written = plan_writes(records, stored, create=create)
             todo = [record for record, write in zip(records, written, strict=True) if write]
-            self._replace_files(folder, todo)
+            if todo:
+                begin_change(folder, str(self.path))
+                try:
+                    self._replace_files(folder, todo)
+                finally:
+                    end_change(folder)
             return written
 
     def _replace_files(self, folder: int, records: Sequence[Record]) -> None:
@@ -334,10 +346,13 @@ class FileStore(Store):
 
     def _remove_sync(self, entity_id: str) -> bool:
         with self._locked_folder() as folder:
+            begin_change(folder, str(self.path))
             try:
                 os.unlink(id_to_filename(entity_id), dir_fd=folder)
             except FileNotFoundError:
                 return False
+            finally:
+                end_change(folder)
             try:
                 os.fsync(folder)
             except OSError as exc:
@@ -424,11 +439,21 @@ class FileSystemRepository(Repository[T]):
 
     Each entity is ``<directory>/<model name>/<id>.json``; writes are atomic and durable,
     writers in several processes take turns, readers never wait (see :class:`FileStore`).
+
+    ``cache=True`` (or a :class:`~symphony_nb.Cache`) keeps documents read in memory; every
+    read first checks the folder's change marker (a ``stat`` and a ``pread``), which every
+    writer counts up, so a write by any other process is seen by the next read.
     """
 
-    def __init__(self, model: type[T], directory: str | os.PathLike[str]) -> None:
+    def __init__(
+        self,
+        model: type[T],
+        directory: str | os.PathLike[str],
+        *,
+        cache: bool | Cache | None = None,
+    ) -> None:
         files = FileStore(model, directory)
-        super().__init__(model, files)
+        super().__init__(model, files, cache=cache)
         self.directory = files.directory
         self.path = files.path
 

@@ -7,10 +7,13 @@ from collections.abc import Iterable, Sequence
 
 from pydantic import BaseModel
 
+from .._cache import Cache
 from .._filters import has_long_digits
 from .._repository import Repository
 from .._types import T
 from ..stores import (
+    Changed,
+    ChangeFeed,
     Condition,
     Counted,
     Query,
@@ -38,6 +41,7 @@ class MemoryStore(Store):
         self._lock = threading.Lock()
         # id -> (version, json, parsed document used for filtering; never handed out)
         self._rows: dict[str, tuple[int | None, str, object]] = {}
+        self.changes = 0  # bumped by every write and removal, for change feeds
 
     def describe(self) -> str:
         return "memory of this process"
@@ -54,11 +58,16 @@ class MemoryStore(Store):
             for record, doc, write in zip(records, parsed, written, strict=True):
                 if write:
                     self._rows[record.id] = (record.version, record.json, doc)
+            self.changes += 1
         return written
 
     async def remove(self, entity_id: str) -> bool:
         with self._lock:
+            self.changes += 1
             return self._rows.pop(entity_id, None) is not None
+
+    def change_feed(self) -> ChangeFeed:
+        return _MemoryFeed(self)
 
     async def select(self, query: Query) -> Selection:
         with self._lock:
@@ -85,11 +94,30 @@ def _documents(
             yield key, doc
 
 
+class _MemoryFeed(ChangeFeed):
+    """Any write to the store since the last poll changes everything (exact)."""
+
+    def __init__(self, store: MemoryStore) -> None:
+        self._store = store
+        self._seen: int | None = None
+
+    def poll(self) -> Changed:
+        now = self._store.changes
+        if now == self._seen:
+            return Changed.NOTHING
+        self._seen = now
+        return Changed.EVERYTHING
+
+    def close(self) -> None:
+        self._seen = None
+
+
 class InMemoryRepository(Repository[T]):
     """A repository of ``model`` in this process's memory (a :class:`MemoryStore`).
 
-    Every read returns an independent copy; nothing survives the process.
+    Every read returns an independent copy; nothing survives the process. ``cache`` turns
+    on the read cache (``True`` or :class:`~symphony_nb.Cache`; see there).
     """
 
-    def __init__(self, model: type[T]) -> None:
-        super().__init__(model, MemoryStore(model))
+    def __init__(self, model: type[T], *, cache: bool | Cache | None = None) -> None:
+        super().__init__(model, MemoryStore(model), cache=cache)

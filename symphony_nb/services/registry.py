@@ -6,6 +6,7 @@ import os
 import threading
 from typing import Any, ClassVar
 
+from .._cache import Cache
 from .._errors import NotFoundError
 from .._models import AgentConfig, Task
 from .._repository import Repository
@@ -72,17 +73,21 @@ class ServiceRegistry:
         """An :class:`AgentFactory` over the repository registered as ``"agent_config"``."""
         return AgentFactory(self.get_repository("agent_config"), llm=self.llm)
 
-    def configure(self, url: str | os.PathLike[str] | None = None) -> ServiceRegistry:
+    def configure(
+        self, url: str | os.PathLike[str] | None = None, *, cache: bool | Cache | None = None
+    ) -> ServiceRegistry:
         """Register the ``"task"`` and ``"agent_config"`` repositories from one storage URL.
 
         ``url`` is ``memory://``, a folder (``file:///path``, a plain path or an
         ``os.PathLike``; ``~`` is expanded), ``sqlite:///path.db`` or ``postgresql://...``;
         without it, ``$SYMPHONY_NB_URL`` (if not blank) or the embedded default is used.
-        A malformed URL such as ``memory:`` raises :class:`InvalidUrlError`. Returns self.
+        A malformed URL such as ``memory:`` raises :class:`InvalidUrlError`. ``cache``
+        turns on the read cache of both (``True`` or a :class:`~symphony_nb.Cache`).
+        Returns self.
         """
         target = default_url() if url is None else url
-        tasks = open_repository(Task, target)
-        configs = open_repository(AgentConfig, target)
+        tasks = open_repository(Task, target, cache=cache)
+        configs = open_repository(AgentConfig, target, cache=cache)
         with self._lock:
             self._repositories["task"] = tasks
             self._repositories["agent_config"] = configs
