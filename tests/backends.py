@@ -66,6 +66,21 @@ def backend_store(repo: Repository[Any]) -> Any:
     return store
 
 
+async def written_behind(repo: Repository[Any]) -> None:
+    """Call after writing a store behind ``repo``'s back, so its read cache (if any) knows.
+
+    The memory store counts only writes made through it, so the count is bumped; PostgreSQL
+    tells a cache by notifications, whose arrival this waits for. SQLite and files need
+    nothing: their caches check on every read.
+    """
+    store = backend_store(repo)
+    if hasattr(store, "changes"):
+        store.changes += 1
+    cache = getattr(repo, "_cache", None)
+    if cache is not None:
+        await cache._feed.sync()
+
+
 def base(name: str) -> str:
     """The real backend under ``name`` (``recorded:sqlite`` -> ``sqlite``)."""
     return name.rsplit(":", 1)[-1]
@@ -176,6 +191,7 @@ async def plant_postgres(repo: Any, key: str, raw: bytes) -> bool:
         return False  # jsonb refuses it
     finally:
         await conn.close()
+    await written_behind(repo)
     return True
 
 
@@ -248,6 +264,48 @@ def _recorded(base: Factory) -> Factory:
 # Every real backend once more, its store wrapped in a layer that records each call.
 for _name in ("files", "memory", "postgres", "sqlite"):
     BACKENDS[f"recorded:{_name}"] = Backend(_recorded(BACKENDS[_name].make))
+
+
+# ---------------------------------------------------------------------- through the cache
+
+
+@contextlib.asynccontextmanager
+async def cached_memory(model: type[Any], where: Path) -> AsyncIterator[Repository[Any]]:
+    async with InMemoryRepository(model, cache=True) as repo:
+        yield repo
+
+
+@contextlib.asynccontextmanager
+async def cached_files(model: type[Any], where: Path) -> AsyncIterator[Repository[Any]]:
+    async with FileSystemRepository(model, where / "store", cache=True) as repo:
+        yield repo
+
+
+@contextlib.asynccontextmanager
+async def cached_sqlite(model: type[Any], where: Path) -> AsyncIterator[Repository[Any]]:
+    from symphony_nb import SQLiteRepository
+
+    async with SQLiteRepository(model, where / "symphony.db", cache=True) as repo:
+        yield repo
+
+
+@contextlib.asynccontextmanager
+async def cached_postgres(model: type[Any], where: Path) -> AsyncIterator[Repository[Any]]:
+    from symphony_nb.backends.postgres import PostgresRepository
+    from tests import pg
+
+    async with (
+        postgres_schema() as name,
+        PostgresRepository(model, pg.dsn(), schema=name, cache=True) as repo,
+    ):
+        yield repo
+
+
+# Every real backend once more through the read cache (cache=True), the outermost layer.
+BACKENDS["cached:memory"] = Backend(cached_memory)
+BACKENDS["cached:files"] = Backend(cached_files, plant=plant_file)
+BACKENDS["cached:postgres"] = Backend(cached_postgres, plant=plant_postgres)
+BACKENDS["cached:sqlite"] = Backend(cached_sqlite, plant=plant_sqlite)
 
 
 # ---------------------------------------------------------------------- opening
