@@ -24,7 +24,7 @@ from collections.abc import Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass, fields, is_dataclass
 from enum import Enum
 from html import escape
-from typing import Any, TypeVar
+from typing import Any, Never, TypeVar
 
 from ._errors import CorruptEntityError, InvalidArgumentError
 from ._filters import Condition, Query
@@ -59,7 +59,13 @@ class Cache:
     max_entries: int
     strict: bool
 
-    def __init__(self, *, max_entries: int = DEFAULT_MAX_ENTRIES, strict: bool = False) -> None:
+    def __init__(
+        self, *, max_entries: int = DEFAULT_MAX_ENTRIES, strict: bool = False, **unknown: Never
+    ) -> None:
+        if unknown:
+            raise InvalidArgumentError(
+                f"unknown cache option(s) {sorted(unknown)}; the options are max_entries, strict"
+            )
         if isinstance(max_entries, bool) or not isinstance(max_entries, int) or max_entries < 1:
             raise InvalidArgumentError(f"max_entries must be an int >= 1, got {max_entries!r}")
         if not isinstance(strict, bool):

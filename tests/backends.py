@@ -9,6 +9,7 @@ reason. A suite that needs more than the contract picks backends by capability w
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, fields
@@ -70,15 +71,21 @@ async def written_behind(repo: Repository[Any]) -> None:
     """Call after writing a store behind ``repo``'s back, so its read cache (if any) knows.
 
     The memory store counts only writes made through it, so the count is bumped; PostgreSQL
-    tells a cache by notifications, whose arrival this waits for. SQLite and files need
-    nothing: their caches check on every read.
+    tells a cache by notifications, whose arrival this waits for (and for the cache to be
+    listening at all). SQLite and files need nothing: their caches check on every read.
     """
     store = backend_store(repo)
     if hasattr(store, "changes"):
         store.changes += 1
     cache = getattr(repo, "_cache", None)
-    if cache is not None:
-        await cache._feed.sync()
+    if cache is None:
+        return
+    feed = cache._feed
+    for _ in range(1000):  # PostgreSQL: until it listens (a connection's time)
+        if getattr(feed, "_ready", True):
+            break
+        await asyncio.sleep(0.01)
+    await feed.sync()
 
 
 def base(name: str) -> str:
