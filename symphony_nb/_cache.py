@@ -12,7 +12,8 @@ Rules that keep it from going stale:
   invalidation meanwhile, from a write here or a change reported by the feed, bumps the
   generation, and the older value is handed to its callers but never kept.
 * Concurrent misses for one key on one event loop share one store read; readers that come
-  after an invalidation start a read of their own.
+  after an invalidation start a read of their own. Fills of one key from two loops that
+  read different documents keep neither.
 """
 
 from __future__ import annotations
@@ -339,7 +340,13 @@ class CacheLayer(StoreLayer):
         with self._lock:
             self._forget_flight(key, future)
             if generation == self._generation:
-                self._keep(key, value, weigh(value))
+                kept = self._entries.get(key)
+                if kept is None:
+                    self._keep(key, value, weigh(value))
+                elif kept[0] != value:
+                    # Two fills (from two event loops) read different states of one key, and
+                    # either may be the older: keep neither.
+                    self._drop([key])
         future.set_result(value)
         return value
 
