@@ -290,25 +290,32 @@ class CacheLayer(StoreLayer):
     ) -> V:
         if self._strict:
             await self._feed.sync()
-        if not self._refresh():
-            return await self._through(load)
-        loop = asyncio.get_running_loop()
         while True:
             with self._lock:
-                entry = self._entries.get(key)
-                if entry is not None:
-                    self._entries.move_to_end(key)
+                # Polled under the lock: another thread must not read an entry between this
+                # poll reporting a change and the entry being dropped.
+                changed = self._feed.poll()
+                if changed is not Changed.NOTHING and not self._apply(changed):
+                    self._bypassed += 1
+                    shared = None
+                else:
+                    entry = self._entries.get(key)
+                    if entry is not None:
+                        self._entries.move_to_end(key)
+                        self._hits += 1
+                        return entry[0]  # type: ignore[return-value]
+                    loop = asyncio.get_running_loop()
+                    flight = self._inflight.get(key)
+                    if flight is None or flight[0] is not loop:
+                        future: asyncio.Future[Any] = loop.create_future()
+                        self._inflight[key] = (loop, future)
+                        generation = self._generation
+                        self._misses += 1
+                        break
                     self._hits += 1
-                    return entry[0]  # type: ignore[return-value]
-                flight = self._inflight.get(key)
-                if flight is None or flight[0] is not loop:
-                    future: asyncio.Future[Any] = loop.create_future()
-                    self._inflight[key] = (loop, future)
-                    generation = self._generation
-                    self._misses += 1
-                    break
-                self._hits += 1
-            shared = flight[1]
+                    shared = flight[1]
+            if shared is None:  # the feed cannot tell now: read through
+                return await load()
             try:
                 return await asyncio.shield(shared)
             except asyncio.CancelledError:
@@ -373,18 +380,12 @@ class CacheLayer(StoreLayer):
 
     # ------------------------------------------------------------------ invalidation
 
-    def _refresh(self) -> bool:
-        """Drop what the feed says changed; False when it cannot tell (read through)."""
-        # Polled under the lock: another thread must not read an entry between this poll
-        # reporting a change and the entry being dropped.
-        with self._lock:
-            changed = self._feed.poll()
-            if changed is Changed.NOTHING:
-                return True
-            if isinstance(changed, frozenset):
-                self._drop(("get", entity_id) for entity_id in changed)
-            else:
-                self._drop(list(self._entries))
+    def _apply(self, changed: Changed | frozenset[str]) -> bool:
+        """Drop what the feed reported changed; False when it cannot tell (lock held)."""
+        if isinstance(changed, frozenset):
+            self._drop(("get", entity_id) for entity_id in changed)
+            return True
+        self._drop(list(self._entries))
         return changed is not Changed.UNKNOWN
 
     def _drop(self, keys: Any) -> None:

@@ -320,28 +320,49 @@ class DataVersionFeed(ChangeFeed):
 
     def poll(self) -> Changed:
         session = self._session()
-        if session.path == MEMORY:
-            return self._compare(session, self._writes())
-        if not (session.ready and session.direct_reads):
-            return Changed.UNKNOWN  # the worker reads a snapshot, or nothing is made yet
+        state = getattr(self._seen, "state", None)
+        if state is None or state[0] is not session or not session.direct_reads:
+            if session.path == MEMORY:
+                return self._compare_writes(session)
+            state = self._state(session)
+            if state is None:
+                return Changed.UNKNOWN  # the worker reads a snapshot, or nothing is made yet
         try:
-            reader = session.reader()
-            if reader is None:
-                return Changed.UNKNOWN
-            conn, lock = reader
-            with lock:
-                version = conn.execute("PRAGMA data_version").fetchone()[0]
+            with state[2]:
+                version = state[1].execute("PRAGMA data_version").fetchone()[0]
         except sqlite3.ProgrammingError:  # closed by another thread meanwhile
+            self._seen.state = None
             return Changed.UNKNOWN
         except sqlite3.Error as exc:
             raise translate(exc, session.path, session.timeout) from None
-        return self._compare(conn, version)
-
-    def _compare(self, source: object, value: int) -> Changed:
-        seen = getattr(self._seen, "value", None)
-        if seen is not None and seen[0] is source and seen[1] == value:
+        if version == state[3]:
             return Changed.NOTHING
-        self._seen.value = (source, value)
+        state[3] = version
+        return Changed.EVERYTHING
+
+    def _state(self, session: Session) -> list[Any] | None:
+        """This thread's ``[session, cursor, lock, version seen]`` for polling, or None."""
+        self._seen.state = None
+        if not (session.ready and session.direct_reads):
+            return None
+        try:
+            entry = session.reader()
+            if entry is None:
+                return None
+            conn, lock = entry
+            with lock:
+                state = [session, conn.cursor(), lock, None]
+        except sqlite3.ProgrammingError:
+            return None
+        self._seen.state = state
+        return state
+
+    def _compare_writes(self, session: Session) -> Changed:
+        seen = getattr(self._seen, "writes", None)
+        writes = (session, self._writes())
+        if seen is not None and seen[0] is session and seen[1] == writes[1]:
+            return Changed.NOTHING
+        self._seen.writes = writes
         return Changed.EVERYTHING
 
     def close(self) -> None:
