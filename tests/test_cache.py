@@ -620,3 +620,16 @@ async def test_failing_writes_still_invalidate() -> None:
         await repo.get("a")
     stats = repo.cache_stats()
     assert stats is not None and stats.entries == 0
+
+
+def test_the_readme_example(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    repo = SQLiteRepository(Task, "symphony_data/symphony.db", cache=Cache(max_entries=50_000))
+    task_id = repo.sync.save(Task(name="Summarise"))
+    task = repo.sync.get(task_id)
+    task = repo.sync.get(task_id)
+    task = repo.sync.get(task_id)
+    stats = repo.cache_stats()
+    assert task.name == "Summarise"
+    assert stats is not None and (stats.hits, stats.misses, stats.bypassed) == (2, 1, 0)
+    repo.sync.close()
