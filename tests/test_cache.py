@@ -633,3 +633,38 @@ def test_the_readme_example(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     assert task.name == "Summarise"
     assert stats is not None and (stats.hits, stats.misses, stats.bypassed) == (2, 1, 0)
     repo.sync.close()
+
+
+async def test_a_forked_child_listens_afresh(tmp_path: Path) -> None:
+    from tests import pg
+    from tests.backends import postgres_schema
+
+    async with postgres_schema() as schema:
+        url = f"{pg.dsn()}?schema={schema}"
+        repo = open_repository(Task, url, cache=True)
+        await repo.save(Task(id="a", name="before"))
+        await written_behind(repo)
+        assert (await repo.get("a")).name == "before"
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover (the child reports through its exit code)
+            code = 1
+            try:
+
+                async def child() -> bool:
+                    other = open_repository(Task, url)
+                    task = await other.get("a")
+                    task.name = "after"
+                    await other.save(task)
+                    await other.close()
+                    for _ in range(500):
+                        if (await repo.get("a")).name == "after":
+                            return True
+                        await asyncio.sleep(0.01)
+                    return False
+
+                code = 0 if asyncio.run(child()) else 2
+            finally:
+                os._exit(code)
+        _, status = await asyncio.to_thread(os.waitpid, pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        await repo.close()

@@ -15,7 +15,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import os
 import threading
+import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -87,6 +89,7 @@ async def has_triggers(conn: Any, schema: str, table: str) -> bool:
 
 
 Connect = Callable[[], Awaitable[Any]]
+_FEEDS: weakref.WeakSet[NotifyFeed] = weakref.WeakSet()
 
 
 class NotifyFeed(ChangeFeed):
@@ -118,6 +121,7 @@ class NotifyFeed(ChangeFeed):
         self._ping: asyncio.Task[None] | None = None
         self._wake: asyncio.Event | None = None
         self._poked = False
+        _FEEDS.add(self)
         with self._lock:
             self._start()  # listening takes a connection's time: begin before the first read
 
@@ -172,6 +176,14 @@ class NotifyFeed(ChangeFeed):
         self._poked = True
         with contextlib.suppress(RuntimeError):  # its loop already ended
             self._loop.call_soon_threadsafe(self._wake.set)
+
+    def _forget(self) -> None:
+        """In a forked child: the listening thread did not come along; listen afresh."""
+        self._lock = threading.Lock()
+        self._thread = self._loop = self._stop = self._wake = self._conn = self._ping = None
+        self._ready = False
+        self._everything = True
+        self._poked = False
 
     def _start(self) -> None:
         loop = asyncio.new_event_loop()
@@ -277,3 +289,11 @@ async def _wait_any(stop: asyncio.Event, timeout: float, *others: asyncio.Event 
         for wait in waits:
             wait.cancel()
     return stop.is_set()
+
+
+def _after_fork() -> None:
+    for feed in list(_FEEDS):
+        feed._forget()
+
+
+os.register_at_fork(after_in_child=_after_fork)
