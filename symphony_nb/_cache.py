@@ -158,6 +158,7 @@ class _Uncacheable(Exception):
 
 
 _SCALARS = (type(None), str, bool, int, float)
+_NOTHING = Changed.NOTHING
 
 
 def _key_of(value: Any) -> Hashable:
@@ -254,7 +255,25 @@ class CacheLayer(StoreLayer):
     # ------------------------------------------------------------------ reads
 
     async def get(self, entity_id: str) -> Document | None:
-        return await self._read(("get", entity_id), lambda: self.inner.get(entity_id), _one)
+        key = ("get", entity_id)
+        if not self._strict:  # the hot path inline: a hit is one poll and one lookup
+            with self._lock:
+                changed = self._feed.poll()
+                if changed is not _NOTHING and not self._apply(changed):
+                    self._bypassed += 1
+                    through = True
+                else:
+                    entry = self._entries.get(key)
+                    if entry is not None:
+                        self._entries.move_to_end(key)
+                        self._hits += 1
+                        return entry[0]  # type: ignore[return-value]
+                    through = False
+            if through:
+                return await self.inner.get(entity_id)
+        return await self._read(
+            key, lambda: self.inner.get(entity_id), _one, polled=not self._strict
+        )
 
     async def select(self, query: Query) -> Selection:
         key = query_key(query)
@@ -286,16 +305,26 @@ class CacheLayer(StoreLayer):
         return await load()
 
     async def _read(
-        self, key: Key, load: Callable[[], Awaitable[V]], weigh: Callable[[V], int]
+        self,
+        key: Key,
+        load: Callable[[], Awaitable[V]],
+        weigh: Callable[[V], int],
+        *,
+        polled: bool = False,
     ) -> V:
+        """The value of ``key``: kept, shared with a read under way, or loaded and kept.
+
+        ``polled``: the caller has just polled the feed and applied what it said.
+        """
         if self._strict:
             await self._feed.sync()
         while True:
             with self._lock:
                 # Polled under the lock: another thread must not read an entry between this
                 # poll reporting a change and the entry being dropped.
-                changed = self._feed.poll()
-                if changed is not Changed.NOTHING and not self._apply(changed):
+                changed = _NOTHING if polled else self._feed.poll()
+                polled = False
+                if changed is not _NOTHING and not self._apply(changed):
                     self._bypassed += 1
                     shared = None
                 else:

@@ -668,3 +668,18 @@ async def test_a_forked_child_listens_afresh(tmp_path: Path) -> None:
         _, status = await asyncio.to_thread(os.waitpid, pid, 0)
         assert os.waitstatus_to_exitcode(status) == 0
         await repo.close()
+
+
+async def test_a_file_store_removed_and_made_again_is_noticed(tmp_path: Path) -> None:
+    import shutil
+
+    async with FileSystemRepository(Task, tmp_path, cache=True) as repo:
+        await repo.save(Task(id="a", name="one"))
+        assert (await repo.get("a")).name == "one"
+        assert (await repo.get("a")).name == "one"
+        shutil.rmtree(tmp_path / "task")
+        async with FileSystemRepository(Task, tmp_path) as other:
+            await other.save(Task(id="a", name="two"))
+        assert (await repo.get("a")).name == "two"
+        shutil.rmtree(tmp_path / "task")
+        assert await repo.find_by_id("a") is None

@@ -6,9 +6,9 @@ reader that sees another value than before drops what it cached; one that sees a
 (a write under way, or a writer killed mid-write) caches nothing until it is even again.
 Reopening the store repairs the marker a killed writer left odd.
 
-The folder's own stamp is part of what a reader compares, so files added, removed or
-replaced by other programs (as editors save) are noticed too, to the resolution of the
-folder's timestamp; a file another program rewrites in place is not.
+The folder's own timestamp is part of what a reader compares, so files added, removed or
+replaced by other programs (as editors save) are noticed too, to the resolution of that
+timestamp; a file another program rewrites in place is not.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ MARKER_NAME = ".changes"
 _WIDTH = 20
 _MARKER_FLAGS = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+_FOLDER_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 def _parse(raw: bytes) -> int | None:
@@ -74,42 +75,54 @@ def repair(folder: int) -> None:
 
 
 class MarkerFeed(ChangeFeed):
-    """Polls the marker of the model folder ``path``: a stat of the folder and a ``pread``."""
+    """Polls the marker of the model folder ``path``: an ``fstat`` of the folder, a ``pread``.
+
+    Both stay open between polls. A folder removed (and perhaps made again) shows as no
+    links left on the open one; a changed folder timestamp reopens the marker too.
+    """
 
     def __init__(self, path: str) -> None:
         self._path = path
-        self._marker = os.path.join(path, MARKER_NAME)
-        self._fd: int | None = None
-        self._folder: tuple[int, int] | None = None
+        self._folder: int | None = None
+        self._marker: int | None = None
+        self._mtime: int | None = None
         self._seen: object = None
 
     def poll(self) -> Changed:
         try:
-            info = os.stat(self._path)
+            if self._folder is None:
+                self._folder = os.open(self._path, _FOLDER_FLAGS)
+            info = os.fstat(self._folder)
+            if info.st_nlink == 0:  # removed since it was opened
+                self._close()
+                self._folder = os.open(self._path, _FOLDER_FLAGS)
+                info = os.fstat(self._folder)
         except FileNotFoundError:
             self._close()
             return self._compare("absent")
         except OSError:
-            return Changed.UNKNOWN
-        folder = (info.st_dev, info.st_ino)
-        if self._fd is None or folder != self._folder:
             self._close()
+            return Changed.UNKNOWN
+        if self._marker is None or info.st_mtime_ns != self._mtime:
+            if self._marker is not None:
+                os.close(self._marker)
+                self._marker = None
+            self._mtime = info.st_mtime_ns
             try:
-                self._fd = os.open(self._marker, _READ_FLAGS)
+                self._marker = os.open(MARKER_NAME, _READ_FLAGS, dir_fd=self._folder)
             except FileNotFoundError:
-                return self._compare((folder, info.st_mtime_ns, None))
+                return self._compare((info.st_ino, info.st_mtime_ns, None))
             except OSError:
                 return Changed.UNKNOWN
-            self._folder = folder
         try:
-            value = _parse(os.pread(self._fd, 64, 0))
+            value = _parse(os.pread(self._marker, 64, 0))
         except OSError:
             self._close()
             return Changed.UNKNOWN
         if value is None or value % 2:
             self._seen = None
             return Changed.UNKNOWN
-        return self._compare((folder, info.st_mtime_ns, value))
+        return self._compare((info.st_ino, info.st_mtime_ns, value))
 
     def _compare(self, stamp: object) -> Changed:
         if stamp == self._seen:
@@ -118,9 +131,10 @@ class MarkerFeed(ChangeFeed):
         return Changed.EVERYTHING
 
     def _close(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+        for fd in (self._marker, self._folder):
+            if fd is not None:
+                os.close(fd)
+        self._marker = self._folder = self._mtime = None
 
     def close(self) -> None:
         self._close()
