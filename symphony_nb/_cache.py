@@ -113,7 +113,8 @@ class CacheStats:
     ``hits``: reads answered without a store read of their own (a miss shared with a
     concurrent reader counts as a hit); ``misses``: reads that went to the store and were
     kept; ``bypassed``: reads that went to the store uncached (a query that cannot be a cache
-    key, or a store that could not tell what changed at that moment); ``invalidations``:
+    key, a page of ``iter_all``, or a store that could not tell what changed at that moment);
+    ``invalidations``:
     cached entries dropped because their documents were or may have been written;
     ``evictions``: entries dropped to stay within ``max_entries``; ``entries`` and ``size``:
     what it holds now (entries, and documents as counted against ``max_entries``).
@@ -276,7 +277,9 @@ class CacheLayer(StoreLayer):
         )
 
     async def select(self, query: Query) -> Selection:
-        key = query_key(query)
+        # Pages of iter_all (after_id) are read once: keeping them would only push out the
+        # entries worth keeping.
+        key = None if query.after_id is not None else query_key(query)
         if key is None:
             return await self._through(lambda: self.inner.select(query))
 

@@ -55,6 +55,11 @@ class Repository(Generic[T]):
     is not the stored one raises :class:`ConflictError`, and a successful write bumps the
     version of the object you passed, so saving it again just works. A ``version`` field of
     another type is an ordinary field.
+
+    ``cache=True`` (or a :class:`~symphony_nb.Cache`) puts a read cache over the store, as
+    the outermost layer: reads by id and repeated ``find_all`` / ``count`` calls are answered
+    from memory, never stale (see :class:`~symphony_nb.Cache`); :meth:`cache_stats` tells
+    what it did. A store offering no change feed refuses it with ``InvalidArgumentError``.
     """
 
     model: type[T]

@@ -683,3 +683,15 @@ async def test_a_file_store_removed_and_made_again_is_noticed(tmp_path: Path) ->
         assert (await repo.get("a")).name == "two"
         shutil.rmtree(tmp_path / "task")
         assert await repo.find_by_id("a") is None
+
+
+async def test_pages_of_iter_all_are_not_kept() -> None:
+    repo, gate = gated(max_entries=5)
+    await repo.save_many([Task(id=f"t{i}", name="n") for i in range(9)])
+    await repo.get("t0")
+    assert [t.id async for t in repo.iter_all(batch_size=2)] == [f"t{i}" for i in range(9)]
+    reads = gate.gets
+    await repo.get("t0")  # still kept: the pages pushed nothing out
+    assert gate.gets == reads
+    stats = repo.cache_stats()
+    assert stats is not None and stats.bypassed >= 4 and stats.evictions == 0
