@@ -695,3 +695,34 @@ async def test_pages_of_iter_all_are_not_kept() -> None:
     assert gate.gets == reads
     stats = repo.cache_stats()
     assert stats is not None and stats.bypassed >= 4 and stats.evictions == 0
+
+
+async def test_notifications_arrive_while_the_readers_loop_is_blocked() -> None:
+    import time
+
+    from symphony_nb.backends.postgres import PostgresRepository
+    from tests import pg
+    from tests.backends import postgres_schema
+
+    async with postgres_schema() as schema:
+        repo = PostgresRepository(Task, pg.dsn(), schema=schema, cache=True)
+        other = PostgresRepository(Task, pg.dsn(), schema=schema)
+        try:
+            await repo.save(Task(id="a", name="one"))
+            await written_behind(repo)
+            assert repo.sync.get("a").name == "one"
+            # From here this loop is blocked, as a notebook kernel's is during a cell that
+            # calls .sync: nothing may depend on it running.
+            changed = other.sync.get("a")
+            changed.name = "two"
+            other.sync.save(changed)
+            deadline = time.monotonic() + 5
+            while repo.sync.get("a").name != "two":
+                assert time.monotonic() < deadline
+                time.sleep(0.001)
+            assert repo.sync.get("a").name == "two"
+            stats = repo.cache_stats()
+            assert stats is not None and stats.hits >= 1 and stats.invalidations >= 1
+        finally:
+            await other.close()
+            await repo.close()
