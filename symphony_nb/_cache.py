@@ -27,6 +27,7 @@ from enum import Enum
 from html import escape
 from typing import Any, Never, TypeVar
 
+from ._changes import writing_for
 from ._errors import CorruptEntityError, InvalidArgumentError
 from ._filters import Condition, Query
 from .stores import Changed, Counted, Document, Record, Selection, Store, StoreLayer
@@ -438,15 +439,19 @@ class CacheLayer(StoreLayer):
     # ------------------------------------------------------------------ writes
 
     async def write(self, records: Sequence[Record], *, create: bool) -> list[bool]:
+        token = writing_for.set(self._feed)
         try:
             return await self.inner.write(records, create=create)
         finally:  # a failed write may have landed in part
+            writing_for.reset(token)
             self._written([record.id for record in records])
 
     async def remove(self, entity_id: str) -> bool:
+        token = writing_for.set(self._feed)
         try:
             return await self.inner.remove(entity_id)
         finally:
+            writing_for.reset(token)
             self._written([entity_id])
 
     async def close(self) -> None:

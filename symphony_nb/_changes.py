@@ -9,9 +9,17 @@ the read cache polls it before every read and drops what it names. Re-exported b
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from contextvars import ContextVar
 from enum import Enum
 
-__all__ = ["ChangeFeed", "Changed"]
+__all__ = ["ChangeFeed", "Changed", "writing_for"]
+
+writing_for: ContextVar[ChangeFeed | None] = ContextVar("writing_for", default=None)
+"""The feed of the cache a write is made through, while it is made (else None).
+
+A store may use it to tell that feed which of the changes it will see next are this
+write's own (the cache drops those itself), so they need not empty the whole cache.
+"""
 
 
 class Changed(Enum):

@@ -726,3 +726,27 @@ async def test_notifications_arrive_while_the_readers_loop_is_blocked() -> None:
         finally:
             await other.close()
             await repo.close()
+
+
+async def test_own_writes_on_files_drop_only_what_they_wrote(tmp_path: Path) -> None:
+    async with FileSystemRepository(Task, tmp_path, cache=True) as repo:
+        await repo.save_many([Task(id=f"t{i}", name="n") for i in range(3)])
+        for key in ("t0", "t1"):
+            await repo.get(key)
+        t2 = await repo.get("t2")
+        t2.name = "changed"
+        await repo.save(t2)
+        assert await repo.delete("t1")
+        before = repo.cache_stats()
+        assert (await repo.get("t0")).name == "n"  # still kept
+        assert (await repo.get("t2")).name == "changed"
+        assert await repo.find_by_id("t1") is None
+        after = repo.cache_stats()
+        assert before is not None and after is not None
+        assert after.hits == before.hits + 1 and after.misses == before.misses + 2
+        # A write to the same store that does not go through this cache is someone else's.
+        plain = Repository(Task, backend_store(repo))
+        t0 = await plain.get("t0")
+        t0.name = "behind the cache"
+        await plain.save(t0)
+        assert (await repo.get("t0")).name == "behind the cache"

@@ -4,7 +4,9 @@ Every writer, holding the store's writer lock, counts a number in ``<folder>/.ch
 to odd before it replaces or removes entity files and up to even after (a sequence lock). A
 reader that sees another value than before drops what it cached; one that sees an odd value
 (a write under way, or a writer killed mid-write) caches nothing until it is even again.
-Reopening the store repairs the marker a killed writer left odd.
+Reopening the store repairs the marker a killed writer left odd. A write made through a
+cache tells that cache's feed the values before and after it, so that cache (which drops
+what it wrote itself) keeps everything else.
 
 The folder's own timestamp is part of what a reader compares, so files added, removed or
 replaced by other programs (as editors save) are noticed too, to the resolution of that
@@ -14,8 +16,12 @@ timestamp; a file another program rewrites in place is not.
 from __future__ import annotations
 
 import os
-from contextlib import suppress
+import threading
+from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 
+from .._changes import writing_for
 from .._errors import StorageError
 from ..stores import Changed, ChangeFeed
 
@@ -40,6 +46,45 @@ def _count(folder: int, *, odd: bool) -> None:
         os.pwrite(fd, f"{value:0{_WIDTH}d}\n".encode(), 0)
     finally:
         os.close(fd)
+
+
+def stamp(folder: int) -> tuple[int, int, int | None] | None:
+    """What a :class:`MarkerFeed` compares for the open ``folder``: its inode and timestamp
+    and the marker's value; None if it cannot be read."""
+    try:
+        info = os.fstat(folder)
+        try:
+            fd = os.open(MARKER_NAME, _READ_FLAGS, dir_fd=folder)
+        except FileNotFoundError:
+            return (info.st_ino, info.st_mtime_ns, None)
+        try:
+            return (info.st_ino, info.st_mtime_ns, _parse(os.pread(fd, 64, 0)))
+        finally:
+            os.close(fd)
+    except OSError:
+        return None
+
+
+@contextmanager
+def changing(folder: int, where: str) -> Iterator[None]:
+    """Mark a write under way around the body (see :func:`begin_change`).
+
+    When the write is made through a cache (``writing_for``) whose feed watches this folder,
+    that feed is told the marker's value before and after, so it can tell the write from
+    others' (whose writers hold the lock, so none falls between the two).
+    """
+    feed = writing_for.get()
+    own = feed if isinstance(feed, MarkerFeed) and feed.watches(folder) else None
+    before = stamp(folder) if own is not None else None
+    begin_change(folder, where)
+    try:
+        yield
+    finally:
+        end_change(folder)
+        if own is not None and before is not None:
+            after = stamp(folder)
+            if after is not None and after[2] is not None and after[2] % 2 == 0:
+                own.own_change(before, after)
 
 
 def begin_change(folder: int, where: str) -> None:
@@ -87,6 +132,21 @@ class MarkerFeed(ChangeFeed):
         self._marker: int | None = None
         self._mtime: int | None = None
         self._seen: object = None
+        self._own: deque[tuple[object, object]] = deque(maxlen=64)
+        self._own_lock = threading.Lock()
+
+    def watches(self, folder: int) -> bool:
+        """Whether the open ``folder`` is the one this feed polls."""
+        try:
+            mine, theirs = os.stat(self._path), os.fstat(folder)
+        except OSError:
+            return False
+        return (mine.st_dev, mine.st_ino) == (theirs.st_dev, theirs.st_ino)
+
+    def own_change(self, before: object, after: object) -> None:
+        """A write through this feed's cache moved the stamp from ``before`` to ``after``."""
+        with self._own_lock:
+            self._own.append((before, after))
 
     def poll(self) -> Changed:
         try:
@@ -124,17 +184,23 @@ class MarkerFeed(ChangeFeed):
             return Changed.UNKNOWN
         return self._compare((info.st_ino, info.st_mtime_ns, value))
 
-    def _compare(self, stamp: object) -> Changed:
-        if stamp == self._seen:
+    def _compare(self, now: object) -> Changed:
+        seen, self._seen = self._seen, now
+        if now == seen:
             return Changed.NOTHING
-        self._seen = stamp
-        return Changed.EVERYTHING
+        with self._own_lock:
+            steps = dict(self._own)
+        while seen in steps and seen != now:  # only the cache's own writes since the last poll
+            seen = steps.pop(seen)
+        return Changed.NOTHING if seen == now else Changed.EVERYTHING
 
     def _close(self) -> None:
         for fd in (self._marker, self._folder):
             if fd is not None:
                 os.close(fd)
         self._marker = self._folder = self._mtime = None
+        with self._own_lock:  # a folder made again counts its marker from the start
+            self._own.clear()
 
     def close(self) -> None:
         self._close()

@@ -37,7 +37,7 @@ from ..stores import (
     parse_document,
     plan_writes,
 )
-from ._file_changes import MarkerFeed, begin_change, end_change, repair
+from ._file_changes import MarkerFeed, changing, repair
 
 TEMP_PREFIX = ".tmp-"
 LOCK_NAME = ".lock"
@@ -279,11 +279,8 @@ class FileStore(Store):
             written = plan_writes(records, stored, create=create)
             todo = [record for record, write in zip(records, written, strict=True) if write]
             if todo:
-                begin_change(folder, str(self.path))
-                try:
+                with changing(folder, str(self.path)):
                     self._replace_files(folder, todo)
-                finally:
-                    end_change(folder)
             return written
 
     def _replace_files(self, folder: int, records: Sequence[Record]) -> None:
@@ -345,14 +342,11 @@ class FileStore(Store):
         return await asyncio.to_thread(self._remove_sync, entity_id)
 
     def _remove_sync(self, entity_id: str) -> bool:
-        with self._locked_folder() as folder:
-            begin_change(folder, str(self.path))
+        with self._locked_folder() as folder, changing(folder, str(self.path)):
             try:
                 os.unlink(id_to_filename(entity_id), dir_fd=folder)
             except FileNotFoundError:
                 return False
-            finally:
-                end_change(folder)
             try:
                 os.fsync(folder)
             except OSError as exc:
