@@ -198,10 +198,22 @@ def _corrupt_copies(
     return [(key, CorruptEntityError(error.location, error.reason)) for key, error in items]
 
 
+def _row_copies(
+    rows: Sequence[tuple[str, Document | CorruptEntityError]],
+) -> list[tuple[str, Document | CorruptEntityError]]:
+    return [
+        (key, CorruptEntityError(data.location, data.reason))
+        if isinstance(data, CorruptEntityError)
+        else (key, data)
+        for key, data in rows
+    ]
+
+
 @dataclass(frozen=True, slots=True)
 class _Rows:
-    rows: tuple[tuple[str, Document], ...]
+    rows: tuple[tuple[str, Document | CorruptEntityError], ...]
     corrupt: tuple[tuple[str, CorruptEntityError], ...]
+    broken: bool  # some row is an error in place of a document
 
 
 @dataclass(frozen=True, slots=True)
@@ -286,10 +298,12 @@ class CacheLayer(StoreLayer):
 
         async def load() -> _Rows:
             found = await self.inner.select(query)
-            return _Rows(tuple(found.rows), tuple(found.corrupt))
+            broken = any(isinstance(data, CorruptEntityError) for _, data in found.rows)
+            return _Rows(tuple(found.rows), tuple(found.corrupt), broken)
 
         rows: _Rows = await self._read(("select", key), load, _rows_weight)
-        return Selection(list(rows.rows), _corrupt_copies(rows.corrupt))
+        copies = _row_copies(rows.rows) if rows.broken else list(rows.rows)
+        return Selection(copies, _corrupt_copies(rows.corrupt))
 
     async def count(self, conditions: tuple[Condition, ...]) -> Counted:
         key = query_key(Query(conditions))
@@ -435,6 +449,11 @@ class CacheLayer(StoreLayer):
     def _written(self, ids: Sequence[str]) -> None:
         with self._lock:
             self._drop(("get", entity_id) for entity_id in ids)
+
+    def forget(self, ids: Sequence[str]) -> None:
+        """Drop what the cache holds of ``ids`` (and every query result): for a write made
+        below the cache, through a layer beneath it."""
+        self._written(ids)
 
     # ------------------------------------------------------------------ writes
 

@@ -21,6 +21,7 @@ from .._cache import Cache
 from .._errors import CorruptEntityError, StorageError
 from .._fields import json_key
 from .._ids import filename_to_id, id_to_filename
+from .._keyring import Keyring
 from .._repository import Repository
 from .._types import T
 from ..stores import (
@@ -433,9 +434,10 @@ class FileSystemRepository(Repository[T]):
 
     Each entity is ``<directory>/<model name>/<id>.json``; writes are atomic and durable,
     writers in several processes take turns, readers never wait (see :class:`FileStore`).
+    ``keyring`` encrypts secret fields (see :class:`~symphony_nb.Repository`).
 
     ``cache=True`` (or a :class:`~symphony_nb.Cache`) keeps documents read in memory; every
-    read first checks the folder's change marker (a ``stat`` and a ``pread``), which every
+    read first checks the folder's change marker (an ``fstat`` and a ``pread``), which every
     writer counts up, so a write by any other process is seen by the next read.
     """
 
@@ -444,10 +446,11 @@ class FileSystemRepository(Repository[T]):
         model: type[T],
         directory: str | os.PathLike[str],
         *,
+        keyring: Keyring | None = None,
         cache: bool | Cache | None = None,
     ) -> None:
         files = FileStore(model, directory)
-        super().__init__(model, files, cache=cache)
+        super().__init__(model, files, keyring=keyring, cache=cache)
         self.directory = files.directory
         self.path = files.path
 

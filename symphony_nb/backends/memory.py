@@ -9,6 +9,7 @@ from pydantic import BaseModel
 
 from .._cache import Cache
 from .._filters import has_long_digits
+from .._keyring import Keyring
 from .._repository import Repository
 from .._types import T
 from ..stores import (
@@ -115,9 +116,12 @@ class _MemoryFeed(ChangeFeed):
 class InMemoryRepository(Repository[T]):
     """A repository of ``model`` in this process's memory (a :class:`MemoryStore`).
 
-    Every read returns an independent copy; nothing survives the process. ``cache`` turns
-    on the read cache (``True`` or :class:`~symphony_nb.Cache`; see there).
+    Every read returns an independent copy; nothing survives the process. ``keyring``
+    encrypts secret fields (see :class:`~symphony_nb.Repository`); ``cache`` turns on the
+    read cache (``True`` or :class:`~symphony_nb.Cache`; see there).
     """
 
-    def __init__(self, model: type[T], *, cache: bool | Cache | None = None) -> None:
-        super().__init__(model, MemoryStore(model), cache=cache)
+    def __init__(
+        self, model: type[T], *, keyring: Keyring | None = None, cache: bool | Cache | None = None
+    ) -> None:
+        super().__init__(model, MemoryStore(model), keyring=keyring, cache=cache)

@@ -19,6 +19,7 @@ from pydantic import BaseModel
 from .._cache import Cache
 from .._errors import CorruptEntityError, InvalidUrlError, StorageError
 from .._gc import gc_paused
+from .._keyring import Keyring
 from .._repository import Repository
 from .._types import T
 from .._urls import expand_path, mask_url
@@ -312,6 +313,8 @@ class SQLiteRepository(Repository[T]):
     read-only: reads work (a table not made yet reads as empty) and writes raise
     :class:`StorageError` saying so. Nothing is created in it, not even the table.
 
+    ``keyring`` encrypts secret fields (see :class:`~symphony_nb.Repository`).
+
     ``cache=True`` (or a :class:`~symphony_nb.Cache`) keeps documents read in memory; every
     read first checks ``PRAGMA data_version`` (a few microseconds), so a commit by any other
     connection or process is seen by the next read.
@@ -324,10 +327,11 @@ class SQLiteRepository(Repository[T]):
         *,
         indexes: Iterable[IndexSpec] = (),
         timeout: float = 10.0,
+        keyring: Keyring | None = None,
         cache: bool | Cache | None = None,
     ) -> None:
         database = SQLiteStore(model, path, indexes=indexes, timeout=timeout)
-        super().__init__(model, database, cache=cache)
+        super().__init__(model, database, keyring=keyring, cache=cache)
         self.path = database.path
         self.table = database.table
         self.timeout = database.timeout
@@ -336,18 +340,25 @@ class SQLiteRepository(Repository[T]):
         return f"SQLiteRepository({self.model.__name__}, {self.path!r})"
 
 
-def open_url(model: type[T], url: str, *, cache: bool | Cache | None = None) -> SQLiteRepository[T]:
+def open_url(
+    model: type[T],
+    url: str,
+    *,
+    keyring: Keyring | None = None,
+    cache: bool | Cache | None = None,
+) -> SQLiteRepository[T]:
     """A repository for ``sqlite:///relative.db``, ``sqlite:////abs.db`` (``sqlite:///~/x.db``
     expands ``~``) or ``sqlite://:memory:``."""
     rest = url.split("://", 1)[1]
     if rest in ("", MEMORY, "/" + MEMORY):
-        return SQLiteRepository(model, MEMORY, cache=cache)
+        return SQLiteRepository(model, MEMORY, keyring=keyring, cache=cache)
     if not rest.startswith("/") or rest == "/":
         raise InvalidUrlError(
             f"SQLite URL {mask_url(url)!r} names no file: use sqlite:///relative/path.db, "
             "sqlite:////absolute/path.db or sqlite://:memory:"
         )
-    return SQLiteRepository(model, expand_path(rest[1:].split("?", 1)[0]), cache=cache)
+    path = expand_path(rest[1:].split("?", 1)[0])
+    return SQLiteRepository(model, path, keyring=keyring, cache=cache)
 
 
 def _after_fork() -> None:
