@@ -191,20 +191,27 @@ def query_key(query: Query) -> Hashable | None:
         return None
 
 
+def _fresh(error: CorruptEntityError) -> CorruptEntityError:
+    """A copy of ``error`` (of its own class, every attribute kept) with no traceback yet:
+    re-raising one instance for every read would pile up its tracebacks."""
+    kind = type(error)
+    clone = kind.__new__(kind)
+    clone.__dict__.update(error.__dict__)
+    clone.args = error.args
+    return clone
+
+
 def _corrupt_copies(
     items: Sequence[tuple[str, CorruptEntityError]],
 ) -> list[tuple[str, CorruptEntityError]]:
-    # A new error object per read: re-raising one instance would pile up its tracebacks.
-    return [(key, CorruptEntityError(error.location, error.reason)) for key, error in items]
+    return [(key, _fresh(error)) for key, error in items]
 
 
 def _row_copies(
     rows: Sequence[tuple[str, Document | CorruptEntityError]],
 ) -> list[tuple[str, Document | CorruptEntityError]]:
     return [
-        (key, CorruptEntityError(data.location, data.reason))
-        if isinstance(data, CorruptEntityError)
-        else (key, data)
+        (key, _fresh(data)) if isinstance(data, CorruptEntityError) else (key, data)
         for key, data in rows
     ]
 

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 from pydantic import BaseModel, SecretStr
 
@@ -31,6 +32,7 @@ from symphony_nb import (
     open_repository,
 )
 from symphony_nb._cache import CacheLayer, query_key
+from symphony_nb._schema import SchemaLayer
 from symphony_nb.backends._file_changes import MARKER_NAME
 from symphony_nb.stores import (
     Changed,
@@ -101,7 +103,8 @@ class Gate(StoreLayer):
 
 
 def gated(store: Store | None = None, **options: Any) -> tuple[Repository[Task], Gate]:
-    gate = Gate(store or QuietStore(Task))
+    """A cached repository whose cache reads through a Gate (above the schema layer)."""
+    gate = Gate(SchemaLayer(store or QuietStore(Task)))
     return Repository(Task, gate, cache=Cache(**options)), gate
 
 
@@ -468,13 +471,19 @@ class Account(BaseModel):
 
 
 async def test_nothing_the_cache_holds_is_shown() -> None:
-    repo = InMemoryRepository(Account, cache=True)
+    from symphony_nb import Keyring
+
+    repo = InMemoryRepository(Account, keyring=Keyring({"k1": Keyring.generate()}), cache=True)
     await repo.save(Account(id="acct", owner="Ana", token=SecretStr("s3cret-token")))
     assert (await repo.get("acct")).owner == "Ana"
     stats = repo.cache_stats()
     assert stats is not None
     for shown in (repr(stats), stats._repr_html_(), repr(repo.store), repo._repr_html_()):
         assert "s3cret" not in shown and "Ana" not in shown, shown
+    # What it keeps is above the secrets layer, yet every face still masks the secret.
+    assert (await repo.get("acct")).token.get_secret_value() == "s3cret-token"
+    assert "s3cret" not in repr(await repo.get("acct"))
+    assert "s3cret" not in repr((await repo.to_dataframe()).to_dict())
     assert "hit rate" in stats._repr_html_()
 
 
@@ -750,3 +759,20 @@ async def test_own_writes_on_files_drop_only_what_they_wrote(tmp_path: Path) -> 
         t0.name = "behind the cache"
         await plain.save(t0)
         assert (await repo.get("t0")).name == "behind the cache"
+
+
+@pytest.mark.parametrize("backend", CACHED)
+async def test_the_cache_holds_upgraded_documents(backend: str, tmp_path: Path) -> None:
+    from tests.test_schema_evolution import Note, old_notes
+
+    async with BACKENDS[backend](Note, tmp_path) as repo:
+        notes = await old_notes(repo, 6)  # stored at schema versions 1, 2 and 3
+        await written_behind(repo)
+        for _ in range(3):
+            assert await repo.find_all() == notes
+            assert [await repo.get(note.id) for note in notes] == notes
+        stats = repo.cache_stats()
+        assert stats is not None and stats.hits >= 2 * 7
+        layer: Any = repo.store
+        kept = [entry for key, (entry, _) in layer._entries.items() if key[0] == "get"]
+        assert kept and all(orjson.loads(str(doc))["$"] == 3 for doc in kept)
