@@ -775,5 +775,5 @@ async def test_the_cache_holds_upgraded_documents(backend: str, tmp_path: Path) 
         assert stats is not None and stats.hits >= 2 * 7
         layer: Any = repo.store
         kept = [entry for key, (entry, _) in layer._entries.items() if key[0] == "get"]
-        docs = [orjson.loads(str(doc)) for doc in kept]
+        docs = [orjson.loads(doc if isinstance(doc, bytes) else str(doc)) for doc in kept]
         assert len(docs) == 6 and all("rank" in doc and "score" not in doc for doc in docs)
