@@ -10,6 +10,7 @@ AgentConfig models, the services that use them, and sync facades for notebook ce
 
 from typing import TYPE_CHECKING, Any
 
+from ._cache import Cache, CacheStats
 from ._copy import copy_repository
 from ._errors import (
     ConflictError,
@@ -72,6 +73,8 @@ __all__ = [
     "Agent",
     "AgentConfig",
     "AgentFactory",
+    "Cache",
+    "CacheStats",
     "ConflictError",
     "CorruptEntityError",
     "CorruptEntityWarning",

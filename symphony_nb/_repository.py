@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, Generic, Literal, Self
 from pydantic import BaseModel, TypeAdapter, ValidationError
 from pydantic_core import PydanticSerializationError
 
+from ._cache import Cache, CacheLayer, CacheStats, cache_options
 from ._display import register_model, repository_html
 from ._encryption import find_layer, reveal, secret_plan, with_secrets
 from ._errors import (
@@ -72,6 +73,11 @@ class Repository(Generic[T]):
     when set): AES-256-GCM, bound to the collection, id, field and key id. Saving a
     non-empty secret without a key raises :class:`EncryptionError`; a stored secret that does
     not decrypt raises :class:`DecryptionError`; secret fields cannot be filtered on.
+
+    ``cache=True`` (or a :class:`~symphony_nb.Cache`) puts a read cache over the store, as
+    the outermost layer: reads by id and repeated ``find_all`` / ``count`` calls are answered
+    from memory, never stale (see :class:`~symphony_nb.Cache`); :meth:`cache_stats` tells
+    what it did. A store offering no change feed refuses it with ``InvalidArgumentError``.
     """
 
     model: type[T]
@@ -79,7 +85,14 @@ class Repository(Generic[T]):
     """Where the documents live: the store given, under the schema layer that keeps every
     document at the model's ``__schema_version__`` (see :mod:`symphony_nb.stores`)."""
 
-    def __init__(self, model: type[T], store: Store, *, keyring: Keyring | None = None) -> None:
+    def __init__(
+        self,
+        model: type[T],
+        store: Store,
+        *,
+        keyring: Keyring | None = None,
+        cache: bool | Cache | None = None,
+    ) -> None:
         if not (isinstance(model, type) and issubclass(model, BaseModel)):
             raise TypeError(f"a repository stores a pydantic model class, got {model!r}")
         if "id" not in model.model_fields:
@@ -95,9 +108,26 @@ class Repository(Generic[T]):
         self._secrets = secret_plan(model)
         self.model = model
         self.store = store if _has_schema_layer(store) else SchemaLayer(store)
+        # The read cache goes outermost: it keeps documents as every other layer made them.
+        self._cache = self._with_cache(cache)
         self._versioned = _field_is(model, "version", int)
         self._stamped = _field_is(model, "updated_at", datetime)
         register_model(model)
+
+    def _with_cache(self, cache: object) -> CacheLayer | None:
+        options = cache_options(cache)
+        if options is None:
+            return None
+        layer = CacheLayer(self.store, options)
+        self.store = layer
+        return layer
+
+    def cache_stats(self) -> CacheStats | None:
+        """Hits, misses, invalidations and evictions of the read cache; None without one.
+
+        See :class:`~symphony_nb.Cache` (``cache=True`` when opening the repository).
+        """
+        return None if self._cache is None else self._cache.stats()
 
     def _location(self, entity_id: str) -> str:
         return self.store.location(entity_id)
@@ -422,7 +452,11 @@ class Repository(Generic[T]):
                 elif outcome is not None:
                     failed.append((entity_id, outcome))
         if records:
-            await layer.write(records, create=False)
+            try:
+                await layer.write(records, create=False)
+            finally:
+                if self._cache is not None:  # written beneath the cache, past its invalidation
+                    self._cache.forget([record.id for record in records])
             report.batches += 1
         report.upgraded += len(records)
         report.failed.extend(failed)

@@ -13,6 +13,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+from ._cache import Cache, cache_options
 from ._errors import InvalidUrlError
 from ._keyring import Keyring
 from ._repository import Repository
@@ -75,22 +76,28 @@ def _refuse_malformed(url: str) -> None:
 
 
 def open_repository(
-    model: type[T], url: str | os.PathLike[str], *, keyring: Keyring | None = None
+    model: type[T],
+    url: str | os.PathLike[str],
+    *,
+    keyring: Keyring | None = None,
+    cache: bool | Cache | None = None,
 ) -> Repository[T]:
     """A repository of ``model`` at storage ``url`` (see the module docstring for forms).
 
     ``url`` is ``memory://``, ``file:///folder``, a folder path (a string or an
     ``os.PathLike``), ``sqlite:///file.db`` or ``postgresql://...``; surrounding whitespace
     is ignored and ``~`` is expanded. A malformed URL raises :class:`InvalidUrlError`.
-    ``keyring`` encrypts secret fields (default: ``$SYMPHONY_NB_KEYS`` when set).
+    ``keyring`` encrypts secret fields (default: ``$SYMPHONY_NB_KEYS`` when set); ``cache``
+    turns on the read cache (``True`` or a :class:`~symphony_nb.Cache`).
     """
     from .backends.filesystem import FileSystemRepository
 
+    options = cache_options(cache)
     if isinstance(url, os.PathLike):
         path = os.fspath(url)
         if not isinstance(path, str):
             raise InvalidUrlError(f"a storage folder must be a str path, got {path!r}")
-        return FileSystemRepository(model, expand_path(path), keyring=keyring)
+        return FileSystemRepository(model, expand_path(path), keyring=keyring, cache=options)
     if not isinstance(url, str):
         raise InvalidUrlError(f"a storage URL must be a string or a path, got {type(url).__name__}")
     url = url.strip()
@@ -107,17 +114,22 @@ def open_repository(
         path = url[match.end() :] if match else url
         if not path:
             raise InvalidUrlError(f"storage URL {mask_url(url)!r} names no folder")
-        return FileSystemRepository(model, expand_path(path), keyring=keyring)
+        return FileSystemRepository(model, expand_path(path), keyring=keyring, cache=options)
     if scheme == "memory":
         from .backends.memory import InMemoryRepository
 
-        return InMemoryRepository(model, keyring=keyring)
+        return InMemoryRepository(model, keyring=keyring, cache=options)
+    if scheme in _LAZY and scheme not in _OPENERS:
+        opened: Repository[T] = importlib.import_module(_LAZY[scheme]).open_url(
+            model, url, keyring=keyring, cache=options
+        )
+        return opened
     opener = _OPENERS.get(scheme)
-    if opener is None and scheme in _LAZY:
-        module = importlib.import_module(_LAZY[scheme])
-        opener = module.open_url
     if opener is None:
         raise InvalidUrlError(
             f"unknown storage URL scheme {scheme!r} in {mask_url(url)!r}; known: {known_schemes()}"
         )
-    return opener(model, url) if keyring is None else opener(model, url, keyring=keyring)  # type: ignore[call-arg]
+    repository = opener(model, url) if keyring is None else opener(model, url, keyring=keyring)  # type: ignore[call-arg]
+    if options is not None:  # an opener of a registered scheme knows nothing of caches
+        repository._cache = repository._with_cache(options)
+    return repository

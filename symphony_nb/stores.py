@@ -42,6 +42,10 @@ rule every store applies inside its own lock or transaction::
 
 A layer (history, schema versions, encryption, a cache) subclasses :class:`StoreLayer`
 and overrides what it changes; everything else passes through to ``inner``.
+
+A store that can tell cheaply when anyone else changed its documents (SQLite's
+``data_version``, a change marker, server notifications) returns a :class:`ChangeFeed` from
+:meth:`Store.change_feed`; the read cache (``cache=True``) needs one to never be stale.
 """
 
 from __future__ import annotations
@@ -54,6 +58,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from ._changes import Changed, ChangeFeed
 from ._errors import ConflictError, CorruptEntityError
 from ._filters import (
     Condition,
@@ -72,6 +77,8 @@ from ._filters import (
 
 __all__ = [
     "SCHEMA_KEY",
+    "ChangeFeed",
+    "Changed",
     "Condition",
     "Counted",
     "Document",
@@ -298,6 +305,14 @@ class Store(ABC):
     async def close(self) -> None:  # noqa: B027  (a store with nothing to release keeps it)
         """Release connections, threads and files; safe to call more than once."""
 
+    def change_feed(self) -> ChangeFeed | None:
+        """A new :class:`ChangeFeed` of this collection, or None if the store cannot tell.
+
+        A read cache over a store without one would go stale when others write, so it is
+        refused there.
+        """
+        return None
+
     def location(self, entity_id: str) -> str:
         """Where ``entity_id`` is stored, for error messages."""
         return f"{self.describe()} id {entity_id!r}"
@@ -334,6 +349,9 @@ class StoreLayer(Store):
 
     async def close(self) -> None:
         await self.inner.close()
+
+    def change_feed(self) -> ChangeFeed | None:
+        return self.inner.change_feed()
 
     def location(self, entity_id: str) -> str:
         return self.inner.location(entity_id)

@@ -9,6 +9,7 @@ reason. A suite that needs more than the contract picks backends by capability w
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, fields
@@ -64,6 +65,27 @@ def backend_store(repo: Repository[Any]) -> Any:
     while isinstance(store, StoreLayer):
         store = store.inner
     return store
+
+
+async def written_behind(repo: Repository[Any]) -> None:
+    """Call after writing a store behind ``repo``'s back, so its read cache (if any) knows.
+
+    The memory store counts only writes made through it, so the count is bumped; PostgreSQL
+    tells a cache by notifications, whose arrival this waits for (and for the cache to be
+    listening at all). SQLite and files need nothing: their caches check on every read.
+    """
+    store = backend_store(repo)
+    if hasattr(store, "changes"):
+        store.changes += 1
+    cache = getattr(repo, "_cache", None)
+    if cache is None:
+        return
+    feed = cache._feed
+    for _ in range(1000):  # PostgreSQL: until it listens (a connection's time)
+        if getattr(feed, "_ready", True):
+            break
+        await asyncio.sleep(0.01)
+    await feed.sync()
 
 
 def base(name: str) -> str:
@@ -176,6 +198,7 @@ async def plant_postgres(repo: Any, key: str, raw: bytes) -> bool:
         return False  # jsonb refuses it
     finally:
         await conn.close()
+    await written_behind(repo)
     return True
 
 
@@ -248,6 +271,48 @@ def _recorded(base: Factory) -> Factory:
 # Every real backend once more, its store wrapped in a layer that records each call.
 for _name in ("files", "memory", "postgres", "sqlite"):
     BACKENDS[f"recorded:{_name}"] = Backend(_recorded(BACKENDS[_name].make))
+
+
+# ---------------------------------------------------------------------- through the cache
+
+
+@contextlib.asynccontextmanager
+async def cached_memory(model: type[Any], where: Path) -> AsyncIterator[Repository[Any]]:
+    async with InMemoryRepository(model, cache=True) as repo:
+        yield repo
+
+
+@contextlib.asynccontextmanager
+async def cached_files(model: type[Any], where: Path) -> AsyncIterator[Repository[Any]]:
+    async with FileSystemRepository(model, where / "store", cache=True) as repo:
+        yield repo
+
+
+@contextlib.asynccontextmanager
+async def cached_sqlite(model: type[Any], where: Path) -> AsyncIterator[Repository[Any]]:
+    from symphony_nb import SQLiteRepository
+
+    async with SQLiteRepository(model, where / "symphony.db", cache=True) as repo:
+        yield repo
+
+
+@contextlib.asynccontextmanager
+async def cached_postgres(model: type[Any], where: Path) -> AsyncIterator[Repository[Any]]:
+    from symphony_nb.backends.postgres import PostgresRepository
+    from tests import pg
+
+    async with (
+        postgres_schema() as name,
+        PostgresRepository(model, pg.dsn(), schema=name, cache=True) as repo,
+    ):
+        yield repo
+
+
+# Every real backend once more through the read cache (cache=True), the outermost layer.
+BACKENDS["cached:memory"] = Backend(cached_memory)
+BACKENDS["cached:files"] = Backend(cached_files, plant=plant_file)
+BACKENDS["cached:postgres"] = Backend(cached_postgres, plant=plant_postgres)
+BACKENDS["cached:sqlite"] = Backend(cached_sqlite, plant=plant_sqlite)
 
 
 # ---------------------------------------------------------------------- opening

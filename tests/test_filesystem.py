@@ -36,7 +36,12 @@ async def test_layout_is_one_readable_file_per_entity(
     await repo.save(Task(id="t-1", name="Readable", input_data={"q": "ü"}))
     await repo.save(Task(id="Upper", name="Case"))
     folder = tmp_path / "data" / "task"
-    assert sorted(p.name for p in folder.iterdir()) == [".lock", "^upper.json", "t-1.json"]
+    assert sorted(p.name for p in folder.iterdir()) == [
+        ".changes",
+        ".lock",
+        "^upper.json",
+        "t-1.json",
+    ]
     text = (folder / "t-1.json").read_text("utf-8")
     assert text.startswith("{\n  ") and json.loads(text)["input_data"] == {"q": "ü"}
     assert stat.S_IMODE(os.stat(folder).st_mode) == 0o700

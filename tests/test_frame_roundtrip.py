@@ -35,8 +35,7 @@ from symphony_nb import (
 from symphony_nb._ids import id_to_filename
 from symphony_nb.backends.filesystem import FileStore
 from symphony_nb.dataframes import from_dataframe, to_dataframe
-from symphony_nb.stores import StoreLayer
-from tests.backends import opened
+from tests.backends import backend_store, opened, written_behind
 
 
 async def _store(repo: Repository[Task], *inputs: dict[str, Any] | None) -> list[Task]:
@@ -54,10 +53,8 @@ async def _snapshot(repo: Repository[Task]) -> list[str]:
 async def _plant(repo: Any, key: str, doc: dict[str, Any]) -> None:
     """Store ``doc`` as the raw document of ``key``, behind the repository's back."""
     raw = orjson.dumps(doc).decode()
-    store = repo.store
-    while isinstance(store, StoreLayer):
-        store = store.inner
-    repo = store
+    original = repo
+    repo = backend_store(repo)
     if hasattr(repo, "_rows"):  # memory
         repo._rows[key] = (doc.get("version"), raw, doc)
     elif hasattr(repo, "docs"):  # the dict store of tests/test_store_seam.py
@@ -87,6 +84,7 @@ async def _plant(repo: Any, key: str, doc: dict[str, Any]) -> None:
                 )
         finally:
             conn.close()
+    await written_behind(original)
 
 
 # --------------------------------------------------------------------------- 1. flattening

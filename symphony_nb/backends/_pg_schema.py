@@ -13,6 +13,7 @@ from urllib.parse import parse_qsl, quote, quote_plus, unquote, urlencode
 
 from .._errors import InvalidUrlError, StorageError
 from .._urls import mask_url
+from ._pg_listen import has_triggers, trigger_sql
 from ._sql import PLAIN, check_version
 from ._sql import quote as quote_ident
 
@@ -136,6 +137,13 @@ def check_schema(schema: Any) -> str:
     return schema
 
 
+def asyncpg_errors() -> Any:
+    """asyncpg's exception classes (imported only once PostgreSQL is in use)."""
+    import asyncpg
+
+    return asyncpg.exceptions
+
+
 def _lock_key(schema: str) -> int:
     digest = hashlib.blake2b(f"symphony_nb:{schema}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big", signed=True)
@@ -144,7 +152,8 @@ def _lock_key(schema: str) -> int:
 async def create_schema(
     conn: Any, schema_name: str, table: str, indexes: Mapping[str, str], url: str
 ) -> None:
-    """Create ``schema_name``, its meta table, ``table`` and ``indexes``.
+    """Create ``schema_name``, its meta table, ``table``, ``indexes`` and the triggers that
+    notify change feeds of every write (see :mod:`._pg_listen`).
 
     ``indexes`` maps each index name to what follows ``ON table``: ``(expression)``, and a
     ``WHERE`` clause for a partial index.
@@ -180,3 +189,10 @@ async def create_schema(
             await conn.execute(
                 f"CREATE INDEX IF NOT EXISTS {quote_ident(name)} ON {qualified} {spec}"
             )
+        if not await has_triggers(conn, schema_name, table):  # tables made before they were
+            try:
+                async with conn.transaction():  # a savepoint
+                    for statement in trigger_sql(schema_name, table):
+                        await conn.execute(statement)
+            except asyncpg_errors().InsufficientPrivilegeError:
+                pass  # not the table's owner: it works as before, and caches read through

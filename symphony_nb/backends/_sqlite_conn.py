@@ -30,6 +30,7 @@ from contextlib import contextmanager, suppress
 from typing import Any, TypeVar
 
 from .._errors import StorageError
+from ..stores import Changed, ChangeFeed
 
 R = TypeVar("R")
 MEMORY = ":memory:"
@@ -300,3 +301,69 @@ class Session:
         """Release what can be released without waiting (for an unreferenced repository)."""
         with suppress(WorkerClosed):
             self.close()
+
+
+class DataVersionFeed(ChangeFeed):
+    """What others committed, from ``PRAGMA data_version`` of the calling thread's reader.
+
+    ``data_version`` of a connection changes whenever another connection commits (our own
+    writer included) and costs a few microseconds, so every poll is exact. Each thread has
+    its own reader connection, so each keeps the value it saw last. ``session()`` is the
+    store's open session and ``writes()`` counts the store's own writes, which are the only
+    ones a private ``:memory:`` database can see.
+    """
+
+    def __init__(self, session: Callable[[], Session], writes: Callable[[], int]) -> None:
+        self._session = session
+        self._writes = writes
+        self._seen = threading.local()
+
+    def poll(self) -> Changed:
+        session = self._session()
+        state = getattr(self._seen, "state", None)
+        if state is None or state[0] is not session or not session.direct_reads:
+            if session.path == MEMORY:
+                return self._compare_writes(session)
+            state = self._state(session)
+            if state is None:
+                return Changed.UNKNOWN  # the worker reads a snapshot, or nothing is made yet
+        try:
+            with state[2]:
+                version = state[1].execute("PRAGMA data_version").fetchone()[0]
+        except sqlite3.ProgrammingError:  # closed by another thread meanwhile
+            self._seen.state = None
+            return Changed.UNKNOWN
+        except sqlite3.Error as exc:
+            raise translate(exc, session.path, session.timeout) from None
+        if version == state[3]:
+            return Changed.NOTHING
+        state[3] = version
+        return Changed.EVERYTHING
+
+    def _state(self, session: Session) -> list[Any] | None:
+        """This thread's ``[session, cursor, lock, version seen]`` for polling, or None."""
+        self._seen.state = None
+        if not (session.ready and session.direct_reads):
+            return None
+        try:
+            entry = session.reader()
+            if entry is None:
+                return None
+            conn, lock = entry
+            with lock:
+                state = [session, conn.cursor(), lock, None]
+        except sqlite3.ProgrammingError:
+            return None
+        self._seen.state = state
+        return state
+
+    def _compare_writes(self, session: Session) -> Changed:
+        seen = getattr(self._seen, "writes", None)
+        writes = (session, self._writes())
+        if seen is not None and seen[0] is session and seen[1] == writes[1]:
+            return Changed.NOTHING
+        self._seen.writes = writes
+        return Changed.EVERYTHING
+
+    def close(self) -> None:
+        self._seen = threading.local()

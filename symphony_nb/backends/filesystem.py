@@ -17,6 +17,7 @@ from pathlib import Path
 import orjson
 from pydantic import BaseModel
 
+from .._cache import Cache
 from .._errors import CorruptEntityError, StorageError
 from .._fields import json_key
 from .._ids import filename_to_id, id_to_filename
@@ -25,6 +26,7 @@ from .._repository import Repository
 from .._types import T
 from ..stores import (
     SCHEMA_KEY,
+    ChangeFeed,
     Condition,
     Counted,
     Query,
@@ -39,6 +41,7 @@ from ..stores import (
     parse_document,
     plan_writes,
 )
+from ._file_changes import MarkerFeed, changing, repair
 
 TEMP_PREFIX = ".tmp-"
 LOCK_NAME = ".lock"
@@ -82,6 +85,9 @@ class FileStore(Store):
 
     def location(self, entity_id: str) -> str:
         return str(self.path / id_to_filename(entity_id))
+
+    def change_feed(self) -> ChangeFeed:
+        return MarkerFeed(str(self.path))
 
     # ------------------------------------------------------------------ folder access
 
@@ -190,6 +196,7 @@ class FileStore(Store):
                 for name in os.listdir(folder):
                     if name.startswith(TEMP_PREFIX):
                         os.unlink(name, dir_fd=folder)
+                repair(folder)
         except StorageError:
             return
         except OSError as exc:
@@ -276,7 +283,9 @@ class FileStore(Store):
                         stored[record.id] = version
             written = plan_writes(records, stored, create=create)
             todo = [record for record, write in zip(records, written, strict=True) if write]
-            self._replace_files(folder, todo)
+            if todo:
+                with changing(folder, str(self.path)):
+                    self._replace_files(folder, todo)
             return written
 
     def _replace_files(self, folder: int, records: Sequence[Record]) -> None:
@@ -338,7 +347,7 @@ class FileStore(Store):
         return await asyncio.to_thread(self._remove_sync, entity_id)
 
     def _remove_sync(self, entity_id: str) -> bool:
-        with self._locked_folder() as folder:
+        with self._locked_folder() as folder, changing(folder, str(self.path)):
             try:
                 os.unlink(id_to_filename(entity_id), dir_fd=folder)
             except FileNotFoundError:
@@ -485,6 +494,10 @@ class FileSystemRepository(Repository[T]):
     Each entity is ``<directory>/<model name>/<id>.json``; writes are atomic and durable,
     writers in several processes take turns, readers never wait (see :class:`FileStore`).
     ``keyring`` encrypts secret fields (see :class:`~symphony_nb.Repository`).
+
+    ``cache=True`` (or a :class:`~symphony_nb.Cache`) keeps documents read in memory; every
+    read first checks the folder's change marker (an ``fstat`` and a ``pread``), which every
+    writer counts up, so a write by any other process is seen by the next read.
     """
 
     def __init__(
@@ -493,9 +506,10 @@ class FileSystemRepository(Repository[T]):
         directory: str | os.PathLike[str],
         *,
         keyring: Keyring | None = None,
+        cache: bool | Cache | None = None,
     ) -> None:
         files = FileStore(model, directory)
-        super().__init__(model, files, keyring=keyring)
+        super().__init__(model, files, keyring=keyring, cache=cache)
         self.directory = files.directory
         self.path = files.path
 

@@ -7,12 +7,15 @@ from collections.abc import Iterable, Sequence
 
 from pydantic import BaseModel
 
+from .._cache import Cache
 from .._filters import has_long_digits
 from .._keyring import Keyring
 from .._repository import Repository
 from .._types import T
 from ..stores import (
     SCHEMA_KEY,
+    Changed,
+    ChangeFeed,
     Condition,
     Counted,
     Query,
@@ -43,6 +46,7 @@ class MemoryStore(Store):
         # id -> (version, json, parsed document used for filtering; never handed out)
         self._rows: dict[str, tuple[int | None, str, object]] = {}
         self._marks: dict[str, object] = {}  # id -> its schema key, where it has one
+        self.changes = 0  # bumped by every write and removal, for change feeds
 
     def describe(self) -> str:
         return "memory of this process"
@@ -64,12 +68,17 @@ class MemoryStore(Store):
                         self._marks.pop(record.id, None)
                     else:
                         self._marks[record.id] = mark
+            self.changes += 1
         return written
 
     async def remove(self, entity_id: str) -> bool:
         with self._lock:
             self._marks.pop(entity_id, None)
+            self.changes += 1
             return self._rows.pop(entity_id, None) is not None
+
+    def change_feed(self) -> ChangeFeed:
+        return _MemoryFeed(self)
 
     async def select(self, query: Query) -> Selection:
         with self._lock:
@@ -100,12 +109,33 @@ def _documents(
             yield key, doc
 
 
+class _MemoryFeed(ChangeFeed):
+    """Any write to the store since the last poll changes everything (exact)."""
+
+    def __init__(self, store: MemoryStore) -> None:
+        self._store = store
+        self._seen: int | None = None
+
+    def poll(self) -> Changed:
+        now = self._store.changes
+        if now == self._seen:
+            return Changed.NOTHING
+        self._seen = now
+        return Changed.EVERYTHING
+
+    def close(self) -> None:
+        self._seen = None
+
+
 class InMemoryRepository(Repository[T]):
     """A repository of ``model`` in this process's memory (a :class:`MemoryStore`).
 
     Every read returns an independent copy; nothing survives the process. ``keyring``
-    encrypts secret fields (see :class:`~symphony_nb.Repository`).
+    encrypts secret fields (see :class:`~symphony_nb.Repository`); ``cache`` turns on the
+    read cache (``True`` or :class:`~symphony_nb.Cache`; see there).
     """
 
-    def __init__(self, model: type[T], *, keyring: Keyring | None = None) -> None:
-        super().__init__(model, MemoryStore(model), keyring=keyring)
+    def __init__(
+        self, model: type[T], *, keyring: Keyring | None = None, cache: bool | Cache | None = None
+    ) -> None:
+        super().__init__(model, MemoryStore(model), keyring=keyring, cache=cache)

@@ -13,13 +13,24 @@ from typing import Any, cast
 import orjson
 from pydantic import BaseModel
 
+from .._cache import Cache
 from .._errors import StorageError
 from .._filters import Condition, Query, parse_filter
 from .._keyring import Keyring
 from .._repository import Repository
 from .._schema import schema_version
 from .._types import T
-from ..stores import SCHEMA_KEY, Counted, Record, Selection, Store, declared_indexes, plan_writes
+from ..stores import (
+    SCHEMA_KEY,
+    ChangeFeed,
+    Counted,
+    Record,
+    Selection,
+    Store,
+    declared_indexes,
+    plan_writes,
+)
+from ._pg_listen import NotifyFeed
 from ._pg_pool import LoopPools
 from ._pg_schema import DEFAULT_SCHEMA, SCHEMA_VERSION, check_schema, create_schema, split_url
 from ._pg_sql import count_sql, document, index_sql, model_segments, quote_ident, select_sql
@@ -99,6 +110,12 @@ class PostgresStore(Store):
 
     def describe(self) -> str:
         return f"{self.url} table {self.schema}.{self.table}"
+
+    def change_feed(self) -> ChangeFeed:
+        return NotifyFeed(self._listening_connection, self.schema, self.table)
+
+    async def _listening_connection(self) -> Any:
+        return await self._asyncpg.connect(self._url.dsn, password=self._url.password, timeout=10)
 
     def location(self, entity_id: str) -> str:
         return f"{self.schema}.{self.table} id {entity_id!r}"
@@ -309,6 +326,11 @@ class PostgresRepository(Repository[T]):
         pool_size: the most connections kept per event loop.
         keyring: the :class:`~symphony_nb.Keyring` that encrypts secret fields (default:
             ``$SYMPHONY_NB_KEYS`` when set; see :class:`~symphony_nb.Repository`).
+        cache: ``True`` or a :class:`~symphony_nb.Cache`: keep documents read in memory.
+            Triggers on the table notify every write at its commit, and the cache drops
+            what others changed as the notifications arrive (a listening connection on a
+            thread of its own); ``Cache(strict=True)`` also checks with the server on every
+            read, so none is ever read before its notification has arrived.
 
     Filters, ordering, paging and counts run in the database; ``save_many`` is all or nothing
     in one transaction and loads large batches with COPY. The same object works with
@@ -325,9 +347,10 @@ class PostgresRepository(Repository[T]):
         indexes: Sequence[str] = (),
         pool_size: int = 10,
         keyring: Keyring | None = None,
+        cache: bool | Cache | None = None,
     ) -> None:
         database = PostgresStore(model, url, schema=schema, indexes=indexes, pool_size=pool_size)
-        super().__init__(model, database, keyring=keyring)
+        super().__init__(model, database, keyring=keyring, cache=cache)
         self.url = database.url
         self.schema = database.schema
         self.table = database.table
@@ -336,6 +359,12 @@ class PostgresRepository(Repository[T]):
         return f"PostgresRepository({self.model.__name__}, {self.url!r}, schema={self.schema!r})"
 
 
-def open_url(model: type[T], url: str, *, keyring: Keyring | None = None) -> PostgresRepository[T]:
+def open_url(
+    model: type[T],
+    url: str,
+    *,
+    keyring: Keyring | None = None,
+    cache: bool | Cache | None = None,
+) -> PostgresRepository[T]:
     """The repository for a ``postgresql://...[?schema=name]`` storage URL."""
-    return PostgresRepository(model, url, keyring=keyring)
+    return PostgresRepository(model, url, keyring=keyring, cache=cache)

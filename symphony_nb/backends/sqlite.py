@@ -16,14 +16,32 @@ from typing import Any, TypeVar
 import orjson
 from pydantic import BaseModel
 
+from .._cache import Cache
 from .._errors import CorruptEntityError, InvalidUrlError, StorageError
 from .._gc import gc_paused
 from .._keyring import Keyring
 from .._repository import Repository
 from .._types import T
 from .._urls import expand_path, mask_url
-from ..stores import Condition, Counted, Query, Record, Selection, Store, plan_writes
-from ._sqlite_conn import MEMORY, Session, WorkerClosed, immediate, read_only_error, translate
+from ..stores import (
+    ChangeFeed,
+    Condition,
+    Counted,
+    Query,
+    Record,
+    Selection,
+    Store,
+    plan_writes,
+)
+from ._sqlite_conn import (
+    MEMORY,
+    DataVersionFeed,
+    Session,
+    WorkerClosed,
+    immediate,
+    read_only_error,
+    translate,
+)
 from ._sqlite_schema import IndexSpec, Layout
 from ._sqlite_sql import SqlCompiler, quote
 
@@ -63,6 +81,7 @@ class SQLiteStore(Store):
         self._missing = False  # the table does not exist in a database we may only read
         self._finalizer: weakref.finalize[Any, Any] | None = None
         self._guard = threading.Lock()
+        self._writes = 0  # writes and removals made through this store, for change feeds
         table = quote(self.table)
         self._get_sql = f"SELECT doc FROM {table} WHERE id = ?"
         self._delete_sql = f"DELETE FROM {table} WHERE id = ?"
@@ -78,6 +97,9 @@ class SQLiteStore(Store):
 
     def describe(self) -> str:
         return f"{self.path} table {self.table!r}"
+
+    def change_feed(self) -> ChangeFeed:
+        return DataVersionFeed(self._current, lambda: self._writes)
 
     def location(self, entity_id: str) -> str:
         return f"{self.path} table {self.table!r} id {entity_id!r}"
@@ -233,7 +255,10 @@ class SQLiteStore(Store):
 
     async def write(self, records: Sequence[Record], *, create: bool) -> list[bool]:
         self._refuse_writes()
-        return await self._run(self._write_sync, records, create)
+        try:
+            return await self._run(self._write_sync, records, create)
+        finally:
+            self._writes += 1
 
     def _write_sync(
         self, conn: sqlite3.Connection, records: Sequence[Record], create: bool
@@ -259,7 +284,10 @@ class SQLiteStore(Store):
 
     async def remove(self, entity_id: str) -> bool:
         self._refuse_writes()
-        return await self._run(self._remove_sync, entity_id)
+        try:
+            return await self._run(self._remove_sync, entity_id)
+        finally:
+            self._writes += 1
 
     def _remove_sync(self, conn: sqlite3.Connection, entity_id: str) -> bool:
         return bool(conn.execute(self._delete_sql, (entity_id,)).rowcount)
@@ -286,6 +314,10 @@ class SQLiteRepository(Repository[T]):
     :class:`StorageError` saying so. Nothing is created in it, not even the table.
 
     ``keyring`` encrypts secret fields (see :class:`~symphony_nb.Repository`).
+
+    ``cache=True`` (or a :class:`~symphony_nb.Cache`) keeps documents read in memory; every
+    read first checks ``PRAGMA data_version`` (a few microseconds), so a commit by any other
+    connection or process is seen by the next read.
     """
 
     def __init__(
@@ -296,9 +328,10 @@ class SQLiteRepository(Repository[T]):
         indexes: Iterable[IndexSpec] = (),
         timeout: float = 10.0,
         keyring: Keyring | None = None,
+        cache: bool | Cache | None = None,
     ) -> None:
         database = SQLiteStore(model, path, indexes=indexes, timeout=timeout)
-        super().__init__(model, database, keyring=keyring)
+        super().__init__(model, database, keyring=keyring, cache=cache)
         self.path = database.path
         self.table = database.table
         self.timeout = database.timeout
@@ -307,18 +340,25 @@ class SQLiteRepository(Repository[T]):
         return f"SQLiteRepository({self.model.__name__}, {self.path!r})"
 
 
-def open_url(model: type[T], url: str, *, keyring: Keyring | None = None) -> SQLiteRepository[T]:
+def open_url(
+    model: type[T],
+    url: str,
+    *,
+    keyring: Keyring | None = None,
+    cache: bool | Cache | None = None,
+) -> SQLiteRepository[T]:
     """A repository for ``sqlite:///relative.db``, ``sqlite:////abs.db`` (``sqlite:///~/x.db``
     expands ``~``) or ``sqlite://:memory:``."""
     rest = url.split("://", 1)[1]
     if rest in ("", MEMORY, "/" + MEMORY):
-        return SQLiteRepository(model, MEMORY, keyring=keyring)
+        return SQLiteRepository(model, MEMORY, keyring=keyring, cache=cache)
     if not rest.startswith("/") or rest == "/":
         raise InvalidUrlError(
             f"SQLite URL {mask_url(url)!r} names no file: use sqlite:///relative/path.db, "
             "sqlite:////absolute/path.db or sqlite://:memory:"
         )
-    return SQLiteRepository(model, expand_path(rest[1:].split("?", 1)[0]), keyring=keyring)
+    path = expand_path(rest[1:].split("?", 1)[0])
+    return SQLiteRepository(model, path, keyring=keyring, cache=cache)
 
 
 def _after_fork() -> None:

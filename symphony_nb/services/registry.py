@@ -6,6 +6,7 @@ import os
 import threading
 from typing import Any, ClassVar
 
+from .._cache import Cache
 from .._errors import NotFoundError
 from .._keyring import Keyring
 from .._models import AgentConfig, Task
@@ -74,7 +75,11 @@ class ServiceRegistry:
         return AgentFactory(self.get_repository("agent_config"), llm=self.llm)
 
     def configure(
-        self, url: str | os.PathLike[str] | None = None, *, keyring: Keyring | None = None
+        self,
+        url: str | os.PathLike[str] | None = None,
+        *,
+        keyring: Keyring | None = None,
+        cache: bool | Cache | None = None,
     ) -> ServiceRegistry:
         """Register the ``"task"`` and ``"agent_config"`` repositories from one storage URL.
 
@@ -83,11 +88,12 @@ class ServiceRegistry:
         without it, ``$SYMPHONY_NB_URL`` (if not blank) or the embedded default is used.
         A malformed URL such as ``memory:`` raises :class:`InvalidUrlError`. ``keyring``
         encrypts secret fields such as ``AgentConfig.secrets`` (default:
-        ``$SYMPHONY_NB_KEYS`` when set). Returns self.
+        ``$SYMPHONY_NB_KEYS`` when set); ``cache`` turns on the read cache of both (``True``
+        or a :class:`~symphony_nb.Cache`). Returns self.
         """
         target = default_url() if url is None else url
-        tasks = open_repository(Task, target, keyring=keyring)
-        configs = open_repository(AgentConfig, target, keyring=keyring)
+        tasks = open_repository(Task, target, keyring=keyring, cache=cache)
+        configs = open_repository(AgentConfig, target, keyring=keyring, cache=cache)
         with self._lock:
             self._repositories["task"] = tasks
             self._repositories["agent_config"] = configs

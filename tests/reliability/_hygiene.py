@@ -1,6 +1,7 @@
 """Resource probe: use a repository, then report threads, files and sockets still held.
 
-Usage: ``python -m tests.reliability._hygiene MODE URL``. ``async``: use and close it with
+Usage: ``python -m tests.reliability._hygiene MODE URL STORE [cache]`` (``cache``: with
+the read cache on). ``async``: use and close it with
 ``await`` inside ``asyncio.run``; ``sync``: use and close it through ``repo.sync``. Both print
 one JSON line of what this process still holds after ``close()``. ``leak``: use it through
 both faces, close nothing, print ``done`` and return; the test times how long exit takes.
@@ -47,8 +48,11 @@ async def use(repo: Repository[Task]) -> None:
     await repo.delete("t2")
 
 
+CACHE = sys.argv[4:] == ["cache"]
+
+
 async def main_async(url: str, store: str) -> dict[str, Any]:
-    repo = open_repository(Task, url)
+    repo = open_repository(Task, url, cache=CACHE)
     await use(repo)
     await repo.close()
     report = held(store)
@@ -59,7 +63,7 @@ async def main_async(url: str, store: str) -> dict[str, Any]:
 
 def main_sync(url: str, store: str) -> dict[str, Any]:
     for round_ in range(5):
-        repo = open_repository(Task, url)
+        repo = open_repository(Task, url, cache=CACHE)
         repo.sync.save_many([Task(id=f"s{round_}-{i}", name="s") for i in range(5)])
         repo.sync.find_all({"name": "s"}, limit=3)
         assert len(list(repo.sync.iter_all(batch_size=2))) == repo.sync.count() >= 5
@@ -68,9 +72,10 @@ def main_sync(url: str, store: str) -> dict[str, Any]:
 
 
 def leak(url: str) -> None:
-    repo = open_repository(Task, url)
+    repo = open_repository(Task, url, cache=CACHE)
     repo.sync.save(Task(id="sync", name="never closed"))
-    other = open_repository(Task, url)
+    repo.sync.get("sync")
+    other = open_repository(Task, url, cache=CACHE)
     asyncio.run(other.save(Task(id="async", name="never closed")))
     print("done", flush=True)
 

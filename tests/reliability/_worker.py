@@ -1,8 +1,9 @@
 """Concurrency worker: run by ``test_concurrency`` in several processes at once.
 
-Usage: ``python -m tests.reliability._worker increment URL ID N`` adds 1 to
+Usage: ``python -m tests.reliability._worker increment URL ID N [cache]`` adds 1 to
 ``input_data["count"]`` of Task ``ID`` N times by read-modify-write, retrying on
-ConflictError; ``... create URL ID`` opens a fresh store and saves Task ``ID``. Both print
+ConflictError (through a read cache with ``cache``); ``... create URL ID`` opens a fresh
+store and saves Task ``ID``. Both print
 ``ready``, wait for a line on stdin (so every process starts together), do their work and
 print one JSON line: ``{"done": ..., "retries": ..., "errors": [...]}`` (``done``: writes
 acknowledged).
@@ -31,12 +32,14 @@ async def increment(repo: Repository[Task], entity_id: str) -> int:
             return retries
 
 
-async def main(action: str, url: str, entity_id: str, times: int) -> dict[str, object]:
+async def main(
+    action: str, url: str, entity_id: str, times: int, cache: bool = False
+) -> dict[str, object]:
     print("ready", flush=True)
     sys.stdin.readline()
     retries = done = 0
     errors: list[str] = []
-    async with open_repository(Task, url) as repo:
+    async with open_repository(Task, url, cache=cache) as repo:
         try:
             if action == "create":
                 await repo.save(Task(id=entity_id, name="created in a race"))
@@ -53,4 +56,5 @@ async def main(action: str, url: str, entity_id: str, times: int) -> dict[str, o
 if __name__ == "__main__":
     args = sys.argv[1:]
     count = int(args[3]) if len(args) > 3 else 0
-    print(json.dumps(asyncio.run(main(args[0], args[1], args[2], count))), flush=True)
+    cache = args[4:] == ["cache"]
+    print(json.dumps(asyncio.run(main(args[0], args[1], args[2], count, cache))), flush=True)

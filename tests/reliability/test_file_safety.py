@@ -110,6 +110,26 @@ async def test_symlink_in_place_of_lock_file_is_refused(
     )
 
 
+async def test_symlink_in_place_of_change_marker_is_refused(
+    tmp_path: Path, outside: Path, figures: Figures
+) -> None:
+    async with FileSystemRepository(Task, tmp_path / "store", cache=True) as repo:
+        await repo.save(Task(id="t", name="t"))
+        (repo.path / ".changes").unlink()
+        os.symlink(outside / "changes", repo.path / ".changes")
+        with pytest.raises(StorageError, match="change marker"):
+            await repo.save(Task(id="u", name="u"))
+        assert await repo.find_by_id("u") is None  # refused before any file was written
+    assert os.listdir(outside) == []
+    figures.record(
+        "symlink planted in place of the change marker",
+        "files",
+        1,
+        faults=1,
+        detail="StorageError before anything is written; the link target is not created",
+    )
+
+
 @pytest.mark.usefixtures("umask_zero")
 async def test_store_is_private(tmp_path: Path, figures: Figures) -> None:
     store = tmp_path / "store"

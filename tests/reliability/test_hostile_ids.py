@@ -144,6 +144,7 @@ async def test_case_and_normalisation_variants_are_distinct_files(tmp_path: Path
             await repo.save(Task(id=entity_id, name=entity_id))
         assert {t.name for t in await repo.find_all()} == {"Alice", "alice", "ALICE"}
         assert sorted(os.listdir(repo.path)) == [
+            ".changes",
             ".lock",
             "^a^l^i^c^e.json",
             "^alice.json",

@@ -17,13 +17,14 @@ BY_URL = having("url")
 EXIT_LIMIT = 1.0
 
 
+@pytest.mark.parametrize("cache", [False, True], ids=["", "cached"])
 @pytest.mark.parametrize("mode", ["async", "sync"])
 @pytest.mark.parametrize("backend", BY_URL)
 async def test_close_releases_threads_files_and_connections(
-    backend: str, mode: str, tmp_path: Path, figures: Figures
+    backend: str, mode: str, cache: bool, tmp_path: Path, figures: Figures
 ) -> None:
     async with store_url(backend, tmp_path) as url:
-        done = run("_hygiene", mode, url, str(tmp_path))
+        done = run("_hygiene", mode, url, str(tmp_path), *(["cache"] if cache else []))
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout.splitlines()[-1])
     after_close, after_loop = dict(report), report.pop("after_exit_of_loop")
@@ -36,7 +37,7 @@ async def test_close_releases_threads_files_and_connections(
         if name != "symphony_nb-loop" and not name.startswith("asyncio_")
     ]
     figures.record(
-        f"resources after close() ({mode} face)",
+        f"resources after close() ({mode} face{', read cache on' if cache else ''})",
         backend,
         5 if mode == "sync" else 1,
         detail=f"stray threads {len(stray)}, open store files {len(after_close['files'])}, "
@@ -48,19 +49,20 @@ async def test_close_releases_threads_files_and_connections(
         assert after_loop == {"threads": [], "files": [], "sockets": 0}
 
 
+@pytest.mark.parametrize("cache", [False, True], ids=["", "cached"])
 @pytest.mark.parametrize("backend", BY_URL)
 async def test_script_that_never_closes_exits_promptly(
-    backend: str, tmp_path: Path, figures: Figures
+    backend: str, cache: bool, tmp_path: Path, figures: Figures
 ) -> None:
     async with store_url(backend, tmp_path) as url:
-        with start("_hygiene", "leak", url, str(tmp_path)) as proc:
+        with start("_hygiene", "leak", url, str(tmp_path), *(["cache"] if cache else [])) as proc:
             assert proc.stdout is not None
             assert proc.stdout.readline() == "done\n", proc.communicate()[1]
             finished = time.monotonic()
             _, errors = proc.communicate(timeout=30)
             took = time.monotonic() - finished
     figures.record(
-        "unclosed repositories: interpreter exit time",
+        f"unclosed repositories{', read cache on' if cache else ''}: interpreter exit time",
         backend,
         1,
         detail=f"exit took {took:.2f} s after the script's last line (limit {EXIT_LIMIT} s)",
