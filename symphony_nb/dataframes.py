@@ -61,6 +61,7 @@ except ImportError as exc:  # pragma: no cover - the notebook extras are missing
     ) from exc
 from pydantic import BaseModel
 from pydantic import ValidationError as PydanticValidationError
+from pydantic_core import to_jsonable_python
 
 from ._encryption import is_mask, keep_stored
 from ._errors import CorruptEntityError, RowValidationError
@@ -82,6 +83,7 @@ from ._frames import (
     same,
 )
 from ._gc import gc_paused
+from ._values import storable_fields
 from .stores import Query, merge_corrupt, parse_query
 
 if TYPE_CHECKING:
@@ -351,6 +353,9 @@ def _differs(new: BaseModel, old: BaseModel | None) -> bool:
     if new.__pydantic_extra__ != old.__pydantic_extra__:
         return True
     a, b = new.__dict__, old.__dict__
+    stored_as = storable_fields(new, str(getattr(new, "id", "")))
+    if stored_as:  # compared as it would be stored: a datetime in a dict as its UTC text
+        a = {**a, **stored_as}
     for name, loose in _compared(type(new)):
         x, y = a[name], b[name]
         if x is y:
@@ -428,8 +433,13 @@ def _update_frame(
     dumped = {c.name for c in plain if c.dtype is object} | {specs[k].name for k in layout}
     shown = {key: {cell.path: cell.column for cell in cells} for key, cells in layout.items()}
     new_rows = set(new)
+    fields = type(written[0][1]).model_fields
     for position, entity in written:
         doc = entity.model_dump(mode="json", by_alias=True, include=dumped) if dumped else {}
+        for name, value in storable_fields(entity, str(getattr(entity, "id", ""))).items():
+            if name in dumped:  # as stored: a datetime in a dict as its UTC text
+                info = fields[name]
+                doc[info.serialization_alias or info.alias or name] = to_jsonable_python(value)
         for column in plain:
             if column.dtype is object:
                 _set_cell(df, position, column.key, doc[column.key])

@@ -10,7 +10,7 @@ import sqlite3
 import uuid
 import warnings
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -613,3 +613,16 @@ def test_frame_round_trip_changes_exactly_the_edited_values(
             _round_trip(repo, draws, tasks, data)
 
         check()
+
+
+async def test_a_datetime_typed_into_a_dict_cell_shows_as_stored_and_is_written_once(
+    repo: Repository[Task],
+) -> None:
+    await repo.save_many([Task(id="t0", name="n"), Task(id="t1", name="m")])
+    df = await repo.to_dataframe()
+    when = datetime(2026, 1, 1, tzinfo=timezone(timedelta(hours=2)))
+    df.at["t0", "input_data"] = {"due": when}
+    assert await repo.save_dataframe(df) == ["t0"]
+    assert df.at["t0", "input_data"] == {"due": "2025-12-31T22:00:00.000000Z"}
+    assert (await repo.get("t0")).input_data == {"due": "2025-12-31T22:00:00.000000Z"}
+    assert await repo.save_dataframe(df) == []
