@@ -37,6 +37,8 @@ from .backends.filesystem import FileSystemRepository
 from .backends.memory import InMemoryRepository
 from .backends.postgres import PostgresRepository
 from .backends.sqlite import SQLiteRepository
+from .services._queue import QueueStatus
+from .services._worker import WorkReport
 from .services.agent import Agent, AgentFactory, LanguageModel, offline_model
 from .services.registry import ServiceRegistry
 from .services.tasks import TaskManager
@@ -78,6 +80,7 @@ __all__ = [
     "LanguageModelError",
     "NotFoundError",
     "PostgresRepository",
+    "QueueStatus",
     "Repository",
     "RowValidationError",
     "SQLiteRepository",
@@ -92,6 +95,7 @@ __all__ = [
     "TaskStatus",
     "TemplateError",
     "UnstorableEntityError",
+    "WorkReport",
     "copy_repository",
     "from_dataframe",
     "get_sync_mode",

@@ -132,6 +132,17 @@ class Task(Entity):
     metadata: dict[str, Any] = Field(default_factory=dict)
     started_at: UTCDateTime | None = None
     completed_at: UTCDateTime | None = None
+    worker: str | None = Field(
+        default=None, description="The worker that claimed it last (see TaskManager.work)."
+    )
+    lease_expires_at: UTCDateTime | None = Field(
+        default=None,
+        description="While running: when its worker's claim lapses unless the worker renews it.",
+    )
+    attempts: int = Field(default=0, ge=0, description="How many times a worker started it.")
+    cancel_requested: bool = Field(
+        default=False, description="Set by TaskManager.cancel; its worker then stops it."
+    )
 
 
 class AgentConfig(Entity):

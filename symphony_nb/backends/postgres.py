@@ -17,7 +17,16 @@ from .._errors import StorageError
 from .._filters import Condition, Query, parse_filter
 from .._repository import Repository
 from .._types import T
-from ..stores import Counted, Record, Selection, Store, declared_indexes, plan_writes
+from ..stores import (
+    Change,
+    Claimed,
+    Counted,
+    Record,
+    Selection,
+    Store,
+    declared_indexes,
+    plan_writes,
+)
 from ._pg_pool import LoopPools
 from ._pg_schema import DEFAULT_SCHEMA, SCHEMA_VERSION, check_schema, create_schema, split_url
 from ._pg_sql import count_sql, document, index_sql, model_segments, quote_ident, select_sql
@@ -262,6 +271,29 @@ class PostgresStore(Store):
                 docs,
             )
         return present
+
+    async def claim(self, query: Query, change: Change) -> Claimed:
+        """Lock the candidates with ``FOR UPDATE SKIP LOCKED`` and write the claimed one.
+
+        Rows another transaction is claiming are skipped rather than waited for, so many
+        workers take different rows at once and none loses a race.
+        """
+        sql, params = select_sql(self.model, self._qualified, query)
+        update = (
+            f"UPDATE {self._qualified} SET version = $2, doc = $3::jsonb "
+            "WHERE id = $1 AND ($4::bigint IS NULL OR version = $4::bigint)"
+        )
+        conflicts = 0
+        async with self._connection("claiming") as conn, conn.transaction():
+            for entity_id, doc in await conn.fetch(sql + " FOR UPDATE SKIP LOCKED", *params):
+                record = change(entity_id, doc)
+                if record is None:
+                    continue
+                args = (record.id, record.version, document(record.json), record.expected)
+                if await conn.execute(update, *args) == "UPDATE 1":
+                    return Claimed(record, conflicts)
+                conflicts += 1  # the document did not hold its row's version
+        return Claimed(None, conflicts)
 
     async def remove(self, entity_id: str) -> bool:
         sql = f"DELETE FROM {self._qualified} WHERE id = $1"

@@ -16,12 +16,22 @@ from typing import Any, TypeVar
 import orjson
 from pydantic import BaseModel
 
-from .._errors import CorruptEntityError, InvalidUrlError, StorageError
+from .._errors import ConflictError, CorruptEntityError, InvalidUrlError, StorageError
 from .._gc import gc_paused
 from .._repository import Repository
 from .._types import T
 from .._urls import expand_path, mask_url
-from ..stores import Condition, Counted, Query, Record, Selection, Store, plan_writes
+from ..stores import (
+    Change,
+    Claimed,
+    Condition,
+    Counted,
+    Query,
+    Record,
+    Selection,
+    Store,
+    plan_writes,
+)
 from ._sqlite_conn import MEMORY, Session, WorkerClosed, immediate, read_only_error, translate
 from ._sqlite_schema import IndexSpec, Layout
 from ._sqlite_sql import SqlCompiler, quote
@@ -255,6 +265,31 @@ class SQLiteStore(Store):
     def _versions(self, conn: sqlite3.Connection, records: Sequence[Record]) -> dict[str, Any]:
         ids = orjson.dumps([r.id for r in records]).decode()
         return dict(conn.execute(self._versions_sql, (ids,)).fetchall())
+
+    async def claim(self, query: Query, change: Change) -> Claimed:
+        """Read the candidates and write the claimed one in one ``BEGIN IMMEDIATE`` transaction.
+
+        Claimers from every process take the write lock in turn, so each sees the others'
+        claims and none loses a race; candidates are taken in the query's order.
+        """
+        self._refuse_writes()
+        return await self._run(self._claim_sync, query, change)
+
+    def _claim_sync(self, conn: sqlite3.Connection, query: Query, change: Change) -> Claimed:
+        conflicts = 0
+        with immediate(conn):
+            for entity_id, document in self._fetch(conn, query).rows:
+                record = change(entity_id, document)
+                if record is None:
+                    continue
+                try:
+                    plan_writes([record], self._versions(conn, [record]), create=False)
+                except ConflictError:
+                    conflicts += 1  # the document did not hold its row's version
+                    continue
+                conn.execute(self._update_sql, (record.version, record.json, record.id))
+                return Claimed(record, conflicts)
+        return Claimed(None, conflicts)
 
     async def remove(self, entity_id: str) -> bool:
         self._refuse_writes()
