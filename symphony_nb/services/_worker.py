@@ -35,7 +35,7 @@ from ._runs import (
 from .agent import Agent
 
 ORDER = ("-priority", "created_at")
-CANDIDATES = 16
+CANDIDATES = 32
 """How many pending tasks a claim looks at (the generic claim picks one at random)."""
 
 
