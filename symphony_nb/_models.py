@@ -116,7 +116,13 @@ register_model(Entity)  # entities, and lists of them, show as HTML in a noteboo
 class Task(Entity):
     """A unit of work that an agent executes."""
 
-    __indexes__: ClassVar[tuple[str, ...]] = ("status", "priority", "created_at")
+    # The composite serves a worker's claim: the oldest pending task of one priority.
+    __indexes__: ClassVar[tuple[str | tuple[str, ...], ...]] = (
+        "status",
+        "priority",
+        "created_at",
+        ("status", "priority", "created_at"),
+    )
 
     name: NonBlank = Field(description="Short human-readable name.")
     description: str = ""

@@ -209,15 +209,24 @@ def merge_corrupt(
     return sorted([*broken, *rows], key=itemgetter(0))
 
 
-def declared_indexes(model: type[BaseModel]) -> tuple[str, ...]:
+def declared_indexes(model: type[BaseModel]) -> tuple[str | tuple[str, ...], ...]:
     """The fields ``model`` asks every store to index: its ``__indexes__`` class attribute.
 
     ``class Task(Entity): __indexes__ = ("status", "priority", "created_at")``; a store that
-    can index (SQLite, PostgreSQL) indexes them, plus any its constructor is given.
+    can index (SQLite, PostgreSQL) indexes them, plus any its constructor is given. A tuple
+    of field names asks for a composite index, which a store may build (SQLite does) or
+    leave out.
     """
     declared = getattr(model, "__indexes__", ())
-    if isinstance(declared, str) or not all(isinstance(name, str) for name in declared):
-        raise TypeError(f"{model.__name__}.__indexes__ must be a tuple of field names")
+    if isinstance(declared, str) or not all(
+        isinstance(name, str)
+        or (isinstance(name, tuple) and name and all(isinstance(n, str) for n in name))
+        for name in declared
+    ):
+        raise TypeError(
+            f"{model.__name__}.__indexes__ must be a tuple of field names "
+            "(or of tuples of them, for composite indexes)"
+        )
     return tuple(declared)
 
 

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -114,7 +115,8 @@ class PostgresStore(Store):
         if isinstance(extra, str):
             extra = [extra]
         fields = self.model.model_fields
-        names = [name for name in declared_indexes(self.model) if name in fields] + list(extra)
+        declared = [name for name in declared_indexes(self.model) if isinstance(name, str)]
+        names = [name for name in declared if name in fields] + list(extra)
         expressions: dict[str, str] = {}
         for name in dict.fromkeys(names):
             (condition,) = parse_filter(self.model, {name: {"$exists": True}})
@@ -278,6 +280,14 @@ class PostgresStore(Store):
         Rows another transaction is claiming are skipped rather than waited for, so many
         workers take different rows at once and none loses a race.
         """
+        # Most claims take their first candidate: lock one row, and more only if need be.
+        first = await self._claim(dataclasses.replace(query, limit=1), change)
+        if first.record is not None or query.limit == 1:
+            return first
+        rest = await self._claim(query, change)
+        return Claimed(rest.record, first.conflicts + rest.conflicts)
+
+    async def _claim(self, query: Query, change: Change) -> Claimed:
         sql, params = select_sql(self.model, self._qualified, query)
         update = (
             f"UPDATE {self._qualified} SET version = $2, doc = $3::jsonb "

@@ -5,6 +5,8 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import itertools
 import os
 import sqlite3
 import threading
@@ -278,7 +280,8 @@ class SQLiteStore(Store):
     def _claim_sync(self, conn: sqlite3.Connection, query: Query, change: Change) -> Claimed:
         conflicts = 0
         with immediate(conn):
-            for entity_id, document in self._fetch(conn, query).rows:
+            rows = (row for part in _by_leading_enum(query) for row in self._fetch(conn, part).rows)
+            for entity_id, document in itertools.islice(rows, query.limit):
                 record = change(entity_id, document)
                 if record is None:
                     continue
@@ -297,6 +300,32 @@ class SQLiteStore(Store):
 
     def _remove_sync(self, conn: sqlite3.Connection, entity_id: str) -> bool:
         return bool(conn.execute(self._delete_sql, (entity_id,)).rowcount)
+
+
+def _by_leading_enum(query: Query) -> list[Query]:
+    """``query`` as one query per rank of its leading enum ordering key, in rank order.
+
+    Each part filters on one value of the enum instead of sorting by its rank, so an index
+    on (conditions, enum field, next keys) answers it without a sort (Task declares one for
+    a worker's claim: the oldest pending task of the highest priority). Together the parts
+    select the same rows in the same order: values outside the enum rank after its members,
+    and no value before them (as the ordering puts them).
+    """
+    key = query.order[0] if query.order else None
+    if key is None or key.enum is None or len(key.path) != 1 or query.offset or query.after_id:
+        return [query]
+    members, rest = key.enum, query.order[1:]
+    parts = [
+        (Condition(key.path, "$exists", False),),
+        *((Condition(key.path, "$eq", member),) for member in members),
+        (Condition(key.path, "$exists", True), Condition(key.path, "$nin", members)),
+    ]
+    if key.descending:
+        parts.reverse()
+    return [
+        dataclasses.replace(query, conditions=(*query.conditions, *extra), order=rest)
+        for extra in parts
+    ]
 
 
 class SQLiteRepository(Repository[T]):
