@@ -45,7 +45,7 @@ def _parser() -> argparse.ArgumentParser:
     worker.add_argument("--poll", type=float, default=1.0, help="idle poll, seconds (1)")
     worker.add_argument("--grace", type=float, default=10.0, help="seconds to finish at stop")
     worker.add_argument("--filter", default=None, help='JSON filter, e.g. {"tags": ...}')
-    worker.add_argument("--name", default=None, help="worker name (default <host>-<pid>-<hex>)")
+    worker.add_argument("--name", default=None, help="worker name (default pid<pid>@<host>#<hex>)")
     worker.add_argument("--llm", default=None, help="language model as module:function")
     worker.add_argument("--stop-when-idle", action="store_true", help="exit when none pending")
     worker.add_argument("--json", action="store_true", help="print the report as JSON")

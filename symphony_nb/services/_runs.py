@@ -32,8 +32,8 @@ Interrupted = Literal["cancel", "hand back"]
 
 
 def host_worker_name() -> str:
-    """This process's worker name: ``<host>-<pid>``."""
-    return f"{socket.gethostname()}-{os.getpid()}"
+    """This process's worker name: ``pid<pid>@<host>``."""
+    return f"pid{os.getpid()}@{socket.gethostname()}"
 
 
 def check_number(name: str, value: object, *, minimum: float, integer: bool = False) -> None:

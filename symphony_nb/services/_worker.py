@@ -105,7 +105,7 @@ class Worker:
         self.max_attempts = max_attempts
         self.stop_when_idle = stop_when_idle
         self.poll = poll
-        self.name = name or f"{host_worker_name()}-{secrets.token_hex(2)}"
+        self.name = name or f"{host_worker_name()}#{secrets.token_hex(2)}"
         self.progress = progress
         self.interrupted: Interrupted = interrupted
         self.report = WorkReport(self.name)

@@ -101,7 +101,7 @@ class TaskManager:
         task (optionally filtered) is claimed by exactly one of them, higher priority and
         older first; a claim another worker wins first is skipped, never an error. A claimed
         task is stored running with the worker's name (``worker``, by default
-        ``<host>-<pid>-<random>``) and a lease of ``lease`` seconds, renewed every
+        ``pid<pid>@<host>#<random>``) and a lease of ``lease`` seconds, renewed every
         ``renew_every`` seconds (default a third of the lease) while its agent runs, up to
         ``concurrency`` at a time. A task whose lease ran out (its worker was killed) is put
         back to pending by the next worker that looks, counting its ``attempts``, and failed
