@@ -518,3 +518,23 @@ def test_queue_view_reports_errors_and_refuses_a_bad_interval() -> None:
         assert "database unreachable" in view.status.value and view.last is None
     finally:
         view.close()
+
+
+def test_the_explorer_opens_a_live_queue_for_tasks_only() -> None:
+    registry = ServiceRegistry()
+    registry.register_repository("task", InMemoryRepository(Task))
+    registry.register_repository("agent_config", InMemoryRepository(AgentConfig))
+    registry.get_repository("task").sync.save(Task(name="t"))
+    explorer = RegistryExplorer(registry)
+    try:
+        explorer.repository_picker.value = "task"
+        assert not hidden(explorer.queue_button)
+        explorer.queue_button.click()
+        assert explorer.queue is not None and explorer.queue.live
+        assert explorer.form_box.children == (explorer.queue,)
+        assert "<td>1</td>" in explorer.queue.counts.value
+        queue = explorer.queue
+        explorer.repository_picker.value = "agent_config"  # switching closes it
+        assert not queue.live and explorer.queue is None and hidden(explorer.queue_button)
+    finally:
+        explorer.close()
