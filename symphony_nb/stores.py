@@ -365,7 +365,10 @@ class StoreLayer(Store):
 
         A layer that overrides ``get``, ``select``, ``write`` or ``remove`` (it transforms or
         watches documents) claims through its own ``select`` and ``write``, so it sees the
-        claim; such a layer may override this to pass claims down, wrapping ``change``.
+        claim. Such a layer may override this to keep the inner store's atomic claim, passing
+        ``inner.claim`` a ``change`` that hands the wrapped ``change`` each document as the
+        layer reads it and returns its record as the layer writes it (with the same id and
+        version).
         """
         layer = type(self)
         if all(getattr(layer, name) is getattr(StoreLayer, name) for name in _DOCUMENT_CALLS):
