@@ -372,3 +372,40 @@ async def test_claims_pass_corrupt_candidates_by_with_a_warning(repo: Repository
     with pytest.warns(CorruptEntityWarning, match="attempts"):
         report = await TaskManager(repo).work(agent_of(Counting()), stop_when_idle=True, **QUIET)
     assert report.completed == 1 and (await repo.get("good")).status is TaskStatus.COMPLETED
+
+
+def test_worker_threads_each_with_its_own_repository_share_one_file(tmp_path: Any) -> None:
+    import threading
+
+    from symphony_nb import SQLiteRepository
+
+    path = tmp_path / "queue.db"
+    seeded = SQLiteRepository(Task, path)
+    seeded.sync.save_many(Task(name=f"t{n}", input_data={"query": f"q{n}"}) for n in range(30))
+    runs: list[str] = []
+    lock = threading.Lock()
+
+    def model(messages: list[dict[str, str]], settings: Mapping[str, Any]) -> str:
+        with lock:
+            runs.append(messages[-1]["content"])
+        return "ok"
+
+    reports: list[WorkReport] = []
+
+    def work() -> None:
+        repo = SQLiteRepository(Task, path)
+        try:
+            manager = TaskManager(repo)
+            reports.append(manager.sync.work(agent_of(model), stop_when_idle=True, progress=False))
+        finally:
+            repo.sync.close()
+
+    threads = [threading.Thread(target=work) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert sorted(runs) == sorted(f"q{n}" for n in range(30))
+    assert sum(r.completed for r in reports) == 30 and sum(r.conflicts for r in reports) == 0
+    assert {t.status for t in seeded.sync.find_all()} == {TaskStatus.COMPLETED}
+    seeded.sync.close()

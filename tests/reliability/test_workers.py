@@ -289,3 +289,75 @@ async def test_bad_worker_options_are_refused_before_any_claim(
     )
     assert [t.status for t in untouched] == [TaskStatus.PENDING] * 3
     assert all(t.version == 1 for t in untouched)
+
+
+_RUN_PENDING = """
+import asyncio, json, sys
+from symphony_nb import AgentConfig, Task, TaskManager, open_repository
+from symphony_nb.services.agent import Agent
+from tests.reliability._counting import model
+
+async def main(url):
+    async with open_repository(Task, url) as repo:
+        agent = Agent(AgentConfig(name="a", instruction_template="x"), model)
+        print("ready", flush=True)
+        sys.stdin.readline()
+        done = await TaskManager(repo).run_pending(agent, concurrency=4, progress=False)
+        print(json.dumps([t.status.value for t in done]))
+
+asyncio.run(main(sys.argv[1]))
+"""
+
+
+@pytest.mark.parametrize("backend", QUEUES)
+async def test_run_pending_from_two_processes_shares_the_batch(
+    backend: str, tmp_path: Path, figures: Figures
+) -> None:
+    total = 60
+    runs_file = tmp_path / "runs"
+    async with store_url(backend, tmp_path) as url:
+        await _seed(url, total)
+        env = {**environment(), RUNS_FILE: str(runs_file), DELAY: "0.01"}
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-c", _RUN_PENDING, url],
+                cwd=ROOT,
+                env=env,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for _ in range(2)
+        ]
+        outs = []
+        try:
+            for proc in procs:
+                assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
+            for proc in procs:
+                assert proc.stdin is not None
+                proc.stdin.write("go\n")
+                proc.stdin.flush()
+            for proc in procs:
+                out, err = proc.communicate(timeout=300)
+                assert proc.returncode == 0, err
+                outs.append(json.loads(out.splitlines()[-1]))
+        finally:
+            for proc in procs:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.communicate()
+        tasks = await _tasks(url)
+    counted = runs(runs_file)
+    figures.record(
+        "workers: run_pending from 2 processes on one batch (the reported ConflictError)",
+        backend,
+        total,
+        acknowledged=sum(len(out) for out in outs),
+        lost=total - sum(1 for t in tasks if t.status is TaskStatus.COMPLETED),
+        detail=f"tasks run by each process: {[len(out) for out in outs]}; "
+        f"run more than once: {sum(1 for n in counted.values() if n > 1)}; errors: 0",
+    )
+    assert sum(len(out) for out in outs) == total and all(outs)
+    assert {s for out in outs for s in out} == {"completed"}
+    assert counted == {task.input_data["query"]: 1 for task in tasks}
