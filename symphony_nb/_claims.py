@@ -22,10 +22,12 @@ from .stores import Document, Record, parse_query
 
 @dataclass(frozen=True, slots=True)
 class Taken(Generic[T]):
-    """The entity a claim changed and stored (None: no candidate), and the races it lost."""
+    """The entity a claim changed and stored (None: none), the races it lost, and how many
+    candidates it passed by (corrupt, or refused by ``change``)."""
 
     entity: T | None
     conflicts: int
+    passed: int = 0
 
 
 async def claim(
@@ -46,15 +48,19 @@ async def claim(
     now = utc_now()
     changed: dict[str, T] = {}
     corrupt: list[CorruptEntityError] = []
+    passed = 0
 
     def on_document(entity_id: str, document: Document) -> Record | None:
+        nonlocal passed
         try:
             entity = repo.decode(entity_id, document)
         except CorruptEntityError as exc:
             corrupt.append(exc)
+            passed += 1
             return None
         result = change(entity)
         if result is None:
+            passed += 1
             return None
         changed[entity_id] = result
         return repo._record(result, now)
@@ -63,7 +69,7 @@ async def claim(
     for error in corrupt:
         warn_caller(str(error), CorruptEntityWarning)
     if claimed.record is None:
-        return Taken(None, claimed.conflicts)
+        return Taken(None, claimed.conflicts, passed)
     entity = changed[claimed.record.id]
     repo._written(entity, claimed.record, now)
-    return Taken(entity, claimed.conflicts)
+    return Taken(entity, claimed.conflicts, passed)

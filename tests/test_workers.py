@@ -409,3 +409,14 @@ def test_worker_threads_each_with_its_own_repository_share_one_file(tmp_path: An
     assert sum(r.completed for r in reports) == 30 and sum(r.conflicts for r in reports) == 0
     assert {t.status for t in seeded.sync.find_all()} == {TaskStatus.COMPLETED}
     seeded.sync.close()
+
+
+async def test_a_lone_worker_keeps_priority_order_through_the_generic_claim() -> None:
+    manager = TaskManager(Repository(Task, Watching(MemoryStore(Task))))
+    priorities = ["low", "critical", "medium", "high"] * 5
+    for n, priority in enumerate(priorities):
+        await manager.create_task(f"t{n:02d}", priority=priority)
+    done = await manager.run_pending(agent_of(Counting()), concurrency=3, progress=False)
+    rank = {"critical": 0, "high": 1, "medium": 2, "low": 3}
+    assert [t.priority.value for t in done] == sorted(priorities, key=rank.__getitem__)
+    assert [t.name for t in done if t.priority == "high"] == [f"t{n:02d}" for n in range(3, 20, 4)]

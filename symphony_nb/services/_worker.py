@@ -36,7 +36,8 @@ from .agent import Agent
 
 ORDER = ("-priority", "created_at")
 CANDIDATES = 32
-"""How many pending tasks a claim looks at (the generic claim picks one at random)."""
+"""How many pending tasks a claim looks at once workers compete (the generic claim then
+picks one of them at random)."""
 
 
 @dataclass
@@ -115,6 +116,9 @@ class Worker:
         self._stopping = asyncio.Event()
         self._claiming = asyncio.Lock()  # this worker's slots claim one at a time
         self._recover_at = 0.0
+        # Alone, a worker claims the first task in order; once it has lost a claim race, it
+        # picks among a page of candidates (a store that locks them never loses one).
+        self._crowded = False
         self._claims = 0
         parse_query(repository.model, self._pending)  # a bad filter fails before any claim
 
@@ -161,21 +165,21 @@ class Worker:
             if self._stopping.is_set():
                 return None
             await self._recover()
+            page = CANDIDATES if self._crowded else 1
             while True:
                 taken = await claim(
-                    self.repository,
-                    self._pending,
-                    self._start,
-                    order_by=ORDER,
-                    candidates=CANDIDATES,
+                    self.repository, self._pending, self._start, order_by=ORDER, candidates=page
                 )
                 self.report.conflicts += taken.conflicts
+                if taken.conflicts:
+                    self._crowded = True  # other workers take from this queue: spread out
                 if taken.entity is not None:
                     self._claims += 1
                     self.report.started += 1
                     return self._claims, taken.entity
-                if taken.conflicts == 0:
+                if taken.conflicts == 0 and (taken.passed == 0 or page == CANDIDATES):
                     return None
+                page = CANDIDATES
 
     def _start(self, task: Task) -> Task | None:
         if task.status is not TaskStatus.PENDING or task.cancel_requested:
