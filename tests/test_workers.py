@@ -420,3 +420,27 @@ async def test_a_lone_worker_keeps_priority_order_through_the_generic_claim() ->
     rank = {"critical": 0, "high": 1, "medium": 2, "low": 3}
     assert [t.priority.value for t in done] == sorted(priorities, key=rank.__getitem__)
     assert [t.name for t in done if t.priority == "high"] == [f"t{n:02d}" for n in range(3, 20, 4)]
+
+
+class SlowToAnswer(StoreLayer):
+    """Writes land at once but are acknowledged only after a pause."""
+
+    async def write(self, records: Sequence[Record], *, create: bool) -> list[bool]:
+        written = await self.inner.write(records, create=create)
+        await asyncio.sleep(0.3)
+        return written
+
+
+async def test_a_claim_interrupted_after_it_landed_is_handed_back() -> None:
+    repo = Repository(Task, SlowToAnswer(MemoryStore(Task)))
+    manager = TaskManager(repo)
+    (task,) = await make_tasks(manager, 1)
+    model = Counting()
+    worker = asyncio.create_task(manager.work(agent_of(model), **QUIET))
+    await wait_for(lambda: _count(repo, "running", 1))  # landed, not yet acknowledged
+    worker.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await worker
+    stored = await repo.get(task.id)
+    assert (stored.status, stored.attempts, stored.worker) == (TaskStatus.PENDING, 0, None)
+    assert model.runs == {}

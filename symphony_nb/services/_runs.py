@@ -187,7 +187,7 @@ class Run:
             return await self._finish(TaskStatus.CANCELLED, error=CANCEL_REQUESTED)
         self._cancelled_meanwhile = True
         if self.interrupted == "hand back":
-            await self._store(_hand_back, "handed back")
+            await self._store(hand_back, "handed back")
         else:
             await self._finish(TaskStatus.CANCELLED, error=CANCELLED)
         raise asyncio.CancelledError
@@ -286,7 +286,8 @@ class Run:
                 renew_at = time.monotonic() + self.lease.renew_every
 
 
-def _hand_back(task: Task) -> None:
+def hand_back(task: Task) -> None:
+    """Make ``task`` (in place) pending again, held by no worker."""
     handed = {
         "status": TaskStatus.PENDING,
         "worker": None,

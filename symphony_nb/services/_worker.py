@@ -20,6 +20,7 @@ from datetime import datetime
 from typing import Any
 
 from .._claims import claim
+from .._errors import ConflictError
 from .._models import Task, TaskStatus, utc_now
 from .._repository import Repository
 from ..stores import parse_query
@@ -29,7 +30,9 @@ from ._runs import (
     LeaseTimes,
     Run,
     check_number,
+    hand_back,
     host_worker_name,
+    settle,
     start,
 )
 from .agent import Agent
@@ -167,9 +170,17 @@ class Worker:
             await self._recover()
             page = CANDIDATES if self._crowded else 1
             while True:
-                taken = await claim(
-                    self.repository, self._pending, self._start, order_by=ORDER, candidates=page
+                # A claim interrupted mid-write may land all the same: let it finish, then
+                # hand back what it took, so that nothing claimed is left unstarted.
+                taken, cancelled = await settle(
+                    claim(
+                        self.repository, self._pending, self._start, order_by=ORDER, candidates=page
+                    )
                 )
+                if cancelled:
+                    if taken.entity is not None:
+                        await settle(self._unclaim(taken.entity))
+                    raise asyncio.CancelledError
                 self.report.conflicts += taken.conflicts
                 if taken.conflicts:
                     self._crowded = True  # other workers take from this queue: spread out
@@ -180,6 +191,14 @@ class Worker:
                 if taken.conflicts == 0 and (taken.passed == 0 or page == CANDIDATES):
                     return None
                 page = CANDIDATES
+
+    async def _unclaim(self, task: Task) -> None:
+        """Put back a task this worker claimed and never started, as if it had not."""
+        hand_back(task)
+        task.attempts -= 1
+        with contextlib.suppress(ConflictError):  # changed meanwhile: no longer ours to undo
+            await self.repository.save(task)
+            self.report.handed_back += 1
 
     def _start(self, task: Task) -> Task | None:
         if task.status is not TaskStatus.PENDING or task.cancel_requested:
