@@ -174,3 +174,15 @@ def test_an_unknown_agent_exits_1(queue: tuple[str, str]) -> None:
     )
     assert proc.returncode == 1
     assert "no AgentConfig with id 'nobody'" in proc.stderr
+
+
+def test_a_worker_process_loads_no_notebook_library() -> None:
+    code = (
+        "import sys, symphony_nb.__main__, symphony_nb.services._worker\n"
+        "from tqdm.auto import tqdm\n"
+        "print([m for m in ('pandas', 'numpy', 'ipywidgets', 'IPython') if m in sys.modules])"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=environment(), capture_output=True, text=True
+    )
+    assert out.stdout.strip() == "[]", out.stderr

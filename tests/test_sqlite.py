@@ -504,6 +504,9 @@ async def test_a_claim_takes_tasks_in_order_from_the_composite_index(
 ) -> None:
     from symphony_nb.backends.sqlite import _by_leading_enum
     from symphony_nb.stores import Record
+    from tests.backends import backend_store
+
+    store = backend_store(repo)
 
     priorities = ["low", "critical", "medium", "high", "medium", "low", "critical"]
     for n, priority in enumerate(priorities):
@@ -518,7 +521,7 @@ async def test_a_claim_takes_tasks_in_order_from_the_composite_index(
             task.status = TaskStatus.RUNNING
             return Record(entity_id, task.model_dump_json(), task.version + 1, task.version)
 
-        claimed = await repo.store.claim(query, run)
+        claimed = await store.claim(query, run)
         if claimed.record is None:
             break
         taken.append(claimed.record.id)
@@ -526,7 +529,7 @@ async def test_a_claim_takes_tasks_in_order_from_the_composite_index(
     conn = raw(Path(repo.path))
     try:
         for part in _by_leading_enum(query):
-            sql, params = repo.store._sql.select(part)
+            sql, params = store._sql.select(part)
             steps = [row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + sql, params)]
             if any(c.op == "$eq" and c.path == ("priority",) for c in part.conditions):
                 assert steps == [
