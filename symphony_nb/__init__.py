@@ -15,13 +15,18 @@ from ._errors import (
     ConflictError,
     CorruptEntityError,
     CorruptEntityWarning,
+    DecryptionError,
+    EncryptionError,
     FilterError,
     InvalidArgumentError,
     InvalidIdError,
     InvalidUrlError,
+    KeyringError,
     LanguageModelError,
     NotFoundError,
     RowValidationError,
+    SchemaError,
+    SchemaVersionError,
     StorageError,
     SymphonyError,
     SyncUsageError,
@@ -29,8 +34,10 @@ from ._errors import (
     TemplateError,
     UnstorableEntityError,
 )
+from ._keyring import Keyring
 from ._models import AgentConfig, Task, TaskPriority, TaskStatus
 from ._repository import Repository
+from ._schema import MigrationReport, upgrader
 from ._storage import open_repository
 from ._sync import get_sync_mode, set_sync_mode
 from .backends.filesystem import FileSystemRepository
@@ -70,20 +77,27 @@ __all__ = [
     "ConflictError",
     "CorruptEntityError",
     "CorruptEntityWarning",
+    "DecryptionError",
+    "EncryptionError",
     "FileSystemRepository",
     "FilterError",
     "InMemoryRepository",
     "InvalidArgumentError",
     "InvalidIdError",
     "InvalidUrlError",
+    "Keyring",
+    "KeyringError",
     "LanguageModel",
     "LanguageModelError",
+    "MigrationReport",
     "NotFoundError",
     "PostgresRepository",
     "QueueStatus",
     "Repository",
     "RowValidationError",
     "SQLiteRepository",
+    "SchemaError",
+    "SchemaVersionError",
     "ServiceRegistry",
     "StorageError",
     "SymphonyError",
@@ -103,4 +117,5 @@ __all__ = [
     "open_repository",
     "set_sync_mode",
     "to_dataframe",
+    "upgrader",
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ._encryption import document_of
 from ._repository import Repository
 from ._types import T
 from .stores import Record
@@ -53,7 +54,7 @@ async def _write_as_is(target: Repository[T], entities: list[T]) -> int:
         records.append(
             Record(
                 str(getattr(entity, "id", "")),
-                entity.model_dump_json(by_alias=True),
+                document_of(entity),  # secrets revealed, for the target's keyring to seal
                 version if isinstance(version, int) else None,
                 None,
             )

@@ -10,7 +10,12 @@ resembles, so ``except ValueError`` keeps working in code that does not know thi
     ├── RowValidationError    (ValueError)   rows of a batch that do not validate
     ├── UnstorableEntityError (ValueError)   an entity no backend can store faithfully
     ├── CorruptEntityError    (ValueError)   stored data that does not parse or validate
+    │   └── SchemaVersionError                 a document written by a newer model than this one
+    ├── SchemaError           (TypeError)    a model's schema versions or upgraders that cannot work
     ├── InvalidArgumentError  (ValueError)   an argument that does not fit (fields, overrides)
+    │   └── KeyringError                     a key or keyring that cannot be used
+    ├── EncryptionError       (ValueError)   a secret that cannot be encrypted (no keyring)
+    ├── DecryptionError       (ValueError)   a stored secret that does not decrypt
     ├── ConflictError                        a write based on a stale version
     ├── NotFoundError         (LookupError)  a missing entity, repository or service
     ├── TaskStateError        (RuntimeError) a task not in the state the operation needs
@@ -56,8 +61,60 @@ class CorruptEntityError(SymphonyError, ValueError):
         super().__init__(f"corrupt entity at {location}: {reason}")
 
 
+class SchemaVersionError(CorruptEntityError):
+    """A stored document whose schema version is newer than its model's ``__schema_version__``.
+
+    It was written by a newer definition of the model; reading it with this one would drop or
+    misread its fields, so it is refused. ``entity_id``, ``stored`` and ``supported`` say which.
+    """
+
+    def __init__(self, location: str, entity_id: str, stored: int, supported: int) -> None:
+        self.entity_id = entity_id
+        self.stored = stored
+        self.supported = supported
+        super().__init__(
+            location,
+            f"{entity_id!r} has schema version {stored}, newer than the {supported} this model "
+            "supports; read it with the newer model definition (or upgrade the code that defines it)",
+        )
+
+
+class SchemaError(SymphonyError, TypeError):
+    """A model's schema declaration that cannot work.
+
+    A ``__schema_version__`` that is not a positive int, an upgrader that is not callable or
+    claims a step another upgrader of the same definition has, or a gap in the chain of
+    upgraders (a step no upgrader covers).
+    """
+
+
 class InvalidArgumentError(SymphonyError, ValueError):
     """An argument that does not fit: an unknown field, an invalid override, a bad option."""
+
+
+class KeyringError(InvalidArgumentError):
+    """A key of the wrong length or form, a bad key id, or a primary key not in the keyring."""
+
+
+class EncryptionError(SymphonyError, ValueError):
+    """A secret that cannot be encrypted: the repository has no keyring. Nothing was stored."""
+
+
+class DecryptionError(SymphonyError, ValueError):
+    """A stored secret that does not decrypt: wrong or unknown key, tampered or moved.
+
+    ``location`` says where the entity is stored, ``field`` the secret's path in it and
+    ``key_id`` the key it names (None when the stored value names none). The message never
+    holds a key or a plaintext.
+    """
+
+    def __init__(self, location: str, field: str, key_id: str | None, reason: str) -> None:
+        self.location = location
+        self.field = field
+        self.key_id = key_id
+        self.reason = reason
+        key = "" if key_id is None else f" (key {key_id!r})"
+        super().__init__(f"cannot decrypt secret {field!r}{key} of {location}: {reason}")
 
 
 class TaskStateError(SymphonyError, RuntimeError):

@@ -46,6 +46,8 @@ class FieldSpec:
     ``name`` is the JSON key; ``annotation`` the full type (metadata kept), ``inner`` the
     type once ``Annotated`` and ``Optional`` are stripped. ``enum`` holds an enum's member
     values as text (the order ranks them); ``choices`` the values of an enum or a Literal.
+    ``secret`` is true when the field is or holds a ``SecretStr`` or ``SecretBytes`` (in a
+    list, a dict or a nested model): such values are encrypted at rest and never queried.
     """
 
     name: str
@@ -88,6 +90,7 @@ def field_spec(name: str, annotation: Any) -> FieldSpec:
     inner, optional = unwrap(annotation)
     origin = get_origin(inner) or inner
     base = {"annotation": annotation, "inner": inner, "optional": optional}
+    base["secret"] = holds_secret(inner)
     if inner is Any or origin in (dict, Mapping) or inner is dict:
         return FieldSpec(name, "dict", **base)
     if isinstance(origin, type) and issubclass(origin, BaseModel):
@@ -105,9 +108,26 @@ def field_spec(name: str, annotation: Any) -> FieldSpec:
         name,
         "scalar",
         datetime=inner in DATETIME_TYPES,
-        secret=isinstance(inner, type) and issubclass(inner, SECRET_TYPES),
         **base,
     )
+
+
+def holds_secret(annotation: Any) -> bool:
+    """Whether values of ``annotation`` are or may contain a ``SecretStr`` or ``SecretBytes``."""
+    return _holds_secret(annotation, frozenset())
+
+
+def _holds_secret(annotation: Any, seen: frozenset[type]) -> bool:
+    inner, _ = unwrap(annotation)
+    if isinstance(inner, type) and issubclass(inner, SECRET_TYPES):
+        return True
+    if isinstance(inner, type) and issubclass(inner, BaseModel):
+        if inner in seen:
+            return False
+        return any(
+            _holds_secret(info.annotation, seen | {inner}) for info in inner.model_fields.values()
+        )
+    return any(_holds_secret(arg, seen) for arg in get_args(inner) if arg is not Ellipsis)
 
 
 @lru_cache(maxsize=256)

@@ -172,6 +172,8 @@ def _resolve(model: type[BaseModel], key: Any) -> tuple[tuple[str, ...], FieldSp
             )
         spec = fields[part]
         path.append(spec.name)
+        if spec.secret and (index + 1 == len(parts) or spec.kind != "model"):
+            raise FilterError(_secret_refusal(key))
         if index + 1 < len(parts):
             if spec.kind == "model":
                 current = spec.model
@@ -183,6 +185,14 @@ def _resolve(model: type[BaseModel], key: Any) -> tuple[tuple[str, ...], FieldSp
                     f"key {key!r}: field {part!r} is a {spec.kind} and has no sub-fields"
                 )
     return tuple(path), spec
+
+
+def _secret_refusal(key: str, verb: str = "filter on") -> str:
+    return (
+        f"cannot {verb} {key!r}: it is a secret field (SecretStr or SecretBytes), stored "
+        "encrypted, and secret fields cannot be queried; filter on another field and compare "
+        "the secret in Python after loading"
+    )
 
 
 def _json_scalar(value: Any, key: str) -> Scalar:
@@ -314,6 +324,8 @@ def parse_order(
                 f"cannot order by unknown field {bare!r}; valid fields: {sorted(fields)}"
             )
         spec = fields[bare]
+        if spec.secret:
+            raise FilterError(_secret_refusal(bare, "order by"))
         if spec.kind != "scalar":
             raise FilterError(f"cannot order by {bare!r}: it is a {spec.kind}, not a single value")
         keys.append(OrderKey((spec.name,), descending, spec.enum, _may_be_number(spec)))

@@ -17,6 +17,7 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainSerializer,
+    SecretStr,
     StringConstraints,
 )
 
@@ -157,6 +158,10 @@ class AgentConfig(Entity):
     The spec names the language-model settings ``model_config``, which pydantic reserves;
     they are the attribute ``llm_config`` and the constructor argument / JSON key
     ``model_config``: ``AgentConfig(name=..., instruction_template=..., model_config={...})``.
+
+    ``secrets`` holds credentials such as ``{"api_key": "sk-..."}``: they are encrypted at
+    rest (see :class:`~symphony_nb.Keyring`), masked in every display, and an :class:`Agent`
+    hands them, revealed, only to its language model's ``secrets`` argument.
     """
 
     name: NonBlank = Field(description="The agent's name, available as {name} in the template.")
@@ -171,6 +176,11 @@ class AgentConfig(Entity):
         description="Language-model settings (model name, temperature, ...).",
     )
     metadata: dict[str, Any] = Field(default_factory=dict)
+    secrets: dict[str, SecretStr] = Field(
+        default_factory=dict,
+        description="API keys and other credentials of the model it calls; encrypted at rest, "
+        "masked everywhere, passed revealed only to the language model (see Agent).",
+    )
 
     def render_instructions(self, **values: Any) -> str:
         """Fill ``instruction_template`` with this config's fields and ``values``.

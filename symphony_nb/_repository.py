@@ -12,7 +12,9 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 from pydantic_core import PydanticSerializationError
 
 from ._display import register_model, repository_html
+from ._encryption import find_layer, reveal, secret_plan, with_secrets
 from ._errors import (
+    ConflictError,
     CorruptEntityError,
     CorruptEntityWarning,
     InvalidIdError,
@@ -24,11 +26,21 @@ from ._fields import unwrap
 from ._filters import Query, parse_filter
 from ._gc import gc_paused
 from ._ids import check_id
+from ._keyring import Keyring
 from ._models import utc_now
+from ._schema import MigrationReport, SchemaLayer, Upgraded, census, schema_layer
 from ._types import T
 from ._values import storable_fields
 from ._warnings import warn_caller
-from .stores import Record, Store, merge_corrupt, parse_query
+from .stores import (
+    SCHEMA_KEY,
+    Condition,
+    Record,
+    Store,
+    StoreLayer,
+    merge_corrupt,
+    parse_query,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -54,13 +66,20 @@ class Repository(Generic[T]):
     is not the stored one raises :class:`ConflictError`, and a successful write bumps the
     version of the object you passed, so saving it again just works. A ``version`` field of
     another type is an ordinary field.
+
+    ``SecretStr`` and ``SecretBytes`` fields (also in lists, dicts and nested models) are
+    encrypted at rest with ``keyring`` (a :class:`Keyring`; without one, ``$SYMPHONY_NB_KEYS``
+    when set): AES-256-GCM, bound to the collection, id, field and key id. Saving a
+    non-empty secret without a key raises :class:`EncryptionError`; a stored secret that does
+    not decrypt raises :class:`DecryptionError`; secret fields cannot be filtered on.
     """
 
     model: type[T]
     store: Store
-    """Where the documents live; layers wrap it (see :mod:`symphony_nb.stores`)."""
+    """Where the documents live: the store given, under the schema layer that keeps every
+    document at the model's ``__schema_version__`` (see :mod:`symphony_nb.stores`)."""
 
-    def __init__(self, model: type[T], store: Store) -> None:
+    def __init__(self, model: type[T], store: Store, *, keyring: Keyring | None = None) -> None:
         if not (isinstance(model, type) and issubclass(model, BaseModel)):
             raise TypeError(f"a repository stores a pydantic model class, got {model!r}")
         if "id" not in model.model_fields:
@@ -71,8 +90,11 @@ class Repository(Generic[T]):
             raise TypeError(
                 f"the store holds {store.model.__name__} documents, not {model.__name__}"
             )
+        # Secrets are sealed directly above the backend's store, below every other layer.
+        store = with_secrets(model, store, keyring)
+        self._secrets = secret_plan(model)
         self.model = model
-        self.store = store
+        self.store = store if _has_schema_layer(store) else SchemaLayer(store)
         self._versioned = _field_is(model, "version", int)
         self._stamped = _field_is(model, "updated_at", datetime)
         register_model(model)
@@ -96,6 +118,11 @@ class Repository(Generic[T]):
                 f"{'.'.join(map(str, err['loc'])) or '<document>'}: {err['msg']}"
                 for err in exc.errors()[:5]
             )
+            if isinstance(data, Upgraded):
+                problems = (
+                    f"{problems} (after upgrading it from schema version {data.origin} "
+                    f"with {', '.join(data.steps)})"
+                )
             raise CorruptEntityError(self._location(entity_id), problems) from None
         stored_id = getattr(entity, "id", None)
         if stored_id != entity_id:
@@ -151,6 +178,8 @@ class Repository(Generic[T]):
             ) from None
         finally:
             fields.update(saved)
+        if self._secrets is not None:  # pydantic writes a mask: put the real values back
+            data = reveal(entity, self._secrets, data, entity_id)
         if "\\u0000" in data and _NUL_RE.search(data):
             raise UnstorableEntityError(
                 f"{self.model.__name__} {entity_id!r} contains a NUL character (\\x00) in its text; "
@@ -317,6 +346,103 @@ class Repository(Generic[T]):
         """Delete the entity with this id; False if there was none."""
         return await self.store.remove(check_id(id))
 
+    async def schema_versions(self) -> dict[int, int]:
+        """How many stored documents are at each schema version, e.g. ``{1: 40, 2: 60}``.
+
+        The model's version is its ``__schema_version__`` class attribute (1 when absent);
+        documents stored before a model declared one count as version 1. Reads return every
+        document at the current version whatever it is stored at; :meth:`migrate` rewrites
+        the older ones.
+        """
+        return await census(schema_layer(self.store))
+
+    async def migrate(self, *, batch_size: int = 500, progress: bool = True) -> MigrationReport:
+        """Rewrite every document stored at an older schema version at the current one.
+
+        Documents go through the model's upgraders (see :func:`symphony_nb.upgrader`) and
+        its validation, then are written in batches of ``batch_size``, each all or nothing
+        and through the version check: an entity edited meanwhile is read again, never
+        overwritten with its content from before the edit. ``version`` goes up by one;
+        ``updated_at`` is kept. A second run rewrites nothing; an interrupted one resumes
+        where it stopped. Documents that cannot be upgraded are left as stored and listed in
+        the report's ``failed``. Shows a progress bar (``tqdm.auto``) unless ``progress=False``.
+        """
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
+        from tqdm.auto import tqdm
+
+        layer = schema_layer(self.store)
+        before = await census(layer)
+        report = MigrationReport(layer.version, found=before)
+        report.already_current = before.get(layer.version, 0)
+        todo = sum(count for version, count in before.items() if version < layer.version)
+        with tqdm(total=todo, desc=f"migrate {self.model.__name__}", disable=not progress) as bar:
+            for conditions in layer.older:
+                cursor: str | None = None
+                while True:
+                    page = await layer.inner.select(
+                        Query(conditions, limit=batch_size, after_id=cursor)
+                    )
+                    if not page.rows:
+                        break
+                    try:
+                        written = await self._migrate_page(layer, page.rows, report)
+                    except ConflictError:
+                        report.retried += 1  # edited meanwhile: read the page again
+                        continue
+                    bar.update(written)
+                    cursor = page.rows[-1][0]
+                    if len(page.rows) < batch_size:
+                        break
+        newer = {v: n for v, n in report.found.items() if v > layer.version}
+        if newer:
+            found = await layer.inner.select(
+                Query((Condition((SCHEMA_KEY,), "$gt", layer.version),))
+            )
+            for entity_id, document in found.rows:
+                try:
+                    if isinstance(document, CorruptEntityError):
+                        raise document
+                    layer.current(entity_id, document)
+                except CorruptEntityError as exc:
+                    report.failed.append((entity_id, str(exc)))
+        return report
+
+    async def _migrate_page(
+        self, layer: SchemaLayer, rows: Sequence[tuple[str, Data]], report: MigrationReport
+    ) -> int:
+        """Upgrade and write one page of older documents, all or nothing; return how many."""
+        records: list[Record] = []
+        failed: list[tuple[str, str]] = []
+        with gc_paused():
+            for entity_id, document in rows:
+                outcome = self._migrated(layer, entity_id, document)
+                if isinstance(outcome, Record):
+                    records.append(outcome)
+                elif outcome is not None:
+                    failed.append((entity_id, outcome))
+        if records:
+            await layer.write(records, create=False)
+            report.batches += 1
+        report.upgraded += len(records)
+        report.failed.extend(failed)
+        return len(rows)
+
+    def _migrated(self, layer: SchemaLayer, entity_id: str, document: Data) -> Record | str | None:
+        """The record that rewrites one older document, the error that prevents it, or None
+        when it is current already."""
+        try:
+            if isinstance(document, CorruptEntityError):
+                raise document
+            version, _ = layer.stored_version(entity_id, document)
+            if version == layer.version:
+                return None  # written at the current version meanwhile
+            entity = self.decode(entity_id, layer.current(entity_id, document))
+            # The stamp it had: a migration is not an edit.
+            return self._record(entity, getattr(entity, "updated_at", None))
+        except (CorruptEntityError, UnstorableEntityError) as exc:
+            return str(exc)
+
     async def to_dataframe(
         self,
         filter_criteria: Filter | None = None,
@@ -358,6 +484,38 @@ class Repository(Generic[T]):
         from .dataframes import save_dataframe
 
         return await save_dataframe(self, df)
+
+    async def rotate_keys(self, *, progress: bool = True, batch_size: int = 500) -> int:
+        """Re-encrypt under the keyring's primary key every secret stored under another key.
+
+        Works in batches of ``batch_size`` entities, each written all or nothing through the
+        version check; an entity edited meanwhile is read again (the edit wins, already under
+        the primary key). Returns the number of entities rewritten: a second run rewrites
+        none, and a run that was killed resumes where it stopped. Shows a progress bar
+        (``tqdm.auto``) unless ``progress=False``. A model without secrets has nothing to do.
+        Then :meth:`key_report` shows whether a retired key is still needed.
+        """
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
+        layer = find_layer(self.store)
+        if layer is None:
+            return 0
+        from tqdm.auto import tqdm
+
+        total = (await self.store.count(())).total
+        with tqdm(total=total, desc=f"rotate {self.model.__name__}", disable=not progress) as bar:
+            return await layer.rotate(
+                batch_size=batch_size, on_batch=lambda seen, _: bar.update(seen)
+            )
+
+    async def key_report(self) -> dict[str, int]:
+        """``{key id: number of encrypted values}`` over every stored entity, by key id.
+
+        Values under a key that is not the primary are what :meth:`rotate_keys` rewrites;
+        empty secrets are stored as ``""`` and not counted. ``{}`` for a model without secrets.
+        """
+        layer = find_layer(self.store)
+        return {} if layer is None else await layer.key_report()
 
     async def close(self) -> None:
         """Release the backend's resources; safe to call more than once."""
@@ -401,6 +559,16 @@ def _field_is(model: type[BaseModel], name: str, kind: type) -> bool:
         return isinstance(TypeAdapter(info.annotation).validate_python(utc_now()), kind)
     except ValidationError:
         return False
+
+
+def _has_schema_layer(store: Store) -> bool:
+    """Whether ``store`` is, or wraps, a schema layer (a repository's own store, say)."""
+    while True:
+        if isinstance(store, SchemaLayer):
+            return True
+        if not isinstance(store, StoreLayer):
+            return False
+        store = store.inner
 
 
 def _check_on_corrupt(on_corrupt: object) -> None:

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ._errors import InvalidUrlError
+from ._keyring import Keyring
 from ._repository import Repository
 from ._types import T
 from ._urls import expand_path, mask_url
@@ -37,7 +38,10 @@ _SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
 
 
 def register_scheme(scheme: str, opener: Opener) -> None:
-    """Let ``open_repository`` handle URLs of ``scheme`` with ``opener(model, url)``."""
+    """Let ``open_repository`` handle URLs of ``scheme`` with ``opener(model, url)``.
+
+    When ``open_repository`` is given a keyring, the opener is called with ``keyring=`` too.
+    """
     _OPENERS[scheme] = opener
 
 
@@ -70,12 +74,15 @@ def _refuse_malformed(url: str) -> None:
     )
 
 
-def open_repository(model: type[T], url: str | os.PathLike[str]) -> Repository[T]:
+def open_repository(
+    model: type[T], url: str | os.PathLike[str], *, keyring: Keyring | None = None
+) -> Repository[T]:
     """A repository of ``model`` at storage ``url`` (see the module docstring for forms).
 
     ``url`` is ``memory://``, ``file:///folder``, a folder path (a string or an
     ``os.PathLike``), ``sqlite:///file.db`` or ``postgresql://...``; surrounding whitespace
     is ignored and ``~`` is expanded. A malformed URL raises :class:`InvalidUrlError`.
+    ``keyring`` encrypts secret fields (default: ``$SYMPHONY_NB_KEYS`` when set).
     """
     from .backends.filesystem import FileSystemRepository
 
@@ -83,7 +90,7 @@ def open_repository(model: type[T], url: str | os.PathLike[str]) -> Repository[T
         path = os.fspath(url)
         if not isinstance(path, str):
             raise InvalidUrlError(f"a storage folder must be a str path, got {path!r}")
-        return FileSystemRepository(model, expand_path(path))
+        return FileSystemRepository(model, expand_path(path), keyring=keyring)
     if not isinstance(url, str):
         raise InvalidUrlError(f"a storage URL must be a string or a path, got {type(url).__name__}")
     url = url.strip()
@@ -100,11 +107,11 @@ def open_repository(model: type[T], url: str | os.PathLike[str]) -> Repository[T
         path = url[match.end() :] if match else url
         if not path:
             raise InvalidUrlError(f"storage URL {mask_url(url)!r} names no folder")
-        return FileSystemRepository(model, expand_path(path))
+        return FileSystemRepository(model, expand_path(path), keyring=keyring)
     if scheme == "memory":
         from .backends.memory import InMemoryRepository
 
-        return InMemoryRepository(model)
+        return InMemoryRepository(model, keyring=keyring)
     opener = _OPENERS.get(scheme)
     if opener is None and scheme in _LAZY:
         module = importlib.import_module(_LAZY[scheme])
@@ -113,4 +120,4 @@ def open_repository(model: type[T], url: str | os.PathLike[str]) -> Repository[T
         raise InvalidUrlError(
             f"unknown storage URL scheme {scheme!r} in {mask_url(url)!r}; known: {known_schemes()}"
         )
-    return opener(model, url)
+    return opener(model, url) if keyring is None else opener(model, url, keyring=keyring)  # type: ignore[call-arg]

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 
     from ._models import Task
     from ._repository import Filter, OnCorrupt, OrderBy, Repository
+    from ._schema import MigrationReport
     from .services._queue import QueueStatus
     from .services._worker import WorkReport
     from .services.agent import Agent, AgentFactory, LanguageModel
@@ -128,6 +129,31 @@ class SyncRepository(SyncFacade["Repository[T]"], Generic[T]):
         """Delete the entity with this id; False if there was none."""
         return run_sync(self._target.delete(id), timeout)
 
+    def schema_versions(self, *, timeout: float | None = None) -> dict[int, int]:
+        """How many stored documents are at each schema version, e.g. ``{1: 40, 2: 60}``.
+
+        The model's version is its ``__schema_version__`` class attribute (1 when absent);
+        documents stored before a model declared one count as version 1. Reads return every
+        document at the current version whatever it is stored at; :meth:`migrate` rewrites
+        the older ones.
+        """
+        return run_sync(self._target.schema_versions(), timeout)
+
+    def migrate(
+        self, *, batch_size: int = 500, progress: bool = True, timeout: float | None = None
+    ) -> MigrationReport:
+        """Rewrite every document stored at an older schema version at the current one.
+
+        Documents go through the model's upgraders (see :func:`symphony_nb.upgrader`) and
+        its validation, then are written in batches of ``batch_size``, each all or nothing
+        and through the version check: an entity edited meanwhile is read again, never
+        overwritten with its content from before the edit. ``version`` goes up by one;
+        ``updated_at`` is kept. A second run rewrites nothing; an interrupted one resumes
+        where it stopped. Documents that cannot be upgraded are left as stored and listed in
+        the report's ``failed``. Shows a progress bar (``tqdm.auto``) unless ``progress=False``.
+        """
+        return run_sync(self._target.migrate(batch_size=batch_size, progress=progress), timeout)
+
     def to_dataframe(
         self,
         filter_criteria: Filter | None = None,
@@ -168,6 +194,28 @@ class SyncRepository(SyncFacade["Repository[T]"], Generic[T]):
         saved. Stale rows raise :class:`ConflictError`.
         """
         return run_sync(self._target.save_dataframe(df), timeout)
+
+    def rotate_keys(
+        self, *, progress: bool = True, batch_size: int = 500, timeout: float | None = None
+    ) -> int:
+        """Re-encrypt under the keyring's primary key every secret stored under another key.
+
+        Works in batches of ``batch_size`` entities, each written all or nothing through the
+        version check; an entity edited meanwhile is read again (the edit wins, already under
+        the primary key). Returns the number of entities rewritten: a second run rewrites
+        none, and a run that was killed resumes where it stopped. Shows a progress bar
+        (``tqdm.auto``) unless ``progress=False``. A model without secrets has nothing to do.
+        Then :meth:`key_report` shows whether a retired key is still needed.
+        """
+        return run_sync(self._target.rotate_keys(progress=progress, batch_size=batch_size), timeout)
+
+    def key_report(self, *, timeout: float | None = None) -> dict[str, int]:
+        """``{key id: number of encrypted values}`` over every stored entity, by key id.
+
+        Values under a key that is not the primary are what :meth:`rotate_keys` rewrites;
+        empty secrets are stored as ``""`` and not counted. ``{}`` for a model without secrets.
+        """
+        return run_sync(self._target.key_report(), timeout)
 
     def close(self, *, timeout: float | None = None) -> None:
         """Release the backend's resources; safe to call more than once."""
@@ -344,7 +392,11 @@ class SyncAgent(SyncFacade["Agent"]):
     _target: Agent
 
     def run(self, input_data: Mapping[str, Any], *, timeout: float | None = None) -> dict[str, Any]:
-        """Ask the language model about ``input_data``; return the output to store on a task."""
+        """Ask the language model about ``input_data``; return the output to store on a task.
+
+        The model gets the config's ``model_config`` as ``settings`` and, if it declares a
+        ``secrets`` parameter, the config's secrets revealed (see :class:`LanguageModel`).
+        """
         return run_sync(self._target.run(input_data), timeout)
 
     def execute(self, task: Task, *, timeout: float | None = None) -> dict[str, Any]:

@@ -62,6 +62,7 @@ except ImportError as exc:  # pragma: no cover - the notebook extras are missing
 from pydantic import BaseModel
 from pydantic import ValidationError as PydanticValidationError
 
+from ._encryption import is_mask, keep_stored
 from ._errors import CorruptEntityError, RowValidationError
 from ._frames import (
     MISSING,
@@ -285,6 +286,11 @@ async def save_dataframe(repo: Repository[M], df: pd.DataFrame) -> list[str]:
     stored = await _stored_entities(repo, wanted)
     with gc_paused():
         entities = _validate(repo.model, records, stored)
+        # A frame shows secrets masked: a masked cell keeps the stored secret.
+        entities = [
+            keep_stored(entity, stored.get(entity_id or ""), is_mask)
+            for (entity_id, _), entity in zip(records, entities, strict=True)
+        ]
         changed = [
             (position, entity)
             for position, ((entity_id, _), entity) in enumerate(zip(records, entities, strict=True))

@@ -71,6 +71,7 @@ from ._filters import (
 )
 
 __all__ = [
+    "SCHEMA_KEY",
     "Change",
     "Claimed",
     "Condition",
@@ -97,6 +98,14 @@ __all__ = [
 Document = str | bytes
 """The JSON text of one entity, as stored."""
 
+SCHEMA_KEY = "$"
+"""The top-level key of a document that holds its model's schema version, written first.
+
+Repositories write and read it (see :mod:`symphony_nb._schema`); a store keeps documents as
+given, and a store that can index should index this key too: every query first asks for the
+documents that are not at the current version (``{"$": {"$exists": True}}`` at version 1).
+One character, so that PostgreSQL's jsonb, which orders keys by length, keeps it first."""
+
 
 @dataclass(frozen=True, slots=True)
 class Record:
@@ -117,13 +126,15 @@ class Record:
 class Selection:
     """What :meth:`Store.select` found.
 
-    ``rows`` are ``(id, document)`` in the query's order and page. ``corrupt`` lists, as
+    ``rows`` are ``(id, document)`` in the query's order and page; a layer that cannot hand on
+    a row's document (one newer than the model, say) puts the :class:`CorruptEntityError` in
+    its place, and the repository raises or skips it there. ``corrupt`` lists, as
     ``(id, error)`` in id order, the stored documents that could not even be parsed to
     evaluate the query, with ids greater than ``query.after_id`` (if set), whatever the
     page: the repository decides, by one rule, on which page each is reported.
     """
 
-    rows: list[tuple[str, Document]]
+    rows: list[tuple[str, Document | CorruptEntityError]]
     corrupt: list[tuple[str, CorruptEntityError]] = field(default_factory=list)
 
 
@@ -311,6 +322,8 @@ class Store(ABC):
         rows = random.sample(found.rows, len(found.rows))
         conflicts = 0
         for entity_id, document in rows:
+            if isinstance(document, CorruptEntityError):
+                continue  # the repository reports it where it reads the collection
             record = change(entity_id, document)
             if record is None:
                 continue

@@ -240,7 +240,7 @@ def _recorded(base: Factory) -> Factory:
         from tests.test_store_seam import Recording
 
         async with base(model, where) as repo:
-            yield Repository(model, Recording(repo.store))
+            yield Repository(model, Recording(backend_store(repo)))
 
     return make
 

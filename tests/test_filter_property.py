@@ -143,6 +143,24 @@ def _parse(criteria: dict[str, Any], order: list[str]) -> Any:
         return None
 
 
+async def agrees(
+    name: str,
+    repo: Any,
+    asked: tuple[dict[str, Any], list[str], int | None, int],
+    parsed: Query,
+    docs: list[tuple[str, Any]],
+) -> None:
+    """``repo`` answers ``asked`` (find_all, count, iter_all) as ``apply_query`` over ``docs``."""
+    criteria, order, limit, offset = asked
+    expected = apply_query(Query(parsed.conditions, parsed.order, limit, offset), docs)
+    found = await repo.find_all(criteria, order_by=order, limit=limit, offset=offset)
+    assert [t.id for t in found] == expected, (name, criteria, order, limit, offset)
+    everything = apply_query(parsed, docs)
+    assert await repo.count(criteria) == len(everything), (name, criteria)
+    paged = [t.id async for t in repo.iter_all(criteria, order_by=order, batch_size=2)]
+    assert paged == everything, (name, criteria, order, "iter_all")
+
+
 async def _check(tasks: list[Task], asked: list[Any], where: Path) -> None:
     valid = [(q, parsed) for q in asked if (parsed := _parse(q[0], q[1])) is not None]
     docs: list[tuple[str, Any]] | None = None
@@ -155,19 +173,8 @@ async def _check(tasks: list[Task], asked: list[Any], where: Path) -> None:
                 if docs is None:
                     stored = await repo.find_all()
                     docs = [(t.id, parse_document(t.model_dump_json(), exact=True)) for t in stored]
-                for (criteria, order, limit, offset), (conds, keys) in valid:
-                    expected = apply_query(Query(conds, keys, limit, offset), docs)
-                    found = await repo.find_all(
-                        criteria, order_by=order, limit=limit, offset=offset
-                    )
-                    got = [t.id for t in found]
-                    assert got == expected, (name, criteria, order, limit, offset)
-                    everything = apply_query(Query(conds, keys), docs)
-                    assert await repo.count(criteria) == len(everything), (name, criteria)
-                    paged = [
-                        t.id async for t in repo.iter_all(criteria, order_by=order, batch_size=2)
-                    ]
-                    assert paged == everything, (name, criteria, order, "iter_all")
+                for asked_query, (conds, keys) in valid:
+                    await agrees(name, repo, asked_query, Query(conds, keys), docs)
         except BackendUnavailable:
             continue
 

@@ -505,6 +505,17 @@ def _leaf(doc: Any, path: list[str]) -> Any:
     return None if isinstance(doc, dict) and doc else doc
 
 
+def _as_stored(dumped: Any, given: Any) -> Any:
+    """``dumped`` with each datetime inside a dict in the fixed-width UTC form stores write."""
+    if isinstance(given, datetime):
+        return given.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    if isinstance(given, dict) and isinstance(dumped, dict):
+        return {key: _as_stored(dumped[key], given[key]) for key in dumped}
+    if isinstance(given, list | tuple) and isinstance(dumped, list):
+        return [_as_stored(d, g) for d, g in zip(dumped, given, strict=True)]
+    return dumped
+
+
 def _plain(task: Task) -> dict[str, Any]:
     return task.model_dump(mode="json", by_alias=True, exclude=_SKIP)
 
@@ -554,7 +565,7 @@ def _round_trip(
             edited.setdefault(row, []).append(path)
         else:
             update = Task.model_validate({**before[row].model_dump(), head: cell})
-            expected[row][head] = _plain(update)[head]
+            expected[row][head] = _as_stored(_plain(update)[head], cell)
             edited.setdefault(row, []).append([])
 
     changed = sorted(r for r in ids if not _same(expected[r], _plain(before[r])))

@@ -46,8 +46,9 @@ class SlowFiles(Repository):
     '''A user's own subclass: files in ``directory`` behind the slow layer.'''
 
     def __init__(self, model, directory):
-        super().__init__(model, SlowWrites(FileStore(model, directory)))
-        self.directory = self.store.inner.directory
+        files = FileStore(model, directory)
+        super().__init__(model, SlowWrites(files))
+        self.directory = files.directory
 
 async def slow_model(messages, settings):
     (STORE / settings["mark"]).touch()

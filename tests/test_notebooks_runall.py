@@ -27,6 +27,7 @@ def test_the_example_notebooks_are_there() -> None:
         "03_forms",
         "04_dataframes",
         "05_explorer",
+        "08_secrets",
         "09_workers",
     }
     assert {f"{name}.ipynb" for name in expected} <= set(NAMES)

@@ -26,8 +26,8 @@ async def recording() -> Repository[Task]:
 
 def calls_of(repo: Repository[Task]) -> list[str]:
     """The store methods ``repo`` has run since the fixture made it."""
-    assert isinstance(repo.store, Recording)
-    return repo.store.calls
+    assert isinstance(repo.store.inner, Recording)
+    return repo.store.inner.calls
 
 
 async def test_the_recording_sees_every_backend_call(recording: Repository[Task]) -> None:
@@ -37,7 +37,8 @@ async def test_the_recording_sees_every_backend_call(recording: Repository[Task]
     await recording.find_all({"status": "pending"})
     await recording.count()
     await recording.delete("t1")
-    assert calls_of(recording) == ["get", "write", "select", "count", "remove"]
+    # Each query first asks for documents of another schema version (an indexed probe).
+    assert calls_of(recording) == ["get", "write", "select", "select", "select", "count", "remove"]
 
 
 @pytest.mark.parametrize(

@@ -38,6 +38,8 @@ _READER_NEEDS = (
     "typing_extensions",
     "typing_inspection",
     "orjson",
+    "cryptography",  # imported when a Keyring is built (secret fields)
+    "_cffi_backend",
 )
 
 

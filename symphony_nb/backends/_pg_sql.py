@@ -26,6 +26,7 @@ import orjson
 from pydantic import BaseModel
 
 from .._filters import Condition, OrderKey, Query
+from ..stores import SCHEMA_KEY
 from ._sql import PLAIN, SIGNS, Path, Statement, model_segments
 from ._sql import quote as quote_ident
 
@@ -87,7 +88,7 @@ def path_sql(model: type[BaseModel], path: Path, statement: Statement | None) ->
     fixed = model_segments(model, path)
     parts: list[str] = []
     for index, part in enumerate(path):
-        if index < fixed and PLAIN.fullmatch(part):
+        if (index < fixed and PLAIN.fullmatch(part)) or path == (SCHEMA_KEY,):
             parts.append(f"'{part}'")
         elif statement is None:
             parts.append(_escaped_literal(part))

@@ -22,7 +22,7 @@ from pydantic import BaseModel
 from .._errors import FilterError, StorageError
 from .._fields import model_fields
 from .._filters import parse_filter
-from ..stores import declared_indexes
+from ..stores import SCHEMA_KEY, declared_indexes
 from . import _sql
 from ._sql import PLAIN, Path, quote
 from ._sqlite_conn import immediate
@@ -77,6 +77,7 @@ class Layout:
             paths = tuple(_index_path(model, key) for key in keys)
             if paths not in indexes and paths != (("id",),):
                 indexes.append(paths)
+        indexes.append(((SCHEMA_KEY,),))  # every query first asks which documents are older
         columns = {
             path: column_name(path) for paths in indexes for path in paths if path != ("id",)
         }
@@ -128,7 +129,13 @@ class Layout:
                         f"(json_extract(doc, '{literal}')) VIRTUAL"
                     )
             for paths in self.indexes:
-                conn.execute(self._index_sql(paths))
+                try:
+                    conn.execute(self._index_sql(paths))
+                except sqlite3.OperationalError as exc:
+                    # A doc written around the CHECK: queries read it without the index
+                    # and report it as corrupt; the index is made once it is gone.
+                    if "malformed JSON" not in str(exc):
+                        raise
             if conn.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
                 conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 

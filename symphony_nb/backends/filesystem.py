@@ -20,6 +20,7 @@ from pydantic import BaseModel
 from .._errors import CorruptEntityError, StorageError
 from .._fields import json_key
 from .._ids import filename_to_id, id_to_filename
+from .._keyring import Keyring
 from .._repository import Repository
 from .._types import T
 from ..stores import (
@@ -424,11 +425,18 @@ class FileSystemRepository(Repository[T]):
 
     Each entity is ``<directory>/<model name>/<id>.json``; writes are atomic and durable,
     writers in several processes take turns, readers never wait (see :class:`FileStore`).
+    ``keyring`` encrypts secret fields (see :class:`~symphony_nb.Repository`).
     """
 
-    def __init__(self, model: type[T], directory: str | os.PathLike[str]) -> None:
+    def __init__(
+        self,
+        model: type[T],
+        directory: str | os.PathLike[str],
+        *,
+        keyring: Keyring | None = None,
+    ) -> None:
         files = FileStore(model, directory)
-        super().__init__(model, files)
+        super().__init__(model, files, keyring=keyring)
         self.directory = files.directory
         self.path = files.path
 

@@ -9,6 +9,7 @@ from pydantic import BaseModel
 
 from .._errors import ConflictError
 from .._filters import has_long_digits
+from .._keyring import Keyring
 from .._repository import Repository
 from .._types import T
 from ..stores import (
@@ -110,8 +111,9 @@ def _documents(
 class InMemoryRepository(Repository[T]):
     """A repository of ``model`` in this process's memory (a :class:`MemoryStore`).
 
-    Every read returns an independent copy; nothing survives the process.
+    Every read returns an independent copy; nothing survives the process. ``keyring``
+    encrypts secret fields (see :class:`~symphony_nb.Repository`).
     """
 
-    def __init__(self, model: type[T]) -> None:
-        super().__init__(model, MemoryStore(model))
+    def __init__(self, model: type[T], *, keyring: Keyring | None = None) -> None:
+        super().__init__(model, MemoryStore(model), keyring=keyring)

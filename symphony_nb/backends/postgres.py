@@ -16,9 +16,12 @@ from pydantic import BaseModel
 
 from .._errors import StorageError
 from .._filters import Condition, Query, parse_filter
+from .._keyring import Keyring
 from .._repository import Repository
+from .._schema import schema_version
 from .._types import T
 from ..stores import (
+    SCHEMA_KEY,
     Change,
     Claimed,
     Counted,
@@ -126,6 +129,16 @@ class PostgresStore(Store):
                 # Dict keys may hold any text, and "a.b_c" must not take the name of "a_b.c".
                 key = hashlib.blake2b("\x00".join(path).encode(), digest_size=6).hexdigest()
             expressions[f"{self.table}_{key}_idx"] = index_sql(self.model, path)
+        # Every query first asks for the documents not at the model's schema version: "has
+        # the key" at version 1, "lacks it, or holds another number" beyond (see stores).
+        key = f"{self.table}_schema"
+        if len(key) > 58:
+            key = hashlib.blake2b(key.encode(), digest_size=6).hexdigest() + "_schema"
+        expressions[f"{key}_idx"] = (
+            f"(COALESCE(jsonb_typeof((doc->'{SCHEMA_KEY}')) <> 'null', false))"
+        )
+        if schema_version(self.model) > 1:
+            expressions[f"{key}_v_idx"] = f"((doc->'{SCHEMA_KEY}'))"
         return expressions
 
     # ------------------------------------------------------------------ connections
@@ -336,6 +349,8 @@ class PostgresRepository(Repository[T]):
             nested models, or dotted keys into dict fields (``"input_data.kind"``). Indexes
             serve ``$eq``, ``$in`` and range filters on string, enum and datetime values.
         pool_size: the most connections kept per event loop.
+        keyring: the :class:`~symphony_nb.Keyring` that encrypts secret fields (default:
+            ``$SYMPHONY_NB_KEYS`` when set; see :class:`~symphony_nb.Repository`).
 
     Filters, ordering, paging and counts run in the database; ``save_many`` is all or nothing
     in one transaction and loads large batches with COPY. The same object works with
@@ -351,9 +366,10 @@ class PostgresRepository(Repository[T]):
         schema: str | None = None,
         indexes: Sequence[str] = (),
         pool_size: int = 10,
+        keyring: Keyring | None = None,
     ) -> None:
         database = PostgresStore(model, url, schema=schema, indexes=indexes, pool_size=pool_size)
-        super().__init__(model, database)
+        super().__init__(model, database, keyring=keyring)
         self.url = database.url
         self.schema = database.schema
         self.table = database.table
@@ -362,6 +378,6 @@ class PostgresRepository(Repository[T]):
         return f"PostgresRepository({self.model.__name__}, {self.url!r}, schema={self.schema!r})"
 
 
-def open_url(model: type[T], url: str) -> PostgresRepository[T]:
+def open_url(model: type[T], url: str, *, keyring: Keyring | None = None) -> PostgresRepository[T]:
     """The repository for a ``postgresql://...[?schema=name]`` storage URL."""
-    return PostgresRepository(model, url)
+    return PostgresRepository(model, url, keyring=keyring)

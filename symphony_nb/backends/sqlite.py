@@ -20,6 +20,7 @@ from pydantic import BaseModel
 
 from .._errors import ConflictError, CorruptEntityError, InvalidUrlError, StorageError
 from .._gc import gc_paused
+from .._keyring import Keyring
 from .._repository import Repository
 from .._types import T
 from .._urls import expand_path, mask_url
@@ -282,6 +283,8 @@ class SQLiteStore(Store):
         with immediate(conn):
             rows = (row for part in _by_leading_enum(query) for row in self._fetch(conn, part).rows)
             for entity_id, document in itertools.islice(rows, query.limit):
+                if isinstance(document, CorruptEntityError):
+                    continue
                 record = change(entity_id, document)
                 if record is None:
                     continue
@@ -347,6 +350,8 @@ class SQLiteRepository(Repository[T]):
     A file this process may read but not write (or in a folder it may not write) is opened
     read-only: reads work (a table not made yet reads as empty) and writes raise
     :class:`StorageError` saying so. Nothing is created in it, not even the table.
+
+    ``keyring`` encrypts secret fields (see :class:`~symphony_nb.Repository`).
     """
 
     def __init__(
@@ -356,9 +361,10 @@ class SQLiteRepository(Repository[T]):
         *,
         indexes: Iterable[IndexSpec] = (),
         timeout: float = 10.0,
+        keyring: Keyring | None = None,
     ) -> None:
         database = SQLiteStore(model, path, indexes=indexes, timeout=timeout)
-        super().__init__(model, database)
+        super().__init__(model, database, keyring=keyring)
         self.path = database.path
         self.table = database.table
         self.timeout = database.timeout
@@ -367,18 +373,18 @@ class SQLiteRepository(Repository[T]):
         return f"SQLiteRepository({self.model.__name__}, {self.path!r})"
 
 
-def open_url(model: type[T], url: str) -> SQLiteRepository[T]:
+def open_url(model: type[T], url: str, *, keyring: Keyring | None = None) -> SQLiteRepository[T]:
     """A repository for ``sqlite:///relative.db``, ``sqlite:////abs.db`` (``sqlite:///~/x.db``
     expands ``~``) or ``sqlite://:memory:``."""
     rest = url.split("://", 1)[1]
     if rest in ("", MEMORY, "/" + MEMORY):
-        return SQLiteRepository(model, MEMORY)
+        return SQLiteRepository(model, MEMORY, keyring=keyring)
     if not rest.startswith("/") or rest == "/":
         raise InvalidUrlError(
             f"SQLite URL {mask_url(url)!r} names no file: use sqlite:///relative/path.db, "
             "sqlite:////absolute/path.db or sqlite://:memory:"
         )
-    return SQLiteRepository(model, expand_path(rest[1:].split("?", 1)[0]))
+    return SQLiteRepository(model, expand_path(rest[1:].split("?", 1)[0]), keyring=keyring)
 
 
 def _after_fork() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import functools
 import hashlib
 import inspect
 import threading
@@ -31,6 +32,14 @@ class LanguageModel(Protocol):
         async def openai_model(messages, settings):
             reply = await client.chat.completions.create(messages=messages, **settings)
             return reply.choices[0].message.content
+
+    ``settings`` is the config's ``model_config``. A model that declares a keyword
+    parameter ``secrets`` (or takes ``**kwargs``) also gets the config's ``secrets``, revealed,
+    as ``{name: plaintext}``; this is the only place an agent reveals them::
+
+        def my_model(messages, settings, *, secrets):
+            client = OpenAI(api_key=secrets["api_key"])
+            ...
 
     An ``async def`` model (or an object with an ``async def __call__``) runs on the event
     loop. Any other callable may block, so each call runs in a worker thread of its own and
@@ -63,12 +72,36 @@ def _runs_on_loop(llm: Callable[..., Any]) -> bool:
     )
 
 
-async def ask(llm: LanguageModel, messages: list[Message], settings: Mapping[str, Any]) -> object:
-    """Call ``llm`` without blocking the event loop and return its reply (awaited if need be)."""
+def takes_secrets(llm: Callable[..., Any]) -> bool:
+    """Whether ``llm`` declares a ``secrets`` keyword parameter (or takes ``**kwargs``)."""
+    try:
+        parameters = inspect.signature(llm).parameters.values()
+    except (TypeError, ValueError):  # a builtin or an object without a signature
+        return False
+    return any(
+        p.kind is p.VAR_KEYWORD
+        or (p.name == "secrets" and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD))
+        for p in parameters
+    )
+
+
+async def ask(
+    llm: LanguageModel,
+    messages: list[Message],
+    settings: Mapping[str, Any],
+    secrets: Mapping[str, str] | None = None,
+) -> object:
+    """Call ``llm`` without blocking the event loop and return its reply (awaited if need be).
+
+    ``secrets`` are passed as the ``secrets`` keyword when given (see :class:`LanguageModel`).
+    """
+    call: Callable[..., Any] = llm
+    if secrets is not None:
+        call = functools.partial(call, secrets=secrets)
     if _runs_on_loop(llm):
-        reply: object = llm(messages, settings)
+        reply: object = call(messages, settings)
     else:
-        reply = await _in_thread(llm, messages, settings)
+        reply = await _in_thread(call, messages, settings)
     if inspect.isawaitable(reply):
         reply = await reply
     return reply
@@ -117,6 +150,7 @@ class Agent:
         self.config = config
         self.llm: LanguageModel = llm or offline_model
         self.instructions = config.render_instructions()
+        self._gives_secrets = takes_secrets(self.llm)
 
     def __repr__(self) -> str:
         return f"Agent(name={self.config.name!r}, id={self.config.id!r})"
@@ -131,8 +165,17 @@ class Agent:
         ]
 
     async def run(self, input_data: Mapping[str, Any]) -> dict[str, Any]:
-        """Ask the language model about ``input_data``; return the output to store on a task."""
-        reply = await ask(self.llm, self.messages(input_data), dict(self.config.llm_config))
+        """Ask the language model about ``input_data``; return the output to store on a task.
+
+        The model gets the config's ``model_config`` as ``settings`` and, if it declares a
+        ``secrets`` parameter, the config's secrets revealed (see :class:`LanguageModel`).
+        """
+        secrets = None
+        if self._gives_secrets:
+            secrets = {k: v.get_secret_value() for k, v in self.config.secrets.items()}
+        reply = await ask(
+            self.llm, self.messages(input_data), dict(self.config.llm_config), secrets
+        )
         if not isinstance(reply, str):
             raise LanguageModelError(f"the language model returned {type(reply).__name__}, not str")
         return {"response": reply, "agent": self.config.name, "agent_id": self.config.id}

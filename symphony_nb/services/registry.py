@@ -7,6 +7,7 @@ import threading
 from typing import Any, ClassVar
 
 from .._errors import NotFoundError
+from .._keyring import Keyring
 from .._models import AgentConfig, Task
 from .._repository import Repository
 from .._storage import default_url, open_repository
@@ -72,17 +73,21 @@ class ServiceRegistry:
         """An :class:`AgentFactory` over the repository registered as ``"agent_config"``."""
         return AgentFactory(self.get_repository("agent_config"), llm=self.llm)
 
-    def configure(self, url: str | os.PathLike[str] | None = None) -> ServiceRegistry:
+    def configure(
+        self, url: str | os.PathLike[str] | None = None, *, keyring: Keyring | None = None
+    ) -> ServiceRegistry:
         """Register the ``"task"`` and ``"agent_config"`` repositories from one storage URL.
 
         ``url`` is ``memory://``, a folder (``file:///path``, a plain path or an
         ``os.PathLike``; ``~`` is expanded), ``sqlite:///path.db`` or ``postgresql://...``;
         without it, ``$SYMPHONY_NB_URL`` (if not blank) or the embedded default is used.
-        A malformed URL such as ``memory:`` raises :class:`InvalidUrlError`. Returns self.
+        A malformed URL such as ``memory:`` raises :class:`InvalidUrlError`. ``keyring``
+        encrypts secret fields such as ``AgentConfig.secrets`` (default:
+        ``$SYMPHONY_NB_KEYS`` when set). Returns self.
         """
         target = default_url() if url is None else url
-        tasks = open_repository(Task, target)
-        configs = open_repository(AgentConfig, target)
+        tasks = open_repository(Task, target, keyring=keyring)
+        configs = open_repository(AgentConfig, target, keyring=keyring)
         with self._lock:
             self._repositories["task"] = tasks
             self._repositories["agent_config"] = configs

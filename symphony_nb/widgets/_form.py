@@ -9,6 +9,7 @@ import ipywidgets as widgets
 from pydantic import BaseModel, ValidationError
 from pydantic_core import PydanticUndefined
 
+from .._encryption import is_mask, keep_stored
 from .._errors import ConflictError, SymphonyError
 from .._fields import json_key
 from .._repository import Repository
@@ -168,7 +169,10 @@ class ModelForm(widgets.VBox, Generic[M]):  # type: ignore[misc]
         if problems:
             self._show_errors(problems)
             return None
-        return entity
+        assert entity is not None
+        # Password boxes start empty and JSON shows masks (the plaintext never goes to the
+        # browser): an empty box or a mask keeps the stored secret.
+        return keep_stored(entity, self.entity, lambda value: value in ("", b"") or is_mask(value))
 
     def close(self) -> None:
         """Close this widget and every widget in it."""

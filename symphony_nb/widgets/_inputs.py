@@ -12,7 +12,7 @@ import json
 import math
 from datetime import datetime
 from enum import Enum
-from typing import Any
+from typing import Any, get_args
 
 import ipywidgets as widgets
 from pydantic.fields import FieldInfo
@@ -146,6 +146,83 @@ class NumberInput(FieldInput):
         self.widget.value = 0 if value is None else value
 
 
+class SecretInput(FieldInput):
+    """A password box for a ``SecretStr`` / ``SecretBytes``: it never shows the stored value.
+
+    The box starts empty whatever is stored, so the plaintext never reaches the browser:
+    left empty it keeps the stored secret (see :meth:`ModelForm.validate`), typed into it
+    replaces it.
+    """
+
+    def __init__(self, key: str, *, optional: bool) -> None:
+        super().__init__(key, widgets.Password(), optional=optional)
+
+    def set(self, value: Any) -> None:
+        self.widget.value = ""
+        self.widget.placeholder = _KEEP if _is_set(value) else ""
+
+    def read(self) -> Any:
+        return self.widget.value
+
+
+class SecretDictInput(FieldInput):
+    """A ``dict[str, SecretStr]``: a text of names, and a password box for each name.
+
+    ``widget`` holds the names, separated by commas; ``boxes[name]`` is its password box,
+    empty at first (the stored value is never sent to the browser). Left empty, a box keeps
+    the stored secret; removing a name from the list removes that secret.
+    """
+
+    def __init__(self, key: str, *, optional: bool) -> None:
+        super().__init__(
+            key, widgets.Text(placeholder="names, such as api_key, org"), optional=optional
+        )
+        self.boxes: dict[str, widgets.Password] = {}
+        self.box_list = widgets.VBox(layout=widgets.Layout(margin="0 0 0 160px"))
+        self.row.close()  # the names and their boxes go in one row instead
+        self.row = widgets.VBox([widgets.HBox([self.widget, self.error]), self.box_list])
+        self._stored: set[str] = set()
+        self.widget.observe(self._names_changed, names="value")
+
+    def names(self) -> list[str]:
+        """The names typed, in order, without blanks or repeats."""
+        parts = (part.strip() for part in self.widget.value.split(","))
+        return list(dict.fromkeys(part for part in parts if part))
+
+    def _names_changed(self, _change: Any = None) -> None:
+        wanted = self.names()
+        for name in list(self.boxes):
+            if name not in wanted:
+                self.boxes.pop(name).close()
+        for name in wanted:
+            if name not in self.boxes:
+                box = widgets.Password(description=name, style=_STYLE)
+                box.placeholder = _KEEP if name in self._stored else ""
+                self.boxes[name] = box
+        self.box_list.children = [self.boxes[name] for name in wanted]
+
+    def set(self, value: Any) -> None:
+        stored = dict(value or {})
+        self._stored = {name for name, secret in stored.items() if _is_set(secret)}
+        for box in self.boxes.values():
+            box.close()
+        self.boxes = {}
+        self.widget.value = ", ".join(str(name) for name in stored)
+        self._names_changed()
+
+    def read(self) -> Any:
+        if self.optional and not self.names():
+            return None
+        return {name: self.boxes[name].value for name in self.names()}
+
+
+_KEEP = "stored; leave empty to keep it, type to replace it"
+
+
+def _is_set(value: Any) -> bool:
+    return value is not None and bool(getattr(value, "get_secret_value", lambda: value)())
+
+
 def _plain(value: Any) -> Any:
     return value.value if isinstance(value, Enum) else value
 
@@ -155,7 +232,12 @@ def make_input(key: str, info: FieldInfo, *, long_text: bool, read_only: bool) -
     spec = field_spec(key, info.annotation)
     inner, optional = spec.inner, spec.optional
     field: FieldInput
-    if spec.choices is not None:
+    element = field_spec(key, get_args(inner)[1]) if spec.kind == "dict" and spec.secret else None
+    if spec.secret and spec.kind == "scalar":
+        field = SecretInput(key, optional=optional)
+    elif element is not None and element.kind == "scalar":
+        field = SecretDictInput(key, optional=optional)
+    elif spec.choices is not None:
         field = ChoiceInput(key, list(spec.choices), optional=optional)
     elif spec.datetime:
         field = DateTimeInput(key, optional=optional)
