@@ -444,3 +444,20 @@ async def test_a_claim_interrupted_after_it_landed_is_handed_back() -> None:
     stored = await repo.get(task.id)
     assert (stored.status, stored.attempts, stored.worker) == (TaskStatus.PENDING, 0, None)
     assert model.runs == {}
+
+
+async def test_claims_see_upgraded_documents_while_older_ones_are_stored(make_repo: Any) -> None:
+    from tests.test_schema_evolution import Note, old_notes
+
+    notes: Repository[Note] = await make_repo(Note)
+    await old_notes(notes)  # versions 1, 2 and 3 of the schema, side by side
+
+    def take(note: Note) -> Note:
+        note.title += " (taken)"
+        return note
+
+    # ``rank`` is ``score`` in older documents: only the upgraded ones match the filter.
+    taken = await claim(notes, {"rank": {"$gte": 4}}, take, order_by="rank", candidates=1)
+    assert taken.entity is not None and taken.entity.id == "n4" and taken.conflicts == 0
+    assert (await notes.get("n4")).title == "note 4 (taken)"
+    assert [n.id for n in await notes.find_all({"title": {"$contains": "taken"}})] == ["n4"]
