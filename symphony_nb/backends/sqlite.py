@@ -311,20 +311,19 @@ def _by_leading_enum(query: Query) -> list[Query]:
     Each part filters on one value of the enum instead of sorting by its rank, so an index
     on (conditions, enum field, next keys) answers it without a sort (Task declares one for
     a worker's claim: the oldest pending task of the highest priority). Together the parts
-    select the same rows in the same order: values outside the enum rank after its members,
-    and no value before them (as the ordering puts them).
+    select the same rows, in the query's order except for values outside the enum (which a
+    model with that enum cannot read): those come last, since finding them means a scan.
     """
     key = query.order[0] if query.order else None
     if key is None or key.enum is None or len(key.path) != 1 or query.offset or query.after_id:
         return [query]
     members, rest = key.enum, query.order[1:]
-    parts = [
-        (Condition(key.path, "$exists", False),),
-        *((Condition(key.path, "$eq", member),) for member in members),
-        (Condition(key.path, "$exists", True), Condition(key.path, "$nin", members)),
+    ranked: list[tuple[Condition, ...]] = [
+        (Condition(key.path, "$eq", member),) for member in members
     ]
-    if key.descending:
-        parts.reverse()
+    missing = (Condition(key.path, "$exists", False),)
+    parts = [*reversed(ranked), missing] if key.descending else [missing, *ranked]
+    parts.append((Condition(key.path, "$exists", True), Condition(key.path, "$nin", members)))
     return [
         dataclasses.replace(query, conditions=(*query.conditions, *extra), order=rest)
         for extra in parts
