@@ -8,7 +8,8 @@ Run: ``.venv/bin/python benchmarks/bench_workers.py [--tasks 400] [--dsn postgre
   start-up is not counted.
 * Claim overhead: ``work(stop_when_idle=True)`` over 1,000 tasks with an instant agent
   against ``execute_task`` called on the same tasks one by one, in one process, on SQLite and
-  PostgreSQL (``work`` with ``concurrency=1``, so both run one task at a time).
+  PostgreSQL (``work`` with ``concurrency=1``, so both run one task at a time); the median
+  of ``--repeat`` runs of each, interleaved.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -110,6 +112,7 @@ async def main() -> None:
     parser.add_argument("--tasks", type=int, default=400)
     parser.add_argument("--claims", type=int, default=1000)
     parser.add_argument("--dsn", default=DEFAULT_DSN)
+    parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args()
     rows = []
     one = await throughput(args.dsn, 1, args.tasks)
@@ -124,24 +127,25 @@ async def main() -> None:
             higher_is_better=True,
         )
     )
-    with tempfile.TemporaryDirectory() as folder:
-        worked, executed = await overhead(f"sqlite:///{folder}/bench.db", args.claims)
-    rows.append(
-        Row(f"SQLite `work` over {args.claims} instant tasks", worked, executed,
-            "`execute_task` one by one", target=1.5)
-    )  # fmt: skip
-    schema = f"bench_workers_{uuid.uuid4().hex[:8]}"
-    try:
-        worked, executed = await overhead(f"{args.dsn}?schema={schema}", args.claims)
-    finally:
-        conn = await asyncpg.connect(args.dsn)
-        await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-        await conn.close()
-    rows.append(
-        Row(f"PostgreSQL `work` over {args.claims} instant tasks", worked, executed,
-            "`execute_task` one by one", target=1.5)
-    )  # fmt: skip
-    print_table(rows, "Workers (one run)")
+    sqlite_runs, pg_runs = [], []
+    for _ in range(args.repeat):  # interleaved, so load changes hit both backends alike
+        with tempfile.TemporaryDirectory() as folder:
+            sqlite_runs.append(await overhead(f"sqlite:///{folder}/bench.db", args.claims))
+        schema = f"bench_workers_{uuid.uuid4().hex[:8]}"
+        try:
+            pg_runs.append(await overhead(f"{args.dsn}?schema={schema}", args.claims))
+        finally:
+            conn = await asyncpg.connect(args.dsn)
+            await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+            await conn.close()
+    for name, runs in (("SQLite", sqlite_runs), ("PostgreSQL", pg_runs)):
+        worked = statistics.median(run[0] for run in runs)
+        executed = statistics.median(run[1] for run in runs)
+        rows.append(
+            Row(f"{name} `work` over {args.claims} instant tasks", worked, executed,
+                "`execute_task` one by one", target=1.5)
+        )  # fmt: skip
+    print_table(rows, f"Workers (throughput: one run; overhead: median of {args.repeat})")
 
 
 if __name__ == "__main__":
