@@ -45,6 +45,8 @@ from .backends.filesystem import FileSystemRepository
 from .backends.memory import InMemoryRepository
 from .backends.postgres import PostgresRepository
 from .backends.sqlite import SQLiteRepository
+from .services._queue import QueueStatus
+from .services._worker import WorkReport
 from .services.agent import Agent, AgentFactory, LanguageModel, offline_model
 from .services.registry import ServiceRegistry
 from .services.tasks import TaskManager
@@ -93,6 +95,7 @@ __all__ = [
     "MigrationReport",
     "NotFoundError",
     "PostgresRepository",
+    "QueueStatus",
     "Repository",
     "RowValidationError",
     "SQLiteRepository",
@@ -109,6 +112,7 @@ __all__ = [
     "TaskStatus",
     "TemplateError",
     "UnstorableEntityError",
+    "WorkReport",
     "copy_repository",
     "from_dataframe",
     "get_sync_mode",

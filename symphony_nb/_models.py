@@ -117,7 +117,13 @@ register_model(Entity)  # entities, and lists of them, show as HTML in a noteboo
 class Task(Entity):
     """A unit of work that an agent executes."""
 
-    __indexes__: ClassVar[tuple[str, ...]] = ("status", "priority", "created_at")
+    # The composite serves a worker's claim: the oldest pending task of one priority.
+    __indexes__: ClassVar[tuple[str | tuple[str, ...], ...]] = (
+        "status",
+        "priority",
+        "created_at",
+        ("status", "priority", "created_at"),
+    )
 
     name: NonBlank = Field(description="Short human-readable name.")
     description: str = ""
@@ -133,6 +139,17 @@ class Task(Entity):
     metadata: dict[str, Any] = Field(default_factory=dict)
     started_at: UTCDateTime | None = None
     completed_at: UTCDateTime | None = None
+    worker: str | None = Field(
+        default=None, description="The worker that claimed it last (see TaskManager.work)."
+    )
+    lease_expires_at: UTCDateTime | None = Field(
+        default=None,
+        description="While running: when its worker's claim lapses unless the worker renews it.",
+    )
+    attempts: int = Field(default=0, ge=0, description="How many times a worker started it.")
+    cancel_requested: bool = Field(
+        default=False, description="Set by TaskManager.cancel; its worker then stops it."
+    )
 
 
 class AgentConfig(Entity):

@@ -44,7 +44,17 @@ from ._filters import (
     parse_document,
 )
 from ._gc import gc_paused
-from .stores import SCHEMA_KEY, Counted, Document, Record, Selection, Store, StoreLayer
+from .stores import (
+    SCHEMA_KEY,
+    Change,
+    Claimed,
+    Counted,
+    Document,
+    Record,
+    Selection,
+    Store,
+    StoreLayer,
+)
 
 __all__ = [
     "MigrationReport",
@@ -404,6 +414,34 @@ class SchemaLayer(StoreLayer):
                         self.location(entity_id), entity_id, version, self.version
                     )
         return await self.inner.write([self.stamped(record) for record in records], create=create)
+
+    async def claim(self, query: Query, change: Change) -> Claimed:
+        """Claim through ``inner``, keeping its atomic claim; ``change`` sees documents as
+        ``select`` hands them on.
+
+        An older document is a candidate only if its upgraded form matches ``query`` too.
+        One that would match only once upgraded is not found by the inner store's query:
+        when that finds nothing and older documents are stored, this claims through its own
+        ``select`` and ``write``, which see every document upgraded.
+        """
+
+        def current(entity_id: str, document: Document) -> Record | None:
+            try:
+                seen = self.current(entity_id, document)
+            except (CorruptEntityError, SchemaVersionError):
+                return None  # reported where the collection is read
+            if isinstance(seen, Upgraded) and not matches(
+                query.conditions, parse_document(seen, exact=True)
+            ):
+                return None
+            record = change(entity_id, seen)
+            return None if record is None else self.stamped(record)
+
+        claimed = await self.inner.claim(query, current)
+        if claimed.record is not None or not await self._any_others(None):
+            return claimed
+        found = await Store.claim(self, query, change)
+        return Claimed(found.record, claimed.conflicts + found.conflicts)
 
     async def select(self, query: Query) -> Selection:
         if not await self._any_others(query.after_id):

@@ -21,6 +21,8 @@ if TYPE_CHECKING:
     from ._models import Task
     from ._repository import Filter, OnCorrupt, OrderBy, Repository
     from ._schema import MigrationReport
+    from .services._queue import QueueStatus
+    from .services._worker import WorkReport
     from .services.agent import Agent, AgentFactory, LanguageModel
     from .services.tasks import TaskManager
 
@@ -243,7 +245,9 @@ class SyncTaskManager(SyncFacade["TaskManager"]):
     ) -> Task:
         """Run task ``task_id`` with ``agent`` and return the stored result.
 
-        The task is saved as running (with ``started_at``), then as completed with
+        The task is saved as running (with ``started_at``, this process as its ``worker``
+        and a lease renewed while the agent runs, so that :meth:`cancel` reaches it and a
+        killed process leaves nothing running for good), then as completed with
         ``output_data``, or as failed with ``error`` when the agent raises or returns output
         that cannot be stored (not a dict, NUL text, not serialisable). If the execution is
         cancelled (an interrupt, a ``timeout=``) it is saved as cancelled and the cancellation
@@ -252,6 +256,59 @@ class SyncTaskManager(SyncFacade["TaskManager"]):
         refused unless ``rerun=True``.
         """
         return run_sync(self._target.execute_task(task_id, agent, rerun=rerun), timeout)
+
+    def work(
+        self,
+        agent: Agent,
+        filter_criteria: Mapping[str, Any] | None = None,
+        *,
+        concurrency: int = 4,
+        lease: float = 30.0,
+        renew_every: float | None = None,
+        max_attempts: int = 3,
+        stop_when_idle: bool = False,
+        poll: float = 1.0,
+        worker: str | None = None,
+        progress: bool = True,
+        timeout: float | None = None,
+    ) -> WorkReport:
+        """Be one of any number of workers running this store's pending tasks with ``agent``.
+
+        Workers in threads, processes or on other machines may share one store: each pending
+        task (optionally filtered) is claimed by exactly one of them, higher priority and
+        older first; a claim another worker wins first is skipped, never an error. A claimed
+        task is stored running with the worker's name (``worker``, by default
+        ``pid<pid>@<host>#<random>``) and a lease of ``lease`` seconds, renewed every
+        ``renew_every`` seconds (default a third of the lease) while its agent runs, up to
+        ``concurrency`` at a time. A task whose lease ran out (its worker was killed) is put
+        back to pending by the next worker that looks, counting its ``attempts``, and failed
+        once ``max_attempts`` is reached. The agent may thus run more than once for a task
+        whose worker died after the agent returned and before the result was stored (at
+        least once), never twice at once while leases hold (keep the workers' clocks within
+        a fraction of the lease of each other). :meth:`cancel` from anywhere stops a task.
+
+        Runs until cancelled, or until no task is pending with ``stop_when_idle=True``;
+        when idle it looks again every ``poll`` seconds. A cancellation (Ctrl-C) hands the
+        tasks it was running back as pending for other workers, then propagates. Returns a
+        :class:`WorkReport`. Shows a progress bar (``tqdm.auto``) unless ``progress=False``.
+        Raises ``ValueError`` for ``concurrency`` or ``max_attempts`` < 1 or a lease not
+        longer than its renewal interval.
+        """
+        return run_sync(
+            self._target.work(
+                agent,
+                filter_criteria,
+                concurrency=concurrency,
+                lease=lease,
+                renew_every=renew_every,
+                max_attempts=max_attempts,
+                stop_when_idle=stop_when_idle,
+                poll=poll,
+                worker=worker,
+                progress=progress,
+            ),
+            timeout,
+        )
 
     def run_pending(
         self,
@@ -264,11 +321,13 @@ class SyncTaskManager(SyncFacade["TaskManager"]):
     ) -> list[Task]:
         """Execute every pending task (optionally filtered), ``concurrency`` at a time.
 
-        Returns the tasks in the order they were found, each with its final status: a task
-        whose agent fails (or whose output cannot be stored) is failed and the batch goes on.
-        If an error escapes a task (the storage fails, for example), or the batch is cancelled,
-        every task already started is cancelled and awaited (stored as cancelled; tasks not
-        yet started stay pending) before the error propagates, so nothing is left running.
+        Safe to run from several processes at once: it is :meth:`work` with
+        ``stop_when_idle=True``, and each task is run by one of them. Returns the tasks this
+        call ran, in the order it took them, each with its final status: a task whose agent
+        fails (or whose output cannot be stored) is failed and the batch goes on. If an error
+        escapes a task (the storage fails, for example), or the batch is cancelled, every
+        task already started is cancelled and awaited (stored as cancelled; tasks not yet
+        started stay pending) before the error propagates, so nothing is left running.
         Shows a progress bar (``tqdm.auto``) unless ``progress=False``.
         """
         return run_sync(
@@ -277,6 +336,23 @@ class SyncTaskManager(SyncFacade["TaskManager"]):
             ),
             timeout,
         )
+
+    def cancel(self, task_id: str, *, wait: bool = True, timeout: float | None = None) -> Task:
+        """Cancel task ``task_id`` from any process; return it as stored.
+
+        A pending task is stored cancelled at once. A running task gets a cancel request:
+        the worker running it notices within a second, stops its agent and stores it
+        cancelled; with ``wait=True`` this returns once it has (a task whose worker is gone
+        is stored cancelled here once its lease has run out), with ``wait=False`` at once.
+        A task that finished meanwhile is returned as it finished. Raises
+        :class:`NotFoundError` for an unknown id and :class:`TaskStateError` for a task
+        that had already finished.
+        """
+        return run_sync(self._target.cancel(task_id, wait=wait), timeout)
+
+    def queue_status(self, *, timeout: float | None = None) -> QueueStatus:
+        """How many tasks are pending, running (by worker), completed, failed and cancelled."""
+        return run_sync(self._target.queue_status(), timeout)
 
 
 class SyncAgentFactory(SyncFacade["AgentFactory"]):

@@ -5,7 +5,7 @@ A :class:`~symphony_nb.Repository` holds a store and does everything model-level
 reads and writes documents::
 
     Repository[T]
-    └── Store                        get, write, remove, select, count, close
+    └── Store                        get, write, remove, select, count, close (+ claim)
         ├── MemoryStore              symphony_nb.backends.memory
         ├── FileStore                symphony_nb.backends.filesystem
         ├── SQLiteStore              symphony_nb.backends.sqlite
@@ -46,12 +46,17 @@ and overrides what it changes; everything else passes through to ``inner``.
 A store that can tell cheaply when anyone else changed its documents (SQLite's
 ``data_version``, a change marker, server notifications) returns a :class:`ChangeFeed` from
 :meth:`Store.change_feed`; the read cache (``cache=True``) needs one to never be stale.
+
+:meth:`Store.claim` (write the first of a query's documents that nobody else is taking) has a
+generic implementation in terms of ``select`` and ``write``, correct on any store; a backend
+with a cheaper atomic way (a lock held across the read and the write) overrides it.
 """
 
 from __future__ import annotations
 
+import random
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from operator import itemgetter
 from typing import Any
@@ -77,8 +82,10 @@ from ._filters import (
 
 __all__ = [
     "SCHEMA_KEY",
+    "Change",
     "ChangeFeed",
     "Changed",
+    "Claimed",
     "Condition",
     "Counted",
     "Document",
@@ -157,6 +164,23 @@ class Counted:
     corrupt: list[tuple[str, CorruptEntityError]] = field(default_factory=list)
 
 
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    """What :meth:`Store.claim` did: the record it wrote (None: none), and the races it lost.
+
+    ``conflicts`` counts candidates another writer changed between this claim's read and its
+    write (a lost race, skipped); stores that lock their candidates never lose one.
+    """
+
+    record: Record | None
+    conflicts: int = 0
+
+
+Change = Callable[[str, Document], Record | None]
+"""``change(id, document)``: the record to write in place of a claim candidate, or None to
+pass it by. Stores may call it on another thread; it must not block or await."""
+
+
 def collection_name(model: type[BaseModel]) -> str:
     """The folder / table name of a model: its class name, lower-cased."""
     return model.__name__.lower()
@@ -210,15 +234,24 @@ def merge_corrupt(
     return sorted([*broken, *rows], key=itemgetter(0))
 
 
-def declared_indexes(model: type[BaseModel]) -> tuple[str, ...]:
+def declared_indexes(model: type[BaseModel]) -> tuple[str | tuple[str, ...], ...]:
     """The fields ``model`` asks every store to index: its ``__indexes__`` class attribute.
 
     ``class Task(Entity): __indexes__ = ("status", "priority", "created_at")``; a store that
-    can index (SQLite, PostgreSQL) indexes them, plus any its constructor is given.
+    can index (SQLite, PostgreSQL) indexes them, plus any its constructor is given. A tuple
+    of field names asks for a composite index, which a store may build (SQLite does) or
+    leave out.
     """
     declared = getattr(model, "__indexes__", ())
-    if isinstance(declared, str) or not all(isinstance(name, str) for name in declared):
-        raise TypeError(f"{model.__name__}.__indexes__ must be a tuple of field names")
+    if isinstance(declared, str) or not all(
+        isinstance(name, str)
+        or (isinstance(name, tuple) and name and all(isinstance(n, str) for n in name))
+        for name in declared
+    ):
+        raise TypeError(
+            f"{model.__name__}.__indexes__ must be a tuple of field names "
+            "(or of tuples of them, for composite indexes)"
+        )
     return tuple(declared)
 
 
@@ -302,6 +335,37 @@ class Store(ABC):
     async def count(self, conditions: tuple[Condition, ...]) -> Counted:
         """How many documents satisfy ``conditions``."""
 
+    async def claim(self, query: Query, change: Change) -> Claimed:
+        """Write the first candidate of ``query`` that ``change`` turns into a record.
+
+        Candidates are the documents ``query`` selects (its ``limit`` bounds how many are
+        looked at). Each record is written as ``write(..., create=False)`` writes it, so its
+        ``expected`` version is checked; a candidate another writer changed or is claiming
+        meanwhile is skipped, never an error. Returns what was written, if anything.
+
+        This implementation, for every store, reads the candidates with :meth:`select` and
+        tries them in random order, so that claimers reading the same page at once rarely
+        pick the same document; ordering then holds within the page. A store that can lock
+        candidates between the read and the write overrides it and takes them in order.
+        """
+        found = await self.select(query)
+        rows = random.sample(found.rows, len(found.rows))
+        conflicts = 0
+        for entity_id, document in rows:
+            if isinstance(document, CorruptEntityError):
+                continue  # the repository reports it where it reads the collection
+            record = change(entity_id, document)
+            if record is None:
+                continue
+            try:
+                (written,) = await self.write([record], create=False)
+            except ConflictError:
+                conflicts += 1
+                continue
+            if written:
+                return Claimed(record, conflicts)
+        return Claimed(None, conflicts)
+
     async def close(self) -> None:  # noqa: B027  (a store with nothing to release keeps it)
         """Release connections, threads and files; safe to call more than once."""
 
@@ -347,6 +411,21 @@ class StoreLayer(Store):
     async def count(self, conditions: tuple[Condition, ...]) -> Counted:
         return await self.inner.count(conditions)
 
+    async def claim(self, query: Query, change: Change) -> Claimed:
+        """Claim through ``inner`` when this layer changes no reads or writes, else generically.
+
+        A layer that overrides ``get``, ``select``, ``write`` or ``remove`` (it transforms or
+        watches documents) claims through its own ``select`` and ``write``, so it sees the
+        claim. Such a layer may override this to keep the inner store's atomic claim, passing
+        ``inner.claim`` a ``change`` that hands the wrapped ``change`` each document as the
+        layer reads it and returns its record as the layer writes it (with the same id and
+        version).
+        """
+        layer = type(self)
+        if all(getattr(layer, name) is getattr(StoreLayer, name) for name in _DOCUMENT_CALLS):
+            return await self.inner.claim(query, change)
+        return await super().claim(query, change)
+
     async def close(self) -> None:
         await self.inner.close()
 
@@ -358,3 +437,6 @@ class StoreLayer(Store):
 
     def describe(self) -> str:
         return self.inner.describe()
+
+
+_DOCUMENT_CALLS = ("get", "select", "write", "remove")

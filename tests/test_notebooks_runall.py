@@ -21,8 +21,15 @@ NESTED = "from symphony_nb import set_sync_mode\nset_sync_mode('nested')"
 
 
 def test_the_example_notebooks_are_there() -> None:
-    expected = {"01_quickstart", "02_persistence", "03_forms", "04_dataframes", "05_explorer"}
-    expected.add("08_secrets")
+    expected = {
+        "01_quickstart",
+        "02_persistence",
+        "03_forms",
+        "04_dataframes",
+        "05_explorer",
+        "08_secrets",
+        "09_workers",
+    }
     assert {f"{name}.ipynb" for name in expected} <= set(NAMES)
 
 

@@ -507,3 +507,46 @@ def test_a_database_that_may_be_read_but_not_written() -> None:
             assert again["ids"] == ["a", "b", "c", "d"] and again["running"] == 2
             owner.sync.close()
         assert [t.id for t in SQLiteRepository(AgentConfig, path).sync.find_all()] == []
+
+
+# ---------------------------------------------------------------------- worker claims
+
+
+async def test_a_claim_takes_tasks_in_order_from_the_composite_index(
+    repo: SQLiteRepository[Task],
+) -> None:
+    from symphony_nb.backends.sqlite import _by_leading_enum
+    from symphony_nb.stores import Record
+    from tests.backends import backend_store
+
+    store = backend_store(repo)
+
+    priorities = ["low", "critical", "medium", "high", "medium", "low", "critical"]
+    for n, priority in enumerate(priorities):
+        await repo.save(Task(id=f"t{n}", name="t", priority=priority))
+    query = Query(parse_filter(Task, {"status": "pending"}), parse_order(Task, ["-priority", "created_at"]), limit=4)  # fmt: skip
+    expected = [t.id for t in await repo.find_all({"status": "pending"}, order_by=["-priority", "created_at"])]  # fmt: skip
+    taken = []
+    while True:
+
+        def run(entity_id: str, document: str | bytes) -> Record:
+            task = repo.decode(entity_id, document)
+            task.status = TaskStatus.RUNNING
+            return Record(entity_id, task.model_dump_json(), task.version + 1, task.version)
+
+        claimed = await store.claim(query, run)
+        if claimed.record is None:
+            break
+        taken.append(claimed.record.id)
+    assert taken == expected == ["t1", "t6", "t3", "t2", "t4", "t0", "t5"]
+    conn = raw(Path(repo.path))
+    try:
+        for part in _by_leading_enum(query):
+            sql, params = store._sql.select(part)
+            steps = [row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + sql, params)]
+            if any(c.op == "$eq" and c.path == ("priority",) for c in part.conditions):
+                assert steps == [
+                    "SEARCH task USING INDEX task:status+priority+created_at (status=? AND priority=?)"
+                ]
+    finally:
+        conn.close()

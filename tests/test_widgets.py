@@ -15,6 +15,7 @@ import pytest
 from pydantic import AwareDatetime, BaseModel, Field
 
 from symphony_nb import (
+    Agent,
     AgentConfig,
     InMemoryRepository,
     Repository,
@@ -465,3 +466,75 @@ def test_closing_releases_every_inner_widget(registry: ServiceRegistry) -> None:
     explorer.close()
     assert current.fields["name"].comm is None
     assert explorer.entity_list.comm is None
+
+
+# ---------------------------------------------------------------------- the queue view
+
+
+def test_queue_view_shows_states_workers_and_goes_live() -> None:
+    import time
+
+    from symphony_nb import TaskManager
+    from symphony_nb.widgets import QueueView
+
+    manager = TaskManager(InMemoryRepository(Task))
+    for n in range(3):
+        manager.sync.create_task(f"t{n}")
+    manager.sync.create_task("r", status="running", worker="<b>w1</b>")
+    view = QueueView(manager, interval=0.05)
+    try:
+        assert "<td>3</td><td>1</td><td>0</td>" in view.counts.value
+        assert "&lt;b&gt;w1&lt;/b&gt;" in view.workers.value and "<b>w1" not in view.workers.value
+        assert view.progress.value == 0 and view.progress.description == "0/4"
+        view.start()
+        assert view.live and view.live_button.value
+        agent = Agent(AgentConfig(name="a", instruction_template="x"))
+        for task in manager.repository.sync.find_all({"status": "pending"}):
+            manager.sync.execute_task(task.id, agent)
+        deadline = time.monotonic() + 10
+        while view.last is None or view.last.completed < 3:
+            assert time.monotonic() < deadline, view.counts.value
+            time.sleep(0.02)
+        view.live_button.value = False  # the toggle stops it too
+        assert not view.live
+        assert view.progress.description == "3/4" and "tasks/s" in view.rate.value
+    finally:
+        view.close()
+    assert not view.live
+
+
+def test_queue_view_reports_errors_and_refuses_a_bad_interval() -> None:
+    from symphony_nb import StorageError, TaskManager
+    from symphony_nb.widgets import QueueView
+
+    class Down(StoreLayer):
+        async def count(self, conditions: Any) -> Any:
+            raise StorageError("database unreachable")
+
+    with pytest.raises(ValueError, match="interval must be a number of seconds > 0"):
+        QueueView(TaskManager(InMemoryRepository(Task)), interval=0)
+    view = QueueView(Repository(Task, Down(MemoryStore(Task))))
+    try:
+        assert "database unreachable" in view.status.value and view.last is None
+    finally:
+        view.close()
+
+
+def test_the_explorer_opens_a_live_queue_for_tasks_only() -> None:
+    registry = ServiceRegistry()
+    registry.register_repository("task", InMemoryRepository(Task))
+    registry.register_repository("agent_config", InMemoryRepository(AgentConfig))
+    registry.get_repository("task").sync.save(Task(name="t"))
+    explorer = RegistryExplorer(registry)
+    try:
+        explorer.repository_picker.value = "task"
+        assert not hidden(explorer.queue_button)
+        explorer.queue_button.click()
+        assert explorer.queue is not None and explorer.queue.live
+        assert explorer.form_box.children == (explorer.queue,)
+        assert "<td>1</td>" in explorer.queue.counts.value
+        queue = explorer.queue
+        explorer.repository_picker.value = "agent_config"  # switching closes it
+        assert not queue.live and explorer.queue is None and hidden(explorer.queue_button)
+    finally:
+        explorer.close()

@@ -65,7 +65,11 @@ class Layout:
     def plan(cls, model: type[BaseModel], table: str, extra: Iterable[IndexSpec]) -> Layout:
         """Check the index declarations against ``model`` (FilterError) and name columns."""
         fields = model_fields(model)
-        declared: list[IndexSpec] = [key for key in declared_indexes(model) if key in fields]
+        declared: list[IndexSpec] = [
+            key
+            for key in declared_indexes(model)
+            if (key in fields if isinstance(key, str) else all(k in fields for k in key))
+        ]
         declared.extend(extra)
         indexes: list[tuple[Path, ...]] = []
         for spec in declared:

@@ -8,14 +8,17 @@ from collections.abc import Iterable, Sequence
 from pydantic import BaseModel
 
 from .._cache import Cache
+from .._errors import ConflictError
 from .._filters import has_long_digits
 from .._keyring import Keyring
 from .._repository import Repository
 from .._types import T
 from ..stores import (
     SCHEMA_KEY,
+    Change,
     Changed,
     ChangeFeed,
+    Claimed,
     Condition,
     Counted,
     Query,
@@ -86,6 +89,25 @@ class MemoryStore(Store):
         exact = needs_exact(query.conditions, query.order)
         ids = apply_query(query, _documents(rows.items(), exact))
         return Selection([(key, rows[key][1]) for key in ids])
+
+    async def claim(self, query: Query, change: Change) -> Claimed:
+        """Take the first candidate in order, under the lock: no claim loses a race here."""
+        exact = needs_exact(query.conditions, query.order)
+        conflicts = 0
+        with self._lock:
+            for key in apply_query(query, _documents(self._rows.items(), exact)):
+                version, text, _ = self._rows[key]
+                record = change(key, text)
+                if record is None:
+                    continue
+                try:
+                    plan_writes([record], {key: version}, create=False)
+                except ConflictError:
+                    conflicts += 1
+                    continue
+                self._rows[key] = (record.version, record.json, parse_document(record.json))
+                return Claimed(record, conflicts)
+        return Claimed(None, conflicts)
 
     async def count(self, conditions: tuple[Condition, ...]) -> Counted:
         if on_schema_key(conditions):

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -22,7 +23,9 @@ from .._schema import schema_version
 from .._types import T
 from ..stores import (
     SCHEMA_KEY,
+    Change,
     ChangeFeed,
+    Claimed,
     Counted,
     Record,
     Selection,
@@ -124,7 +127,8 @@ class PostgresStore(Store):
         if isinstance(extra, str):
             extra = [extra]
         fields = self.model.model_fields
-        names = [name for name in declared_indexes(self.model) if name in fields] + list(extra)
+        declared = [name for name in declared_indexes(self.model) if isinstance(name, str)]
+        names = [name for name in declared if name in fields] + list(extra)
         expressions: dict[str, str] = {}
         for name in dict.fromkeys(names):
             (condition,) = parse_filter(self.model, {name: {"$exists": True}})
@@ -292,6 +296,37 @@ class PostgresStore(Store):
                 docs,
             )
         return present
+
+    async def claim(self, query: Query, change: Change) -> Claimed:
+        """Lock the candidates with ``FOR UPDATE SKIP LOCKED`` and write the claimed one.
+
+        Rows another transaction is claiming are skipped rather than waited for, so many
+        workers take different rows at once and none loses a race.
+        """
+        # Most claims take their first candidate: lock one row, and more only if need be.
+        first = await self._claim(dataclasses.replace(query, limit=1), change)
+        if first.record is not None or query.limit == 1:
+            return first
+        rest = await self._claim(query, change)
+        return Claimed(rest.record, first.conflicts + rest.conflicts)
+
+    async def _claim(self, query: Query, change: Change) -> Claimed:
+        sql, params = select_sql(self.model, self._qualified, query)
+        update = (
+            f"UPDATE {self._qualified} SET version = $2, doc = $3::jsonb "
+            "WHERE id = $1 AND ($4::bigint IS NULL OR version = $4::bigint)"
+        )
+        conflicts = 0
+        async with self._connection("claiming") as conn, conn.transaction():
+            for entity_id, doc in await conn.fetch(sql + " FOR UPDATE SKIP LOCKED", *params):
+                record = change(entity_id, doc)
+                if record is None:
+                    continue
+                args = (record.id, record.version, document(record.json), record.expected)
+                if await conn.execute(update, *args) == "UPDATE 1":
+                    return Claimed(record, conflicts)
+                conflicts += 1  # the document did not hold its row's version
+        return Claimed(None, conflicts)
 
     async def remove(self, entity_id: str) -> bool:
         sql = f"DELETE FROM {self._qualified} WHERE id = $1"

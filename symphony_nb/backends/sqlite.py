@@ -5,6 +5,8 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import itertools
 import os
 import sqlite3
 import threading
@@ -17,14 +19,16 @@ import orjson
 from pydantic import BaseModel
 
 from .._cache import Cache
-from .._errors import CorruptEntityError, InvalidUrlError, StorageError
+from .._errors import ConflictError, CorruptEntityError, InvalidUrlError, StorageError
 from .._gc import gc_paused
 from .._keyring import Keyring
 from .._repository import Repository
 from .._types import T
 from .._urls import expand_path, mask_url
 from ..stores import (
+    Change,
     ChangeFeed,
+    Claimed,
     Condition,
     Counted,
     Query,
@@ -282,6 +286,34 @@ class SQLiteStore(Store):
         ids = orjson.dumps([r.id for r in records]).decode()
         return dict(conn.execute(self._versions_sql, (ids,)).fetchall())
 
+    async def claim(self, query: Query, change: Change) -> Claimed:
+        """Read the candidates and write the claimed one in one ``BEGIN IMMEDIATE`` transaction.
+
+        Claimers from every process take the write lock in turn, so each sees the others'
+        claims and none loses a race; candidates are taken in the query's order.
+        """
+        self._refuse_writes()
+        return await self._run(self._claim_sync, query, change)
+
+    def _claim_sync(self, conn: sqlite3.Connection, query: Query, change: Change) -> Claimed:
+        conflicts = 0
+        with immediate(conn):
+            rows = (row for part in _by_leading_enum(query) for row in self._fetch(conn, part).rows)
+            for entity_id, document in itertools.islice(rows, query.limit):
+                if isinstance(document, CorruptEntityError):
+                    continue
+                record = change(entity_id, document)
+                if record is None:
+                    continue
+                try:
+                    plan_writes([record], self._versions(conn, [record]), create=False)
+                except ConflictError:
+                    conflicts += 1  # the document did not hold its row's version
+                    continue
+                conn.execute(self._update_sql, (record.version, record.json, record.id))
+                return Claimed(record, conflicts)
+        return Claimed(None, conflicts)
+
     async def remove(self, entity_id: str) -> bool:
         self._refuse_writes()
         try:
@@ -291,6 +323,31 @@ class SQLiteStore(Store):
 
     def _remove_sync(self, conn: sqlite3.Connection, entity_id: str) -> bool:
         return bool(conn.execute(self._delete_sql, (entity_id,)).rowcount)
+
+
+def _by_leading_enum(query: Query) -> list[Query]:
+    """``query`` as one query per rank of its leading enum ordering key, in rank order.
+
+    Each part filters on one value of the enum instead of sorting by its rank, so an index
+    on (conditions, enum field, next keys) answers it without a sort (Task declares one for
+    a worker's claim: the oldest pending task of the highest priority). Together the parts
+    select the same rows, in the query's order except for values outside the enum (which a
+    model with that enum cannot read): those come last, since finding them means a scan.
+    """
+    key = query.order[0] if query.order else None
+    if key is None or key.enum is None or len(key.path) != 1 or query.offset or query.after_id:
+        return [query]
+    members, rest = key.enum, query.order[1:]
+    ranked: list[tuple[Condition, ...]] = [
+        (Condition(key.path, "$eq", member),) for member in members
+    ]
+    missing = (Condition(key.path, "$exists", False),)
+    parts = [*reversed(ranked), missing] if key.descending else [missing, *ranked]
+    parts.append((Condition(key.path, "$exists", True), Condition(key.path, "$nin", members)))
+    return [
+        dataclasses.replace(query, conditions=(*query.conditions, *extra), order=rest)
+        for extra in parts
+    ]
 
 
 class SQLiteRepository(Repository[T]):

@@ -6,16 +6,28 @@ import asyncio
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from .._errors import NotFoundError, TaskStateError, UnstorableEntityError
+from .._errors import ConflictError, NotFoundError, TaskStateError
 from .._models import Task, TaskStatus, utc_now
 from .._repository import Repository
+from ._queue import QueueStatus, queue_status
+from ._runs import (
+    CANCEL_REQUESTED,
+    CANCELLED,
+    LeaseTimes,
+    Run,
+    host_worker_name,
+    settle,
+    start,
+)
+from ._worker import Worker, WorkReport
 from .agent import Agent
 
 if TYPE_CHECKING:
     from .._sync_faces import SyncTaskManager
 
 _FINISHED = (TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED)
-_CANCELLED = "execution was cancelled"
+DEFAULT_LEASE = 30.0
+"""Seconds a worker's claim on a task lasts unless renewed."""
 
 
 class TaskManager:
@@ -43,7 +55,9 @@ class TaskManager:
     async def execute_task(self, task_id: str, agent: Agent, *, rerun: bool = False) -> Task:
         """Run task ``task_id`` with ``agent`` and return the stored result.
 
-        The task is saved as running (with ``started_at``), then as completed with
+        The task is saved as running (with ``started_at``, this process as its ``worker``
+        and a lease renewed while the agent runs, so that :meth:`cancel` reaches it and a
+        killed process leaves nothing running for good), then as completed with
         ``output_data``, or as failed with ``error`` when the agent raises or returns output
         that cannot be stored (not a dict, NUL text, not serialisable). If the execution is
         cancelled (an interrupt, a ``timeout=``) it is saved as cancelled and the cancellation
@@ -56,69 +70,66 @@ class TaskManager:
             raise TaskStateError(
                 f"task {task_id!r} is {task.status.value}; pass rerun=True to execute it again"
             )
-        task.status = TaskStatus.RUNNING
-        task.started_at = utc_now()
-        task.completed_at = None
-        task.error = None
-        task.output_data = None
-        task.agent_id = agent.config.id
-        if await self._save_through_cancellation(task):
+        worker, lease = host_worker_name(), LeaseTimes.of(DEFAULT_LEASE, None)
+        start(task, worker, agent, lease, rerun=task.status is not TaskStatus.PENDING)
+        run = Run(self.repository, task, agent, worker, lease, "cancel")
+        _, cancelled = await settle(self.repository.save(task))
+        if cancelled:
             # The running state landed although the execution was cancelled meanwhile.
-            await self._finish(task, TaskStatus.CANCELLED, error=_CANCELLED)
+            await settle(run.end(TaskStatus.CANCELLED, error=CANCELLED))
             raise asyncio.CancelledError
-        try:
-            output = await agent.execute(task)
-        except asyncio.CancelledError:
-            await self._finish(task, TaskStatus.CANCELLED, error=_CANCELLED)
-            raise
-        except Exception as exc:  # the agent's failure is recorded on the task
-            await self._finish(task, TaskStatus.FAILED, error=_describe(exc))
-        else:
-            await self._complete(task, output)
-        return task
+        final = await run.execute()
+        return final if final is not None else await self.get_task(task_id)
 
-    async def _complete(self, task: Task, output: object) -> None:
-        """Store ``output`` as the task's result, or the task as failed with why it cannot be."""
-        try:
-            if not isinstance(output, Mapping):
-                raise UnstorableEntityError(
-                    f"the agent returned {type(output).__name__}, not a dict"
-                )
-            task.output_data = dict(output)
-            await self._finish(task, TaskStatus.COMPLETED)
-        except Exception as exc:
-            task.output_data = None
-            await self._finish(
-                task, TaskStatus.FAILED, error=f"the output could not be stored: {_describe(exc)}"
-            )
+    async def work(
+        self,
+        agent: Agent,
+        filter_criteria: Mapping[str, Any] | None = None,
+        *,
+        concurrency: int = 4,
+        lease: float = 30.0,
+        renew_every: float | None = None,
+        max_attempts: int = 3,
+        stop_when_idle: bool = False,
+        poll: float = 1.0,
+        worker: str | None = None,
+        progress: bool = True,
+    ) -> WorkReport:
+        """Be one of any number of workers running this store's pending tasks with ``agent``.
 
-    async def _finish(self, task: Task, status: TaskStatus, *, error: str | None = None) -> None:
-        task.status = status
-        task.completed_at = utc_now()
-        task.error = error
-        if await self._save_through_cancellation(task):
-            raise asyncio.CancelledError
+        Workers in threads, processes or on other machines may share one store: each pending
+        task (optionally filtered) is claimed by exactly one of them, higher priority and
+        older first; a claim another worker wins first is skipped, never an error. A claimed
+        task is stored running with the worker's name (``worker``, by default
+        ``pid<pid>@<host>#<random>``) and a lease of ``lease`` seconds, renewed every
+        ``renew_every`` seconds (default a third of the lease) while its agent runs, up to
+        ``concurrency`` at a time. A task whose lease ran out (its worker was killed) is put
+        back to pending by the next worker that looks, counting its ``attempts``, and failed
+        once ``max_attempts`` is reached. The agent may thus run more than once for a task
+        whose worker died after the agent returned and before the result was stored (at
+        least once), never twice at once while leases hold (keep the workers' clocks within
+        a fraction of the lease of each other). :meth:`cancel` from anywhere stops a task.
 
-    async def _save_through_cancellation(self, task: Task) -> bool:
-        """Save ``task`` even if cancelled meanwhile; return whether a cancellation came.
-
-        Waiting for the save (not only shielding it) means that when the cancellation reaches
-        the caller, the stored state is already the final one. A failed save raises its error
-        (or CancelledError, chained to it, if a cancellation came too).
+        Runs until cancelled, or until no task is pending with ``stop_when_idle=True``;
+        when idle it looks again every ``poll`` seconds. A cancellation (Ctrl-C) hands the
+        tasks it was running back as pending for other workers, then propagates. Returns a
+        :class:`WorkReport`. Shows a progress bar (``tqdm.auto``) unless ``progress=False``.
+        Raises ``ValueError`` for ``concurrency`` or ``max_attempts`` < 1 or a lease not
+        longer than its renewal interval.
         """
-        saving = asyncio.ensure_future(self.repository.save(task))
-        cancelled = False
-        while not saving.done():
-            try:
-                await asyncio.wait([saving])
-            except asyncio.CancelledError:
-                cancelled = True
-        error = saving.exception()
-        if error is not None:
-            if cancelled:
-                raise asyncio.CancelledError from error
-            raise error
-        return cancelled
+        return await Worker(
+            self.repository,
+            agent,
+            filter_criteria,
+            concurrency=concurrency,
+            lease=lease,
+            renew_every=renew_every,
+            max_attempts=max_attempts,
+            stop_when_idle=stop_when_idle,
+            poll=poll,
+            name=worker,
+            progress=progress,
+        ).run()
 
     async def run_pending(
         self,
@@ -130,35 +141,73 @@ class TaskManager:
     ) -> list[Task]:
         """Execute every pending task (optionally filtered), ``concurrency`` at a time.
 
-        Returns the tasks in the order they were found, each with its final status: a task
-        whose agent fails (or whose output cannot be stored) is failed and the batch goes on.
-        If an error escapes a task (the storage fails, for example), or the batch is cancelled,
-        every task already started is cancelled and awaited (stored as cancelled; tasks not
-        yet started stay pending) before the error propagates, so nothing is left running.
+        Safe to run from several processes at once: it is :meth:`work` with
+        ``stop_when_idle=True``, and each task is run by one of them. Returns the tasks this
+        call ran, in the order it took them, each with its final status: a task whose agent
+        fails (or whose output cannot be stored) is failed and the batch goes on. If an error
+        escapes a task (the storage fails, for example), or the batch is cancelled, every
+        task already started is cancelled and awaited (stored as cancelled; tasks not yet
+        started stay pending) before the error propagates, so nothing is left running.
         Shows a progress bar (``tqdm.auto``) unless ``progress=False``.
         """
-        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
-            raise ValueError(f"concurrency must be an int >= 1, got {concurrency!r}")
-        criteria = {**(filter_criteria or {}), "status": TaskStatus.PENDING}
-        pending = await self.repository.find_all(criteria, order_by=["-priority", "created_at"])
-        done: dict[int, Task] = {}
-        queue = iter(enumerate(pending))  # shared: each worker takes the next task
-        from tqdm.auto import tqdm
+        batch = Worker(
+            self.repository,
+            agent,
+            filter_criteria,
+            concurrency=concurrency,
+            stop_when_idle=True,
+            progress=progress,
+            interrupted="cancel",
+            keep_results=True,
+        )
+        await batch.run()
+        return [batch.results[index] for index in sorted(batch.results)]
 
-        with tqdm(total=len(pending), desc="tasks", disable=not progress) as bar:
+    async def cancel(self, task_id: str, *, wait: bool = True) -> Task:
+        """Cancel task ``task_id`` from any process; return it as stored.
 
-            async def worker() -> None:
-                for index, task in queue:
-                    done[index] = await self.execute_task(task.id, agent)
-                    bar.update()
-
+        A pending task is stored cancelled at once. A running task gets a cancel request:
+        the worker running it notices within a second, stops its agent and stores it
+        cancelled; with ``wait=True`` this returns once it has (a task whose worker is gone
+        is stored cancelled here once its lease has run out), with ``wait=False`` at once.
+        A task that finished meanwhile is returned as it finished. Raises
+        :class:`NotFoundError` for an unknown id and :class:`TaskStateError` for a task
+        that had already finished.
+        """
+        asked = False
+        while True:
+            task = await self.get_task(task_id)
+            if task.status in _FINISHED:
+                if asked:
+                    return task
+                raise TaskStateError(
+                    f"task {task_id!r} is already {task.status.value}; only pending or "
+                    "running tasks can be cancelled"
+                )
+            now = utc_now()
+            unheld = task.lease_expires_at is None or task.lease_expires_at < now
             try:
-                async with asyncio.TaskGroup() as group:
-                    for _ in range(min(concurrency, len(pending))):
-                        group.create_task(worker())
-            except ExceptionGroup as failure:
-                raise _first(failure) from None
-        return [done[index] for index in range(len(pending))]
+                if task.status is TaskStatus.PENDING or unheld:
+                    task.status = TaskStatus.CANCELLED
+                    task.completed_at = now
+                    task.error = CANCEL_REQUESTED
+                    task.lease_expires_at = None
+                    task.cancel_requested = True
+                    await self.repository.save(task)
+                    return task
+                if not task.cancel_requested:
+                    task.cancel_requested = True
+                    await self.repository.save(task)
+            except ConflictError:
+                continue  # changed meanwhile: look again
+            asked = True
+            if not wait:
+                return task
+            await asyncio.sleep(0.1)
+
+    async def queue_status(self) -> QueueStatus:
+        """How many tasks are pending, running (by worker), completed, failed and cancelled."""
+        return await queue_status(self.repository)
 
     @property
     def sync(self) -> SyncTaskManager:
@@ -166,16 +215,3 @@ class TaskManager:
         from .._sync_faces import SyncTaskManager
 
         return SyncTaskManager(self)
-
-
-def _describe(exc: BaseException) -> str:
-    # The error is stored on the task, and no backend stores NUL text.
-    return f"{type(exc).__name__}: {exc}".replace("\x00", "\\x00")
-
-
-def _first(failure: ExceptionGroup[Exception]) -> Exception:
-    """The first error of a batch, noting how many other tasks failed the same way."""
-    first = failure.exceptions[0]
-    if len(failure.exceptions) > 1:
-        first.add_note(f"{len(failure.exceptions) - 1} other task(s) of the batch failed as well")
-    return first

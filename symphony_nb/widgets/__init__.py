@@ -6,6 +6,7 @@
     AgentConfigForm(registry.get_repository("agent_config"))      # a new config
     TaskForm(task_repo, task_repo.sync.get(task_id))                # edit and run a task
     RegistryExplorer()                                              # browse everything
+    QueueView(task_manager).start()                                 # the queue, live
 
 The forms call repositories through their sync facades, since widget callbacks are sync.
 """
@@ -13,6 +14,7 @@ The forms call repositories through their sync facades, since widget callbacks a
 from ._agent_form import AgentConfigForm
 from ._explorer import RegistryExplorer
 from ._form import ModelForm
+from ._queue import QueueView
 from ._task_form import TaskForm
 
-__all__ = ["AgentConfigForm", "ModelForm", "RegistryExplorer", "TaskForm"]
+__all__ = ["AgentConfigForm", "ModelForm", "QueueView", "RegistryExplorer", "TaskForm"]

@@ -14,10 +14,12 @@ from .._fields import model_fields
 from .._models import AgentConfig, Task
 from .._repository import Repository
 from ..services.registry import ServiceRegistry
+from ..services.tasks import TaskManager
 from ._agent_form import AgentConfigForm
 from ._form import ModelForm
+from ._queue import QueueView
 from ._task_form import TaskForm
-from ._util import close_tree, guarded, show
+from ._util import close_tree, guarded, hide, show
 
 _SUMMARY_SKIP = frozenset({"id", "version", "created_at", "updated_at", "description"})
 
@@ -51,7 +53,8 @@ class RegistryExplorer(widgets.VBox):  # type: ignore[misc]
     Choose a repository (``repository_picker``), filter with a JSON filter (``filter_box``),
     page with ``prev_button`` / ``next_button`` (``page_label`` shows the total count), select
     an entity in ``entity_list`` to open its form below (``form``), or click ``new_button``.
-    Errors, such as a malformed filter, are shown in ``status``.
+    For a Task repository, ``queue_button`` opens a live :class:`QueueView` of it below
+    (``queue``). Errors, such as a malformed filter, are shown in ``status``.
     """
 
     def __init__(self, registry: ServiceRegistry | None = None, *, page_size: int = 10) -> None:
@@ -61,6 +64,7 @@ class RegistryExplorer(widgets.VBox):  # type: ignore[misc]
         self.page = 0
         self.total = 0
         self.form: ModelForm[Any] | None = None
+        self.queue: QueueView | None = None
         self.status = widgets.HTML()
         self.repository_picker = widgets.Dropdown(description="repository")
         self.filter_box = widgets.Text(
@@ -71,6 +75,7 @@ class RegistryExplorer(widgets.VBox):  # type: ignore[misc]
         )
         self.refresh_button = widgets.Button(description="Refresh", icon="refresh")
         self.new_button = widgets.Button(description="New", icon="plus")
+        self.queue_button = widgets.Button(description="Queue", icon="tasks")
         self.prev_button = widgets.Button(description="Previous", icon="arrow-left")
         self.next_button = widgets.Button(description="Next", icon="arrow-right")
         self.page_label = widgets.HTML()
@@ -79,13 +84,16 @@ class RegistryExplorer(widgets.VBox):  # type: ignore[misc]
         self.form_box = widgets.VBox()
         self.refresh_button.on_click(guarded(self.refresh_repositories, self.status))
         self.new_button.on_click(guarded(self.new, self.status))
+        self.queue_button.on_click(guarded(self.show_queue, self.status))
         self.prev_button.on_click(guarded(lambda: self.go(self.page - 1), self.status))
         self.next_button.on_click(guarded(lambda: self.go(self.page + 1), self.status))
         self.repository_picker.observe(guarded(self._switch, self.status), names="value")
         self.filter_box.observe(guarded(lambda: self.go(0), self.status), names="value")
         self.entity_list.observe(guarded(self._open_selected, self.status), names="value")
         self.children = [
-            widgets.HBox([self.repository_picker, self.refresh_button, self.new_button]),
+            widgets.HBox(
+                [self.repository_picker, self.refresh_button, self.new_button, self.queue_button]
+            ),
             self.filter_box,
             widgets.HBox([self.prev_button, self.next_button, self.page_label]),
             self.table,
@@ -121,6 +129,18 @@ class RegistryExplorer(widgets.VBox):  # type: ignore[misc]
         self._close_form()
         self.go(0)
 
+    def show_queue(self) -> QueueView | None:
+        """Open a live :class:`QueueView` of the chosen Task repository below the list."""
+        repository = self.repository
+        if repository is None or not issubclass(repository.model, Task):
+            show(self.status, "error", "choose a Task repository to see its queue")
+            return None
+        self._close_form()
+        self.queue = QueueView(TaskManager(repository))
+        self.queue.start()
+        self.form_box.children = [self.queue]
+        return self.queue
+
     def filter_criteria(self) -> dict[str, Any] | None:
         """The filter box's JSON as a dict (None when empty); ValueError says what is wrong."""
         text = self.filter_box.value.strip()
@@ -145,6 +165,7 @@ class RegistryExplorer(widgets.VBox):  # type: ignore[misc]
         """Re-read the current page and the total count from the chosen repository."""
         repository = self.repository
         self.status.value = ""
+        hide(self.queue_button, repository is None or not issubclass(repository.model, Task))
         if repository is None:
             self._show_rows([], [])
             self.page_label.value = "no repository registered"
@@ -216,7 +237,10 @@ class RegistryExplorer(widgets.VBox):  # type: ignore[misc]
     def _close_form(self) -> None:
         if self.form is not None:
             self.form.close()
+        if self.queue is not None:
+            self.queue.close()
         self.form = None
+        self.queue = None
         self.form_box.children = []
 
     def _show_form(self, form: ModelForm[Any]) -> ModelForm[Any]:

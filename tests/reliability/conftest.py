@@ -100,8 +100,7 @@ def _report_path(config: pytest.Config) -> str | None:
 
 # Report order: what can lose data first, then what can leak or mislead.
 _ORDER = [
-    "test_crash", "test_io_faults", "test_durability_order", "test_concurrency", "test_cache_coherence",
-    "test_secrets", "test_hostile_ids", "test_file_safety",
+    "test_crash", "test_io_faults", "test_durability_order", "test_concurrency", "test_cache_coherence", "test_workers", "test_secrets", "test_hostile_ids", "test_file_safety",
     "test_filter_fuzz", "test_corrupt", "test_no_code_from_data", "test_hygiene",
 ]  # fmt: skip
 

@@ -18,6 +18,7 @@ from symphony_nb import (
     Repository,
     Task,
     TaskManager,
+    WorkReport,
 )
 
 
@@ -61,6 +62,9 @@ def services(manager: TaskManager, factory: AgentFactory, agent: Agent, task: Ta
     assert_type(manager.sync.get_task("t"), Task)
     assert_type(manager.sync.execute_task("t", agent, rerun=True, timeout=60), Task)
     assert_type(manager.sync.run_pending(agent, concurrency=2, progress=False), list[Task])
+    assert_type(manager.sync.work(agent, lease=10.0, stop_when_idle=True), WorkReport)
+    assert_type(manager.sync.cancel("t", wait=False), Task)
+    assert_type(manager.sync.queue_status().running_by_worker, dict[str, int])
     assert_type(factory.sync.create_agent("c", temperature=0.2), Agent)
     assert_type(agent.sync.run({"query": "hi"}), dict[str, Any])
     assert_type(agent.sync.execute(task), dict[str, Any])
@@ -70,6 +74,7 @@ def services(manager: TaskManager, factory: AgentFactory, agent: Agent, task: Ta
     manager.sync.execute_task("t", "not an agent")  # type: ignore[arg-type]
     manager.sync.execute_task("t", agent, True)  # type: ignore[call-arg]
     manager.sync.run_pending(agent, concurency=2)  # type: ignore[call-arg]
+    manager.sync.work(agent, lease="30s")  # type: ignore[arg-type]
     factory.sync.create_agent(42)  # type: ignore[arg-type]
     factory.sync.create_agent("c", llm="gpt")  # type: ignore[arg-type]
     agent.sync.run()  # type: ignore[call-arg]
