@@ -33,7 +33,10 @@ def _kill_writer(url: str, seed: int, rng: random.Random) -> tuple[list[tuple[st
             lines.append(line)
         time.sleep(rng.uniform(0, 0.004))  # the kill lands anywhere in the next writes
         proc.send_signal(signal.SIGKILL)
-        rest, errors = proc.communicate()
+        proc.wait()
+        # Read through the text streams: what readline buffered is there, not in the pipe.
+        assert proc.stderr is not None
+        rest, errors = proc.stdout.read(), proc.stderr.read()
     lines.extend(rest.splitlines(keepends=True))
     assert proc.returncode == -signal.SIGKILL, f"writer died on its own: {errors}"
     # A line cut short by the kill was never fully reported, so it is not an acknowledgement.

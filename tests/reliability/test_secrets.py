@@ -54,6 +54,7 @@ def _config(i: int) -> AgentConfig:
 def _kill_rotator(url: str, batch: int, rng: random.Random) -> tuple[int, bool]:
     """Start a rotation, SIGKILL it after a random number of batches; (batches seen, finished)."""
     seen = 0
+    line = ""
     wanted = rng.randint(1, ENTITIES // batch - 2)
     with start("_rotator", url, str(batch)) as proc:
         assert proc.stdout is not None
@@ -64,8 +65,11 @@ def _kill_rotator(url: str, batch: int, rng: random.Random) -> tuple[int, bool]:
             seen += 1
         time.sleep(rng.uniform(0, 0.002))  # the kill lands anywhere in the next batches
         proc.send_signal(signal.SIGKILL)
-        rest, errors = proc.communicate()
-    finished = "done" in rest
+        proc.wait()
+        # Read through the text streams: what readline buffered is there, not in the pipe.
+        assert proc.stderr is not None
+        rest, errors = proc.stdout.read(), proc.stderr.read()
+    finished = "done" in rest or line.startswith("done")
     assert proc.returncode in (-signal.SIGKILL, 0), f"rotator died on its own: {errors}"
     return seen, finished
 
