@@ -24,7 +24,7 @@ from typing import Any
 from _common import Row, print_table
 
 from symphony_nb import AgentConfig, Keyring, PostgresRepository, Repository, SQLiteRepository
-from symphony_nb._encryption import find_layer
+from symphony_nb._encryption import secret_layer
 
 DEFAULT_DSN = os.environ.get(
     "SYMPHONY_NB_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test"
@@ -93,7 +93,7 @@ async def bench(
             ],
             repeat,
         )
-        layer = find_layer(secret_repo.store)
+        layer = secret_layer(secret_repo.store)
         assert layer is not None
         rotations: list[float] = []
         bulk: list[float] = []

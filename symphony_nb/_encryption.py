@@ -19,14 +19,12 @@ as the mask with a :class:`CorruptEntityWarning`; any other plaintext is refused
 
 from __future__ import annotations
 
-import json
 from collections import abc
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, TypeVar, get_args, get_origin
 
-import orjson
 from pydantic import BaseModel, SecretBytes, SecretStr
 
 from ._errors import (
@@ -37,7 +35,7 @@ from ._errors import (
     UnstorableEntityError,
 )
 from ._fields import SECRET_TYPES, holds_secret, json_key, unwrap
-from ._filters import parse_document
+from ._filters import dump_document, parse_document
 from ._keyring import ENV, Keyring, Unsealable, context_of, is_sealed
 from ._warnings import warn_caller
 from .stores import (
@@ -50,16 +48,17 @@ from .stores import (
     Store,
     StoreLayer,
     collection_name,
+    find_layer,
 )
 
 __all__ = [
     "MASK",
     "SecretLayer",
     "document_of",
-    "find_layer",
     "is_mask",
     "keep_stored",
     "reveal",
+    "secret_layer",
     "secret_plan",
     "with_secrets",
 ]
@@ -167,13 +166,6 @@ def _load(document: Document) -> Any:
     return parse_document(document, exact=True)
 
 
-def _dump(doc: Any) -> str:
-    try:
-        return orjson.dumps(doc).decode()
-    except TypeError:  # an integer beyond 64 bits: the standard library writes it exactly
-        return json.dumps(doc, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-
-
 # ---------------------------------------------------------------------- revealing
 
 
@@ -216,7 +208,7 @@ def _plain_value(value: Any, node: Node, dumped: Any, path: Path, entity: str) -
 def reveal(entity: BaseModel, plan: Fields, masked: str, entity_id: str) -> str:
     """The JSON of ``entity`` with its secrets' real values where pydantic wrote a mask."""
     where = f"{type(entity).__name__} {entity_id!r}"
-    return _dump(_plain_value(entity, plan, _load(masked), (), where))
+    return dump_document(_plain_value(entity, plan, _load(masked), (), where))
 
 
 def document_of(entity: BaseModel) -> str:
@@ -313,7 +305,7 @@ class SecretLayer(StoreLayer):
             return keyring.seal(value, context_of(self.collection, entity_id, path))
 
         doc = _walk(_load(record.json), self.plan, (), seal)
-        return Record(entity_id, _dump(doc), record.version, record.expected)
+        return Record(entity_id, dump_document(doc), record.version, record.expected)
 
     def open_document(self, entity_id: str, document: Document) -> Document:
         """``document`` of ``entity_id`` with its secrets decrypted (DecryptionError if not)."""
@@ -349,7 +341,7 @@ class SecretLayer(StoreLayer):
                 raise self._refused(entity_id, path, exc.key_id, exc.reason) from None
 
         lost: list[str] = []
-        opened = _dump(_walk(doc, self.plan, (), unseal))
+        opened = dump_document(_walk(doc, self.plan, (), unseal))
         if lost:
             warn_caller(
                 f"secret(s) {lost} of {self.inner.location(entity_id)} were stored as "
@@ -495,17 +487,12 @@ class SecretLayer(StoreLayer):
         version = doc.get("version") if versioned and type(doc) is dict else None
         if versioned and type(version) is not int:
             raise CorruptEntityError(self.inner.location(entity_id), "its version is not an int")
-        return Record(entity_id, _dump(doc), version, version)
+        return Record(entity_id, dump_document(doc), version, version)
 
 
-def find_layer(store: Store) -> SecretLayer | None:
+def secret_layer(store: Store) -> SecretLayer | None:
     """The :class:`SecretLayer` among ``store`` and the stores it wraps, if any."""
-    current: Store | None = store
-    while current is not None:
-        if isinstance(current, SecretLayer):
-            return current
-        current = current.inner if isinstance(current, StoreLayer) else None
-    return None
+    return find_layer(store, SecretLayer)
 
 
 def with_secrets(model: type[BaseModel], store: Store, keyring: Keyring | None) -> Store:
@@ -516,7 +503,7 @@ def with_secrets(model: type[BaseModel], store: Store, keyring: Keyring | None) 
     """
     if keyring is not None and not isinstance(keyring, Keyring):
         raise TypeError(f"keyring must be a symphony_nb.Keyring, got {type(keyring).__name__}")
-    existing = find_layer(store)
+    existing = secret_layer(store)
     if existing is not None:
         if keyring is not None and keyring is not existing.keyring:
             raise TypeError(

@@ -35,6 +35,7 @@ and last descending; ties are broken by id. Without ``order_by`` results come in
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -403,6 +404,14 @@ def parse_document(data: str | bytes, *, exact: bool = False) -> Any:
         return orjson.loads(data)
     except orjson.JSONDecodeError:  # also raised for valid JSON: an integer beyond 1e308
         return from_json(data, allow_inf_nan=False)
+
+
+def dump_document(doc: Any) -> str:
+    """A parsed document as compact JSON text, every integer kept exactly."""
+    try:
+        return orjson.dumps(doc).decode()
+    except TypeError:  # an integer beyond 64 bits: the standard library writes it exactly
+        return json.dumps(doc, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 
 
 def has_long_digits(data: str | bytes) -> bool:

@@ -13,7 +13,7 @@ from pydantic_core import PydanticSerializationError
 
 from ._cache import Cache, CacheLayer, CacheStats, cache_options
 from ._display import register_model, repository_html
-from ._encryption import find_layer, reveal, secret_plan, with_secrets
+from ._encryption import reveal, secret_layer, secret_plan, with_secrets
 from ._errors import (
     ConflictError,
     CorruptEntityError,
@@ -38,7 +38,7 @@ from .stores import (
     Condition,
     Record,
     Store,
-    StoreLayer,
+    find_layer,
     merge_corrupt,
     parse_query,
 )
@@ -107,7 +107,7 @@ class Repository(Generic[T]):
         store = with_secrets(model, store, keyring)
         self._secrets = secret_plan(model)
         self.model = model
-        self.store = store if _has_schema_layer(store) else SchemaLayer(store)
+        self.store = store if find_layer(store, SchemaLayer) else SchemaLayer(store)
         # The read cache goes outermost: it keeps documents as every other layer made them.
         self._cache = self._with_cache(cache)
         self._versioned = _field_is(model, "version", int)
@@ -532,7 +532,7 @@ class Repository(Generic[T]):
         """
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
-        layer = find_layer(self.store)
+        layer = secret_layer(self.store)
         if layer is None:
             return 0
         from tqdm.auto import tqdm
@@ -549,7 +549,7 @@ class Repository(Generic[T]):
         Values under a key that is not the primary are what :meth:`rotate_keys` rewrites;
         empty secrets are stored as ``""`` and not counted. ``{}`` for a model without secrets.
         """
-        layer = find_layer(self.store)
+        layer = secret_layer(self.store)
         return {} if layer is None else await layer.key_report()
 
     async def close(self) -> None:
@@ -594,16 +594,6 @@ def _field_is(model: type[BaseModel], name: str, kind: type) -> bool:
         return isinstance(TypeAdapter(info.annotation).validate_python(utc_now()), kind)
     except ValidationError:
         return False
-
-
-def _has_schema_layer(store: Store) -> bool:
-    """Whether ``store`` is, or wraps, a schema layer (a repository's own store, say)."""
-    while True:
-        if isinstance(store, SchemaLayer):
-            return True
-        if not isinstance(store, StoreLayer):
-            return False
-        store = store.inner
 
 
 def _check_on_corrupt(on_corrupt: object) -> None:

@@ -21,7 +21,6 @@ upgraded and evaluated here, and the two are merged in the query's order before 
 from __future__ import annotations
 
 import heapq
-import json
 import re
 import threading
 from collections.abc import Callable, Sequence
@@ -29,7 +28,6 @@ from dataclasses import dataclass, field, replace
 from operator import itemgetter
 from typing import Any, TypeVar
 
-import orjson
 from pydantic import BaseModel
 from pydantic_core import from_json
 
@@ -39,6 +37,7 @@ from ._filters import (
     Condition,
     Query,
     apply_query,
+    dump_document,
     matches,
     needs_exact,
     parse_document,
@@ -54,6 +53,7 @@ from .stores import (
     Selection,
     Store,
     StoreLayer,
+    find_layer,
 )
 
 __all__ = [
@@ -210,13 +210,6 @@ class Upgraded(str):
         return made
 
 
-def _dumps(doc: Any) -> str:
-    try:
-        return orjson.dumps(doc).decode()
-    except TypeError:  # an integer beyond 64 bits, or a value JSON has no form for
-        return json.dumps(doc, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-
-
 class SchemaLayer(StoreLayer):
     """Stores documents with their model's schema version; hands on only current ones.
 
@@ -297,7 +290,7 @@ class SchemaLayer(StoreLayer):
             raise CorruptEntityError(
                 self.location(entity_id), f"its schema version {version!r} is not an int"
             )
-        return self._checked(entity_id, version), _dumps(doc)
+        return self._checked(entity_id, version), dump_document(doc)
 
     def _checked(self, entity_id: str, version: int) -> int:
         if version < 1:
@@ -370,7 +363,7 @@ class SchemaLayer(StoreLayer):
                 )
         doc.pop(SCHEMA_KEY, None)
         try:
-            text = _dumps(doc)
+            text = dump_document(doc)
         except (TypeError, ValueError) as exc:
             raise CorruptEntityError(
                 self.location(entity_id),
@@ -606,11 +599,10 @@ class SchemaLayer(StoreLayer):
 
 def schema_layer(store: Store) -> SchemaLayer:
     """The schema layer in ``store``'s stack (every repository's store has one)."""
-    while not isinstance(store, SchemaLayer):
-        if not isinstance(store, StoreLayer):
-            raise TypeError(f"{store!r} has no schema layer; use a Repository's store")
-        store = store.inner
-    return store
+    layer = find_layer(store, SchemaLayer)
+    if layer is None:
+        raise TypeError(f"{store!r} has no schema layer; use a Repository's store")
+    return layer
 
 
 async def census(layer: SchemaLayer) -> dict[int, int]:

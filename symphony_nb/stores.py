@@ -59,7 +59,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from operator import itemgetter
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
@@ -99,6 +99,7 @@ __all__ = [
     "collection_name",
     "count_schema_key",
     "declared_indexes",
+    "find_layer",
     "lookup",
     "matches",
     "merge_corrupt",
@@ -108,6 +109,8 @@ __all__ = [
     "parse_query",
     "plan_writes",
 ]
+
+L = TypeVar("L", bound="Store")
 
 Document = str | bytes
 """The JSON text of one entity, as stored."""
@@ -269,6 +272,16 @@ def count_schema_key(conditions: tuple[Condition, ...], marks: Iterable[Any], un
     value in each document that has it (``marks``) and how many have none (``unmarked``)."""
     total = sum(1 for mark in marks if matches(conditions, {SCHEMA_KEY: mark}))
     return total + (unmarked if matches(conditions, {}) else 0)
+
+
+def find_layer(store: Store, kind: type[L]) -> L | None:
+    """The first store of type ``kind`` among ``store`` and the stores it wraps, or None."""
+    current: Store | None = store
+    while current is not None:
+        if isinstance(current, kind):
+            return current
+        current = current.inner if isinstance(current, StoreLayer) else None
+    return None
 
 
 def plan_writes(

@@ -382,9 +382,9 @@ async def test_rotation_reencrypts_under_the_primary_and_a_rerun_does_nothing(
     originals = [config(needle(), id=f"c{i:02}") for i in range(25)]
     await repo.save_many(originals)
     assert await repo.key_report() == {"k1": 50}
-    from symphony_nb._encryption import find_layer
+    from symphony_nb._encryption import secret_layer
 
-    layer = find_layer(repo.store)
+    layer = secret_layer(repo.store)
     assert layer is not None
     layer.keyring = Keyring({"k2": KEY2, "k1": KEY1})
     versions = {c.id: c.version for c in originals}
@@ -482,14 +482,14 @@ def test_the_readme_example_runs() -> None:
 
 def test_configure_passes_the_keyring_to_both_repositories(tmp_path: Path) -> None:
     from symphony_nb import ServiceRegistry
-    from symphony_nb._encryption import find_layer
+    from symphony_nb._encryption import secret_layer
 
     ring = Keyring({"k1": KEY1})
     registry = ServiceRegistry().configure(f"sqlite:///{tmp_path / 'r.db'}", keyring=ring)
     configs = registry.get_repository("agent_config")
-    layer = find_layer(configs.store)
+    layer = secret_layer(configs.store)
     assert layer is not None and layer.keyring is ring
-    assert find_layer(registry.get_repository("task").store) is None  # Task has no secrets
+    assert secret_layer(registry.get_repository("task").store) is None  # Task has no secrets
     secret = needle()
     configs.sync.save(saved := config(secret))
     agent = registry.get_agent_factory().sync.create_agent(saved.id)

@@ -11,12 +11,12 @@ import asyncio
 import sys
 
 from symphony_nb import AgentConfig, open_repository
-from symphony_nb._encryption import find_layer
+from symphony_nb._encryption import secret_layer
 
 
 async def main(url: str, batch_size: int) -> None:
     repo = open_repository(AgentConfig, url)
-    layer = find_layer(repo.store)
+    layer = secret_layer(repo.store)
     assert layer is not None
     out = sys.stdout
 
