@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._cache import Cache, CacheStats
 from ._copy import copy_repository
+from ._diff import Diff, FieldChange, diff
 from ._errors import (
     ConflictError,
     CorruptEntityError,
@@ -19,6 +20,7 @@ from ._errors import (
     DecryptionError,
     EncryptionError,
     FilterError,
+    HistoryError,
     InvalidArgumentError,
     InvalidIdError,
     InvalidUrlError,
@@ -35,6 +37,7 @@ from ._errors import (
     TemplateError,
     UnstorableEntityError,
 )
+from ._history import Revision, change_context
 from ._keyring import Keyring
 from ._models import AgentConfig, Task, TaskPriority, TaskStatus
 from ._repository import Repository
@@ -81,9 +84,12 @@ __all__ = [
     "CorruptEntityError",
     "CorruptEntityWarning",
     "DecryptionError",
+    "Diff",
     "EncryptionError",
+    "FieldChange",
     "FileSystemRepository",
     "FilterError",
+    "HistoryError",
     "InMemoryRepository",
     "InvalidArgumentError",
     "InvalidIdError",
@@ -97,6 +103,7 @@ __all__ = [
     "PostgresRepository",
     "QueueStatus",
     "Repository",
+    "Revision",
     "RowValidationError",
     "SQLiteRepository",
     "SchemaError",
@@ -113,7 +120,9 @@ __all__ = [
     "TemplateError",
     "UnstorableEntityError",
     "WorkReport",
+    "change_context",
     "copy_repository",
+    "diff",
     "from_dataframe",
     "get_sync_mode",
     "offline_model",

@@ -23,6 +23,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass, fields, is_dataclass
+from datetime import datetime
 from enum import Enum
 from html import escape
 from typing import Any, Never, TypeVar
@@ -479,6 +480,18 @@ class CacheLayer(StoreLayer):
         finally:
             writing_for.reset(token)
             self._written([entity_id])
+
+    async def purge(self, entity_id: str) -> int:
+        token = writing_for.set(self._feed)
+        try:
+            return await self.inner.purge(entity_id)
+        finally:
+            writing_for.reset(token)
+            self._written([entity_id])
+
+    def as_of(self, when: datetime) -> Store:
+        """The inner store's view at ``when``, uncached (the past is read rarely)."""
+        return self.inner.as_of(when)
 
     async def close(self) -> None:
         with self._lock:

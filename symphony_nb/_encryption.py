@@ -46,6 +46,7 @@ from .stores import (
     Record,
     Selection,
     Store,
+    StoredRevision,
     StoreLayer,
     collection_name,
     find_layer,
@@ -364,6 +365,11 @@ class SecretLayer(StoreLayer):
 
     async def write(self, records: Sequence[Record], *, create: bool) -> list[bool]:
         return await self.inner.write([self._seal(r) for r in records], create=create)
+
+    def revision_document(self, revision: StoredRevision) -> Document:
+        """A kept revision with its secrets decrypted (they are bound to its id as stored)."""
+        assert revision.json is not None
+        return self.open_document(revision.id, revision.json)
 
     async def select(self, query: Query) -> Selection:
         found = await self.inner.select(query)

@@ -125,6 +125,10 @@ class LanguageModelError(SymphonyError, RuntimeError):
     """A language model call that failed in a way no task can record, or returned no text."""
 
 
+class HistoryError(SymphonyError, RuntimeError):
+    """A history operation on a repository that keeps no history (open it with ``history=``)."""
+
+
 class SyncUsageError(SymphonyError, RuntimeError):
     """The sync facade was called where it would deadlock; use ``await`` there instead."""
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Generic, Literal, Self
 
@@ -18,6 +18,8 @@ from ._errors import (
     ConflictError,
     CorruptEntityError,
     CorruptEntityWarning,
+    HistoryError,
+    InvalidArgumentError,
     InvalidIdError,
     NotFoundError,
     StorageError,
@@ -26,6 +28,14 @@ from ._errors import (
 from ._fields import unwrap
 from ._filters import Query, parse_filter
 from ._gc import gc_paused
+from ._history import (
+    Revision,
+    StoredRevision,
+    change_context,
+    check_keep,
+    current_change,
+    written_at,
+)
 from ._ids import check_id
 from ._keyring import Keyring
 from ._models import utc_now
@@ -78,6 +88,13 @@ class Repository(Generic[T]):
     the outermost layer: reads by id and repeated ``find_all`` / ``count`` calls are answered
     from memory, never stale (see :class:`~symphony_nb.Cache`); :meth:`cache_stats` tells
     what it did. A store offering no change feed refuses it with ``InvalidArgumentError``.
+
+    ``history=True`` keeps every change of every entity as a revision, written by the store
+    in the same transaction as the change (``history=N``: the last N of each entity). Then
+    :meth:`history`, ``get(id, version=k)``, ``as_of=`` reads, :meth:`revert`, :meth:`prune`
+    and :meth:`purge` answer from them; :func:`~symphony_nb.change_context` records who made
+    a change and why. Documents stored before history was turned on get a baseline revision
+    then (an as-of read before that instant does not see them).
     """
 
     model: type[T]
@@ -92,7 +109,9 @@ class Repository(Generic[T]):
         *,
         keyring: Keyring | None = None,
         cache: bool | Cache | None = None,
+        history: bool | int | None = None,
     ) -> None:
+        keep = check_keep(history)
         if not (isinstance(model, type) and issubclass(model, BaseModel)):
             raise TypeError(f"a repository stores a pydantic model class, got {model!r}")
         if "id" not in model.model_fields:
@@ -108,6 +127,8 @@ class Repository(Generic[T]):
         self._secrets = secret_plan(model)
         self.model = model
         self.store = store if find_layer(store, SchemaLayer) else SchemaLayer(store)
+        if keep is not False:
+            self.store.keep_history(keep)
         # The read cache goes outermost: it keeps documents as every other layer made them.
         self._cache = self._with_cache(cache)
         self._versioned = _field_is(model, "version", int)
@@ -233,7 +254,8 @@ class Repository(Generic[T]):
     ) -> list[bool]:
         """Write ``records``, then give each written entity its new version and timestamp."""
         try:
-            written = await self.store.write(records, create=create)
+            with written_at(now):
+                written = await self.store.write(records, create=create)
         except StorageError as exc:
             landed = set(exc.written)
             for entity, record in zip(entities, records, strict=True):
@@ -244,10 +266,6 @@ class Repository(Generic[T]):
             if done:
                 self._written(entity, record, now)
         return written
-
-    async def _select(self, query: Query) -> list[tuple[str, Data]]:
-        """The store's rows for ``query`` with its corrupt documents merged in, in order."""
-        return merge_corrupt(query, await self.store.select(query))
 
     def _query(
         self,
@@ -288,18 +306,44 @@ class Repository(Generic[T]):
             await self._store(items, records, now, create=True)
         return [record.id for record in records]
 
-    async def find_by_id(self, id: str) -> T | None:
-        """The entity with this id, or None if there is none."""
+    async def find_by_id(self, id: str, *, as_of: datetime | None = None) -> T | None:
+        """The entity with this id, or None if there is none.
+
+        ``as_of`` (an aware datetime; needs ``history=``) reads it as it stood then.
+        """
         entity_id = check_id(id)
-        data = await self.store.get(entity_id)
+        data = await self._at(as_of).get(entity_id)
         return None if data is None else self.decode(entity_id, data)
 
-    async def get(self, id: str) -> T:
-        """The entity with this id; raise :class:`NotFoundError` if there is none."""
-        entity = await self.find_by_id(id)
-        if entity is None:
-            raise NotFoundError(f"no {self.model.__name__} with id {id!r} in {self!r}")
-        return entity
+    async def get(self, id: str, *, version: int | None = None) -> T:
+        """The entity with this id; raise :class:`NotFoundError` if there is none.
+
+        ``version=k`` (needs ``history=``) returns the entity as revision k kept it;
+        NotFoundError when there is no such revision (never made, or pruned) or it is the
+        entity's deletion.
+        """
+        if version is None:
+            entity = await self.find_by_id(id)
+            if entity is None:
+                raise NotFoundError(f"no {self.model.__name__} with id {id!r} in {self!r}")
+            return entity
+        if isinstance(version, bool) or not isinstance(version, int):
+            raise ValueError(f"version must be an int, got {version!r}")
+        entity_id = check_id(id)
+        self._need_history("get(id, version=...)")
+        found = await self.store.revisions(entity_id, version)
+        if not found:
+            raise NotFoundError(
+                f"{self.model.__name__} id {id!r} has no version {version} in {self!r} "
+                "(never written, or pruned)"
+            )
+        revision = self._revision(found[0])
+        if revision.entity is None:
+            raise NotFoundError(
+                f"version {version} of {self.model.__name__} id {id!r} is its deletion; "
+                f"get(id, version={version - 1}) is what was deleted"
+            )
+        return revision.entity
 
     async def find_all(
         self,
@@ -309,20 +353,28 @@ class Repository(Generic[T]):
         limit: int | None = None,
         offset: int = 0,
         on_corrupt: OnCorrupt = "raise",
+        as_of: datetime | None = None,
     ) -> list[T]:
         """Entities matching ``filter_criteria`` (see :mod:`symphony_nb.filters`).
 
         ``order_by`` is a field, ``"-field"`` for descending, or a list of them (id order by
         default); ``limit`` and ``offset`` page the result. ``on_corrupt="warn"`` skips corrupt
-        entities with a :class:`CorruptEntityWarning` instead of raising.
+        entities with a :class:`CorruptEntityWarning` instead of raising. ``as_of`` (an aware
+        datetime; needs ``history=``) answers as the repository stood at that instant.
         """
         query = self._query(filter_criteria, order_by, limit, offset).unordered()
-        return self.decode_rows(await self._select(query), on_corrupt=on_corrupt)
+        store = self._at(as_of)
+        rows = merge_corrupt(query, await store.select(query))
+        return self.decode_rows(rows, on_corrupt=on_corrupt)
 
     async def count(
-        self, filter_criteria: Filter | None = None, *, on_corrupt: OnCorrupt = "raise"
+        self,
+        filter_criteria: Filter | None = None,
+        *,
+        on_corrupt: OnCorrupt = "raise",
+        as_of: datetime | None = None,
     ) -> int:
-        """How many entities match ``filter_criteria``.
+        """How many entities match ``filter_criteria`` (``as_of``: at that instant).
 
         A stored document that cannot be read at all (not JSON, or a file whose name is no
         entity id) raises :class:`CorruptEntityError`; ``on_corrupt="warn"`` leaves each one
@@ -330,7 +382,7 @@ class Repository(Generic[T]):
         does. Documents are not validated against the model here (:meth:`find_all` does).
         """
         _check_on_corrupt(on_corrupt)
-        counted = await self.store.count(parse_filter(self.model, filter_criteria))
+        counted = await self._at(as_of).count(parse_filter(self.model, filter_criteria))
         for _, error in counted.corrupt:
             if on_corrupt == "raise":
                 raise error
@@ -376,6 +428,121 @@ class Repository(Generic[T]):
         """Delete the entity with this id; False if there was none."""
         return await self.store.remove(check_id(id))
 
+    # ------------------------------------------------------------------ history
+
+    def _need_history(self, what: str) -> None:
+        if self.store.kept() is False:
+            raise HistoryError(
+                f"{what} needs history, and {self!r} keeps none; open the repository with "
+                "history=True (every revision) or history=N (the last N of each entity)"
+            )
+
+    def _at(self, as_of: datetime | None) -> Store:
+        """The store reads go to: the repository's, or its view at ``as_of``."""
+        if as_of is None:
+            return self.store
+        if not isinstance(as_of, datetime):
+            raise ValueError(f"as_of must be a datetime, got {as_of!r}")
+        if as_of.tzinfo is None or as_of.utcoffset() is None:
+            raise ValueError(
+                f"as_of is the naive datetime {as_of.isoformat()}; give it a timezone "
+                "(for example datetime.now(timezone.utc))"
+            )
+        self._need_history("as_of")
+        return self.store.as_of(as_of.astimezone(UTC))
+
+    def _revision(self, stored: StoredRevision) -> Revision[T]:
+        entity = None
+        if stored.json is not None:
+            entity = self.decode(stored.id, stored.json)
+        return Revision(
+            stored.id, stored.version, stored.op, stored.at, stored.actor, stored.reason, entity
+        )
+
+    async def history(self, id: str) -> list[Revision[T]]:
+        """The revisions of the entity with this id, oldest first (needs ``history=``).
+
+        Each has ``version``, ``op`` (``"create"``, ``"update"`` or ``"delete"``), ``at``
+        (UTC), ``actor``, ``reason`` (see :func:`~symphony_nb.change_context`) and
+        ``entity`` (as it was; None for a delete). A deleted entity's history stays.
+        Raises :class:`NotFoundError` for an id with no revision and no document.
+        """
+        entity_id = check_id(id)
+        self._need_history("history()")
+        found = await self.store.revisions(entity_id)
+        if not found and await self.store.get(entity_id) is None:
+            raise NotFoundError(
+                f"no {self.model.__name__} with id {id!r} in {self!r}, and no history of one"
+            )
+        with gc_paused():
+            return [self._revision(revision) for revision in found]
+
+    async def revert(self, id: str, version: int, *, expected_version: int | None = None) -> T:
+        """Write a new version whose content is revision ``version``'s; return it.
+
+        History is never rewritten: the revert is one more revision (an ``update``, or a
+        ``create`` that brings a deleted entity back). With ``expected_version``, raises
+        :class:`ConflictError` unless the stored entity is at that version (a deleted one
+        is at none). Its reason is ``"revert to version k"`` unless a
+        :func:`~symphony_nb.change_context` gives one.
+        """
+        target = await self.get(id, version=version)
+        current = await self.find_by_id(id)
+        stored = getattr(current, "version", None) if self._versioned else None
+        if expected_version is not None and (current is None or stored != expected_version):
+            raise ConflictError(check_id(id), expected_version, stored)
+        if self._versioned:
+            # The stored version is what the write checks against; none: create it again.
+            target.__dict__["version"] = stored if current is not None else 0
+        _, reason = current_change()
+        with change_context(reason=reason or f"revert to version {version}"):
+            await self.save(target)
+        return target
+
+    async def prune(
+        self, *, keep_last: int | None = None, older_than: datetime | None = None
+    ) -> int:
+        """Remove old revisions, never an entity's latest; return how many went.
+
+        ``keep_last=N`` keeps the last N of each entity; ``older_than`` (an aware datetime)
+        removes those made before it; both: those beyond the last N *and* older. Neither:
+        the repository's ``history=N``.
+        """
+        self._need_history("prune()")
+        if keep_last is not None and (
+            isinstance(keep_last, bool) or not isinstance(keep_last, int) or keep_last < 1
+        ):
+            raise ValueError(f"keep_last must be an int >= 1, got {keep_last!r}")
+        if older_than is not None:
+            if not isinstance(older_than, datetime) or older_than.utcoffset() is None:
+                raise ValueError(
+                    f"older_than must be an aware datetime (with a timezone), got {older_than!r}"
+                )
+            older_than = older_than.astimezone(UTC)
+        if keep_last is None and older_than is None:
+            kept = self.store.kept()
+            if not isinstance(kept, int):
+                raise InvalidArgumentError(
+                    "prune() needs keep_last=N or older_than=when (this repository keeps "
+                    "every revision: history=True)"
+                )
+            keep_last = kept
+        return await self.store.prune(keep_last=keep_last, older_than=older_than)
+
+    async def purge(self, id: str) -> int:
+        """Remove the entity with this id and every revision of it; return how many records
+        went (the entity counts one). For erasure: nothing of it stays, not even a delete
+        revision. Works with and without history."""
+        return await self.store.purge(check_id(id))
+
+    async def history_dataframe(self, id: str) -> pd.DataFrame:
+        """The revisions of one entity as a DataFrame, one row per revision: ``version``,
+        ``op``, ``at``, ``actor``, ``reason``, then the entity's columns (empty for a delete).
+        """
+        from .dataframes import revisions_to_dataframe
+
+        return revisions_to_dataframe(self.model, await self.history(id))
+
     async def schema_versions(self) -> dict[int, int]:
         """How many stored documents are at each schema version, e.g. ``{1: 40, 2: 60}``.
 
@@ -399,9 +566,17 @@ class Repository(Generic[T]):
         """
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
-        from tqdm.auto import tqdm
 
         layer = schema_layer(self.store)
+        _, reason = current_change()
+        with change_context(reason=reason or f"migrate to schema version {layer.version}"):
+            return await self._migrate(layer, batch_size, progress)
+
+    async def _migrate(
+        self, layer: SchemaLayer, batch_size: int, progress: bool
+    ) -> MigrationReport:
+        from tqdm.auto import tqdm
+
         before = await census(layer)
         report = MigrationReport(layer.version, found=before)
         report.already_current = before.get(layer.version, 0)
@@ -538,7 +713,11 @@ class Repository(Generic[T]):
         from tqdm.auto import tqdm
 
         total = (await self.store.count(())).total
-        with tqdm(total=total, desc=f"rotate {self.model.__name__}", disable=not progress) as bar:
+        _, reason = current_change()
+        with (
+            tqdm(total=total, desc=f"rotate {self.model.__name__}", disable=not progress) as bar,
+            change_context(reason=reason or "rotate keys"),
+        ):
             return await layer.rotate(
                 batch_size=batch_size, on_batch=lambda seen, _: bar.update(seen)
             )

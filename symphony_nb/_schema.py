@@ -52,6 +52,7 @@ from .stores import (
     Record,
     Selection,
     Store,
+    StoredRevision,
     StoreLayer,
     find_layer,
 )
@@ -392,6 +393,12 @@ class SchemaLayer(StoreLayer):
         self._chain()
         document = await self.inner.get(entity_id)
         return None if document is None else self.current(entity_id, document)
+
+    def revision_document(self, revision: StoredRevision) -> Document:
+        """A kept revision at the model's current schema version, upgraded as ``get`` does."""
+        self._chain()
+        assert revision.json is not None
+        return self.current(revision.id, revision.json)
 
     async def write(self, records: Sequence[Record], *, create: bool) -> list[bool]:
         self._chain()

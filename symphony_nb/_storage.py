@@ -15,6 +15,7 @@ from typing import Any
 
 from ._cache import Cache, cache_options
 from ._errors import InvalidUrlError
+from ._history import check_keep
 from ._keyring import Keyring
 from ._repository import Repository
 from ._types import T
@@ -81,6 +82,7 @@ def open_repository(
     *,
     keyring: Keyring | None = None,
     cache: bool | Cache | None = None,
+    history: bool | int | None = None,
 ) -> Repository[T]:
     """A repository of ``model`` at storage ``url`` (see the module docstring for forms).
 
@@ -88,16 +90,20 @@ def open_repository(
     ``os.PathLike``), ``sqlite:///file.db`` or ``postgresql://...``; surrounding whitespace
     is ignored and ``~`` is expanded. A malformed URL raises :class:`InvalidUrlError`.
     ``keyring`` encrypts secret fields (default: ``$SYMPHONY_NB_KEYS`` when set); ``cache``
-    turns on the read cache (``True`` or a :class:`~symphony_nb.Cache`).
+    turns on the read cache (``True`` or a :class:`~symphony_nb.Cache`); ``history`` keeps
+    revisions (``True``: all, ``N``: the last N of each entity; see :class:`Repository`).
     """
     from .backends.filesystem import FileSystemRepository
 
     options = cache_options(cache)
+    check_keep(history)  # refused before anything is opened
     if isinstance(url, os.PathLike):
         path = os.fspath(url)
         if not isinstance(path, str):
             raise InvalidUrlError(f"a storage folder must be a str path, got {path!r}")
-        return FileSystemRepository(model, expand_path(path), keyring=keyring, cache=options)
+        return FileSystemRepository(
+            model, expand_path(path), keyring=keyring, cache=options, history=history
+        )
     if not isinstance(url, str):
         raise InvalidUrlError(f"a storage URL must be a string or a path, got {type(url).__name__}")
     url = url.strip()
@@ -114,14 +120,16 @@ def open_repository(
         path = url[match.end() :] if match else url
         if not path:
             raise InvalidUrlError(f"storage URL {mask_url(url)!r} names no folder")
-        return FileSystemRepository(model, expand_path(path), keyring=keyring, cache=options)
+        return FileSystemRepository(
+            model, expand_path(path), keyring=keyring, cache=options, history=history
+        )
     if scheme == "memory":
         from .backends.memory import InMemoryRepository
 
-        return InMemoryRepository(model, keyring=keyring, cache=options)
+        return InMemoryRepository(model, keyring=keyring, cache=options, history=history)
     if scheme in _LAZY and scheme not in _OPENERS:
         opened: Repository[T] = importlib.import_module(_LAZY[scheme]).open_url(
-            model, url, keyring=keyring, cache=options
+            model, url, keyring=keyring, cache=options, history=history
         )
         return opened
     opener = _OPENERS.get(scheme)
@@ -132,4 +140,7 @@ def open_repository(
     repository = opener(model, url) if keyring is None else opener(model, url, keyring=keyring)  # type: ignore[call-arg]
     if options is not None:  # an opener of a registered scheme knows nothing of caches
         repository._cache = repository._with_cache(options)
+    keep = check_keep(history)
+    if keep is not False:
+        repository.store.keep_history(keep)
     return repository

@@ -14,10 +14,12 @@ from ._types import T
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator, Mapping, Sequence
+    from datetime import datetime
     from typing import Any
 
     import pandas as pd
 
+    from ._history import Revision
     from ._models import Task
     from ._repository import Filter, OnCorrupt, OrderBy, Repository
     from ._schema import MigrationReport
@@ -49,13 +51,23 @@ class SyncRepository(SyncFacade["Repository[T]"], Generic[T]):
         """Save several entities, all or nothing where the backend allows; return their ids."""
         return run_sync(self._target.save_many(entities), timeout)
 
-    def find_by_id(self, id: str, *, timeout: float | None = None) -> T | None:
-        """The entity with this id, or None if there is none."""
-        return run_sync(self._target.find_by_id(id), timeout)
+    def find_by_id(
+        self, id: str, *, as_of: datetime | None = None, timeout: float | None = None
+    ) -> T | None:
+        """The entity with this id, or None if there is none.
 
-    def get(self, id: str, *, timeout: float | None = None) -> T:
-        """The entity with this id; raise :class:`NotFoundError` if there is none."""
-        return run_sync(self._target.get(id), timeout)
+        ``as_of`` (an aware datetime; needs ``history=``) reads it as it stood then.
+        """
+        return run_sync(self._target.find_by_id(id, as_of=as_of), timeout)
+
+    def get(self, id: str, *, version: int | None = None, timeout: float | None = None) -> T:
+        """The entity with this id; raise :class:`NotFoundError` if there is none.
+
+        ``version=k`` (needs ``history=``) returns the entity as revision k kept it;
+        NotFoundError when there is no such revision (never made, or pruned) or it is the
+        entity's deletion.
+        """
+        return run_sync(self._target.get(id, version=version), timeout)
 
     def find_all(
         self,
@@ -65,13 +77,15 @@ class SyncRepository(SyncFacade["Repository[T]"], Generic[T]):
         limit: int | None = None,
         offset: int = 0,
         on_corrupt: OnCorrupt = "raise",
+        as_of: datetime | None = None,
         timeout: float | None = None,
     ) -> list[T]:
         """Entities matching ``filter_criteria`` (see :mod:`symphony_nb.filters`).
 
         ``order_by`` is a field, ``"-field"`` for descending, or a list of them (id order by
         default); ``limit`` and ``offset`` page the result. ``on_corrupt="warn"`` skips corrupt
-        entities with a :class:`CorruptEntityWarning` instead of raising.
+        entities with a :class:`CorruptEntityWarning` instead of raising. ``as_of`` (an aware
+        datetime; needs ``history=``) answers as the repository stood at that instant.
         """
         return run_sync(
             self._target.find_all(
@@ -80,6 +94,7 @@ class SyncRepository(SyncFacade["Repository[T]"], Generic[T]):
                 limit=limit,
                 offset=offset,
                 on_corrupt=on_corrupt,
+                as_of=as_of,
             ),
             timeout,
         )
@@ -89,16 +104,19 @@ class SyncRepository(SyncFacade["Repository[T]"], Generic[T]):
         filter_criteria: Filter | None = None,
         *,
         on_corrupt: OnCorrupt = "raise",
+        as_of: datetime | None = None,
         timeout: float | None = None,
     ) -> int:
-        """How many entities match ``filter_criteria``.
+        """How many entities match ``filter_criteria`` (``as_of``: at that instant).
 
         A stored document that cannot be read at all (not JSON, or a file whose name is no
         entity id) raises :class:`CorruptEntityError`; ``on_corrupt="warn"`` leaves each one
         out of the count with a :class:`CorruptEntityWarning` instead, as :meth:`find_all`
         does. Documents are not validated against the model here (:meth:`find_all` does).
         """
-        return run_sync(self._target.count(filter_criteria, on_corrupt=on_corrupt), timeout)
+        return run_sync(
+            self._target.count(filter_criteria, on_corrupt=on_corrupt, as_of=as_of), timeout
+        )
 
     def iter_all(
         self,
@@ -128,6 +146,63 @@ class SyncRepository(SyncFacade["Repository[T]"], Generic[T]):
     def delete(self, id: str, *, timeout: float | None = None) -> bool:
         """Delete the entity with this id; False if there was none."""
         return run_sync(self._target.delete(id), timeout)
+
+    def history(self, id: str, *, timeout: float | None = None) -> list[Revision[T]]:
+        """The revisions of the entity with this id, oldest first (needs ``history=``).
+
+        Each has ``version``, ``op`` (``"create"``, ``"update"`` or ``"delete"``), ``at``
+        (UTC), ``actor``, ``reason`` (see :func:`~symphony_nb.change_context`) and
+        ``entity`` (as it was; None for a delete). A deleted entity's history stays.
+        Raises :class:`NotFoundError` for an id with no revision and no document.
+        """
+        return run_sync(self._target.history(id), timeout)
+
+    def revert(
+        self,
+        id: str,
+        version: int,
+        *,
+        expected_version: int | None = None,
+        timeout: float | None = None,
+    ) -> T:
+        """Write a new version whose content is revision ``version``'s; return it.
+
+        History is never rewritten: the revert is one more revision (an ``update``, or a
+        ``create`` that brings a deleted entity back). With ``expected_version``, raises
+        :class:`ConflictError` unless the stored entity is at that version (a deleted one
+        is at none). Its reason is ``"revert to version k"`` unless a
+        :func:`~symphony_nb.change_context` gives one.
+        """
+        return run_sync(
+            self._target.revert(id, version, expected_version=expected_version), timeout
+        )
+
+    def prune(
+        self,
+        *,
+        keep_last: int | None = None,
+        older_than: datetime | None = None,
+        timeout: float | None = None,
+    ) -> int:
+        """Remove old revisions, never an entity's latest; return how many went.
+
+        ``keep_last=N`` keeps the last N of each entity; ``older_than`` (an aware datetime)
+        removes those made before it; both: those beyond the last N *and* older. Neither:
+        the repository's ``history=N``.
+        """
+        return run_sync(self._target.prune(keep_last=keep_last, older_than=older_than), timeout)
+
+    def purge(self, id: str, *, timeout: float | None = None) -> int:
+        """Remove the entity with this id and every revision of it; return how many records
+        went (the entity counts one). For erasure: nothing of it stays, not even a delete
+        revision. Works with and without history."""
+        return run_sync(self._target.purge(id), timeout)
+
+    def history_dataframe(self, id: str, *, timeout: float | None = None) -> pd.DataFrame:
+        """The revisions of one entity as a DataFrame, one row per revision: ``version``,
+        ``op``, ``at``, ``actor``, ``reason``, then the entity's columns (empty for a delete).
+        """
+        return run_sync(self._target.history_dataframe(id), timeout)
 
     def schema_versions(self, *, timeout: float | None = None) -> dict[int, int]:
         """How many stored documents are at each schema version, e.g. ``{1: 40, 2: 60}``.

@@ -87,6 +87,7 @@ from ._values import storable_fields
 from .stores import Query, merge_corrupt, parse_query
 
 if TYPE_CHECKING:
+    from ._history import Revision
     from ._repository import Filter, OnCorrupt, OrderBy, Repository
 
 M = TypeVar("M", bound=BaseModel)
@@ -460,3 +461,31 @@ def _update_frame(
         if name == "updated_at":
             values = pd.to_datetime(values, utc=True).as_unit("us")
         df.iloc[np.asarray(positions), _position(df, name)] = values
+
+
+# --------------------------------------------------------------------------- history -> frame
+
+
+def revisions_to_dataframe(model: type[M], revisions: Sequence[Revision[M]]) -> pd.DataFrame:
+    """One row per revision, indexed by its version: ``op`` (a categorical), ``at`` (UTC),
+    ``actor``, ``reason``, then the entity's columns as :func:`to_dataframe` makes them
+    (empty for a delete; the entity's own ``version`` field is ``entity_version``)."""
+    docs = [
+        {} if r.entity is None else r.entity.model_dump(mode="json", by_alias=True)
+        for r in revisions
+    ]
+    entities = documents_frame(model, [str(r.version) for r in revisions], docs)
+    entities = entities.rename(columns={"version": "entity_version"}).reset_index(drop=True)
+    meta = pd.DataFrame(
+        {
+            "op": pd.Categorical(
+                [r.op for r in revisions], categories=["create", "update", "delete"]
+            ),
+            "at": pd.to_datetime([r.at for r in revisions], utc=True),
+            "actor": pd.array([r.actor for r in revisions], dtype="string"),
+            "reason": pd.array([r.reason for r in revisions], dtype="string"),
+        }
+    )
+    frame = pd.concat([meta, entities], axis=1)
+    frame.index = pd.Index([r.version for r in revisions], name="version", dtype="int64")
+    return frame

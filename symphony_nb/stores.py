@@ -54,17 +54,19 @@ with a cheaper atomic way (a lock held across the read and the write) overrides 
 
 from __future__ import annotations
 
+import copy
 import random
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import datetime
 from operator import itemgetter
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel
 
 from ._changes import Changed, ChangeFeed
-from ._errors import ConflictError, CorruptEntityError
+from ._errors import ConflictError, CorruptEntityError, HistoryError, StorageError
 from ._filters import (
     Condition,
     OrderKey,
@@ -79,8 +81,23 @@ from ._filters import (
     parse_filter,
     parse_order,
 )
+from ._history import (
+    BASELINE,
+    Head,
+    Provenance,
+    StoredRevision,
+    baseline,
+    head_of,
+    latest_at,
+    needs_baseline,
+    plan_removal,
+    plan_revisions,
+    provenance,
+    to_prune,
+)
 
 __all__ = [
+    "BASELINE",
     "SCHEMA_KEY",
     "Change",
     "ChangeFeed",
@@ -89,25 +106,37 @@ __all__ = [
     "Condition",
     "Counted",
     "Document",
+    "Head",
     "OrderKey",
+    "Provenance",
     "Query",
+    "ReadOnlyView",
     "Record",
     "Selection",
     "Store",
     "StoreLayer",
+    "StoredRevision",
     "apply_query",
+    "baseline",
     "collection_name",
     "count_schema_key",
     "declared_indexes",
     "find_layer",
+    "head_of",
+    "latest_at",
     "lookup",
     "matches",
     "merge_corrupt",
+    "needs_baseline",
     "needs_exact",
     "on_schema_key",
     "parse_document",
     "parse_query",
+    "plan_removal",
+    "plan_revisions",
     "plan_writes",
+    "provenance",
+    "to_prune",
 ]
 
 L = TypeVar("L", bound="Store")
@@ -382,6 +411,54 @@ class Store(ABC):
     async def close(self) -> None:  # noqa: B027  (a store with nothing to release keeps it)
         """Release connections, threads and files; safe to call more than once."""
 
+    # ------------------------------------------------------------------ history
+
+    _kept: int | Literal[False] | None = False
+
+    def kept(self) -> int | Literal[False] | None:
+        """False without history; with it, how many revisions of each id are kept (None: all)."""
+        return self._kept
+
+    def keep_history(self, keep_last: int | None) -> None:
+        """Append a :class:`StoredRevision` for every change from now on, keeping the last
+        ``keep_last`` of each entity (None: all).
+
+        A store that keeps history writes, in the transaction of each ``write``, ``remove``
+        and ``claim`` (on files: before the document, so a crash leaves at most a revision
+        that readers ignore), the revisions :func:`plan_revisions` and :func:`plan_removal`
+        plan, with the :func:`provenance` of the call, and then drops what ``keep_last``
+        leaves out (:func:`to_prune`). Documents it already holds that no revision records
+        get a baseline revision (reason :data:`BASELINE`) when history is first turned on
+        for the collection, or at the latest when they are next written. This
+        implementation refuses: the store keeps no history.
+        """
+        raise HistoryError(f"{self.describe()} cannot keep history")
+
+    async def revisions(self, entity_id: str, version: int | None = None) -> list[StoredRevision]:
+        """The kept revisions of ``entity_id``, oldest first (only ``version``, if given).
+
+        Raises :class:`HistoryError` on a store that keeps no history.
+        """
+        raise HistoryError(f"{self.describe()} keeps no history")
+
+    def as_of(self, when: datetime) -> Store:
+        """A read-only store of the collection as it stood at ``when`` (an aware datetime).
+
+        Its ``get``, ``select`` and ``count`` answer from the latest revision of each id made
+        at or before ``when``, with the semantics of this store's own; an id whose latest
+        revision then is a delete, or that has none, is absent. Writes raise StorageError.
+        """
+        raise HistoryError(f"{self.describe()} keeps no history")
+
+    async def prune(self, *, keep_last: int | None, older_than: datetime | None) -> int:
+        """Remove the revisions :func:`to_prune` names for every id; return how many went."""
+        raise HistoryError(f"{self.describe()} keeps no history")
+
+    async def purge(self, entity_id: str) -> int:
+        """Remove ``entity_id`` and every revision of it, writing none; return how many
+        records went (the document counts one). Without history, only the document."""
+        return int(await self.remove(entity_id))
+
     def change_feed(self) -> ChangeFeed | None:
         """A new :class:`ChangeFeed` of this collection, or None if the store cannot tell.
 
@@ -442,6 +519,40 @@ class StoreLayer(Store):
     async def close(self) -> None:
         await self.inner.close()
 
+    def kept(self) -> int | Literal[False] | None:
+        return self.inner.kept()
+
+    def keep_history(self, keep_last: int | None) -> None:
+        self.inner.keep_history(keep_last)
+
+    async def revisions(self, entity_id: str, version: int | None = None) -> list[StoredRevision]:
+        """The inner store's revisions, each document passed through :meth:`revision_document`."""
+        found = await self.inner.revisions(entity_id, version)
+        if type(self).revision_document is StoreLayer.revision_document:
+            return found
+        return [
+            rev if rev.json is None else replace(rev, json=self.revision_document(rev))
+            for rev in found
+        ]
+
+    def revision_document(self, revision: StoredRevision) -> Document:
+        """A kept revision's document as this layer hands documents on (as ``get`` does);
+        CorruptEntityError where it cannot."""
+        assert revision.json is not None
+        return revision.json
+
+    def as_of(self, when: datetime) -> Store:
+        """This layer over the inner store's view at ``when`` (a shallow copy of it)."""
+        view = copy.copy(self)
+        view.inner = self.inner.as_of(when)
+        return view
+
+    async def prune(self, *, keep_last: int | None, older_than: datetime | None) -> int:
+        return await self.inner.prune(keep_last=keep_last, older_than=older_than)
+
+    async def purge(self, entity_id: str) -> int:
+        return await self.inner.purge(entity_id)
+
     def change_feed(self) -> ChangeFeed | None:
         return self.inner.change_feed()
 
@@ -453,3 +564,33 @@ class StoreLayer(Store):
 
 
 _DOCUMENT_CALLS = ("get", "select", "write", "remove")
+
+
+class ReadOnlyView(Store):
+    """A store that answers reads from ``source`` and refuses every write (as-of views)."""
+
+    def __init__(self, source: Store, what: str) -> None:
+        super().__init__(source.model)
+        self.source = source
+        self.what = what
+
+    async def get(self, entity_id: str) -> Document | None:
+        return await self.source.get(entity_id)
+
+    async def select(self, query: Query) -> Selection:
+        return await self.source.select(query)
+
+    async def count(self, conditions: tuple[Condition, ...]) -> Counted:
+        return await self.source.count(conditions)
+
+    async def write(self, records: Sequence[Record], *, create: bool) -> list[bool]:
+        raise StorageError(f"{self.what} is read-only: the past cannot be written")
+
+    async def remove(self, entity_id: str) -> bool:
+        raise StorageError(f"{self.what} is read-only: the past cannot be written")
+
+    def location(self, entity_id: str) -> str:
+        return f"{self.what} id {entity_id!r}"
+
+    def describe(self) -> str:
+        return self.what

@@ -315,6 +315,28 @@ BACKENDS["cached:postgres"] = Backend(cached_postgres, plant=plant_postgres)
 BACKENDS["cached:sqlite"] = Backend(cached_sqlite, plant=plant_sqlite)
 
 
+# ---------------------------------------------------------------------- with history
+
+HISTORY: tuple[str, ...] = ("memory",)
+"""The backends whose stores keep history (``history=`` on their repositories)."""
+
+
+@contextlib.asynccontextmanager
+async def with_history(
+    name: str, model: type[Any], where: Path, *, history: bool | int = True, **options: Any
+) -> AsyncIterator[Repository[Any]]:
+    """A fresh repository of backend ``name`` keeping history, opened by its URL."""
+    from symphony_nb import open_repository
+
+    url = BACKENDS[name].url
+    assert url is not None, f"{name} has no URL"
+    async with (
+        url(where) as target,
+        open_repository(model, target, history=history, **options) as repo,
+    ):
+        yield repo
+
+
 # ---------------------------------------------------------------------- opening
 
 

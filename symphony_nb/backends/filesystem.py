@@ -507,9 +507,10 @@ class FileSystemRepository(Repository[T]):
         *,
         keyring: Keyring | None = None,
         cache: bool | Cache | None = None,
+        history: bool | int | None = None,
     ) -> None:
         files = FileStore(model, directory)
-        super().__init__(model, files, keyring=keyring, cache=cache)
+        super().__init__(model, files, keyring=keyring, cache=cache, history=history)
         self.directory = files.directory
         self.path = files.path
 

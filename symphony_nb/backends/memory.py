@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable, Sequence
+from datetime import datetime
 
 from pydantic import BaseModel
 
@@ -21,17 +22,29 @@ from ..stores import (
     Claimed,
     Condition,
     Counted,
+    Head,
+    Provenance,
     Query,
+    ReadOnlyView,
     Record,
     Selection,
     Store,
+    StoredRevision,
     apply_query,
+    baseline,
     count_schema_key,
+    head_of,
+    latest_at,
     matches,
+    needs_baseline,
     needs_exact,
     on_schema_key,
     parse_document,
+    plan_removal,
+    plan_revisions,
     plan_writes,
+    provenance,
+    to_prune,
 )
 
 
@@ -49,6 +62,7 @@ class MemoryStore(Store):
         # id -> (version, json, parsed document used for filtering; never handed out)
         self._rows: dict[str, tuple[int | None, str, object]] = {}
         self._marks: dict[str, object] = {}  # id -> its schema key, where it has one
+        self._revisions: dict[str, list[StoredRevision]] = {}  # id -> oldest first
         self.changes = 0  # bumped by every write and removal, for change feeds
 
     def describe(self) -> str:
@@ -60,25 +74,123 @@ class MemoryStore(Store):
 
     async def write(self, records: Sequence[Record], *, create: bool) -> list[bool]:
         parsed = [parse_document(record.json) for record in records]
+        stamp = provenance() if self._kept is not False else None
         with self._lock:
             stored = {r.id: self._rows[r.id][0] for r in records if r.id in self._rows}
             written = plan_writes(records, stored, create=create)
+            if stamp is not None:
+                self._record_writes(records, written, stored, stamp)
             for record, doc, write in zip(records, parsed, written, strict=True):
                 if write:
-                    self._rows[record.id] = (record.version, record.json, doc)
-                    mark = doc.get(SCHEMA_KEY) if isinstance(doc, dict) else None
-                    if mark is None:
-                        self._marks.pop(record.id, None)
-                    else:
-                        self._marks[record.id] = mark
+                    self._put(record, doc)
             self.changes += 1
         return written
 
+    def _put(self, record: Record, doc: object) -> None:
+        self._rows[record.id] = (record.version, record.json, doc)
+        mark = doc.get(SCHEMA_KEY) if isinstance(doc, dict) else None
+        if mark is None:
+            self._marks.pop(record.id, None)
+        else:
+            self._marks[record.id] = mark
+
     async def remove(self, entity_id: str) -> bool:
+        stamp = provenance() if self._kept is not False else None
         with self._lock:
+            row = self._rows.get(entity_id)
+            if row is not None and stamp is not None:
+                heads = self._heads([entity_id])
+                stored = {entity_id: row[0]}
+                document = row[1] if needs_baseline(entity_id, stored, heads) else None
+                revisions = plan_removal(entity_id, row[0], heads.get(entity_id), stamp, document)
+                self._append(revisions)
             self._marks.pop(entity_id, None)
             self.changes += 1
             return self._rows.pop(entity_id, None) is not None
+
+    # ------------------------------------------------------------------ history
+
+    def keep_history(self, keep_last: int | None) -> None:
+        stamp = provenance()
+        with self._lock:
+            first = self._kept is False and not self._revisions
+            self._kept = keep_last
+            if first:  # every stored document gets its baseline now
+                self._append(
+                    [
+                        baseline(key, version, text, None, stamp)
+                        for key, (version, text, _) in self._rows.items()
+                    ]
+                )
+
+    def _heads(self, ids: Iterable[str]) -> dict[str, Head]:
+        return {key: head_of(self._revisions[key][-1]) for key in ids if self._revisions.get(key)}
+
+    def _record_writes(
+        self,
+        records: Sequence[Record],
+        written: Sequence[bool],
+        stored: dict[str, int | None],
+        stamp: Provenance,
+    ) -> None:
+        heads = self._heads(r.id for r in records)
+        baselines = {
+            r.id: self._rows[r.id][1]
+            for r, ok in zip(records, written, strict=True)
+            if ok and needs_baseline(r.id, stored, heads)
+        }
+        self._append(plan_revisions(records, written, stored, heads, stamp, baselines))
+
+    def _append(self, revisions: Iterable[StoredRevision]) -> None:
+        touched: set[str] = set()
+        for revision in revisions:
+            self._revisions.setdefault(revision.id, []).append(revision)
+            touched.add(revision.id)
+        if self._kept is not False and self._kept is not None:
+            for key in touched:
+                kept = self._revisions[key]
+                if len(kept) > self._kept:
+                    del kept[: len(kept) - self._kept]
+
+    async def revisions(self, entity_id: str, version: int | None = None) -> list[StoredRevision]:
+        with self._lock:
+            found = list(self._revisions.get(entity_id, ()))
+        return found if version is None else [r for r in found if r.version == version]
+
+    def as_of(self, when: datetime) -> Store:
+        view = MemoryStore(self.model)
+        with self._lock:
+            histories = list(self._revisions.items())
+        for key, revisions in histories:
+            revision = latest_at(revisions, when)
+            if revision is not None and revision.json is not None:
+                text = revision.json
+                text = text if isinstance(text, str) else text.decode()
+                view._put(Record(key, text, revision.entity_version, None), parse_document(text))
+        return ReadOnlyView(view, f"memory of this process as of {when.isoformat()}")
+
+    async def prune(self, *, keep_last: int | None, older_than: datetime | None) -> int:
+        removed = 0
+        with self._lock:
+            for revisions in self._revisions.values():
+                gone = set(
+                    to_prune(
+                        [(r.version, r.at) for r in revisions],
+                        keep_last=keep_last,
+                        older_than=older_than,
+                    )
+                )
+                if gone:
+                    revisions[:] = [r for r in revisions if r.version not in gone]
+                    removed += len(gone)
+        return removed
+
+    async def purge(self, entity_id: str) -> int:
+        with self._lock:
+            self._marks.pop(entity_id, None)
+            self.changes += 1
+            found = self._rows.pop(entity_id, None) is not None
+            return int(found) + len(self._revisions.pop(entity_id, ()))
 
     def change_feed(self) -> ChangeFeed:
         return _MemoryFeed(self)
@@ -94,6 +206,7 @@ class MemoryStore(Store):
         """Take the first candidate in order, under the lock: no claim loses a race here."""
         exact = needs_exact(query.conditions, query.order)
         conflicts = 0
+        stamp = provenance() if self._kept is not False else None
         with self._lock:
             for key in apply_query(query, _documents(self._rows.items(), exact)):
                 version, text, _ = self._rows[key]
@@ -105,7 +218,10 @@ class MemoryStore(Store):
                 except ConflictError:
                     conflicts += 1
                     continue
-                self._rows[key] = (record.version, record.json, parse_document(record.json))
+                if stamp is not None:
+                    self._record_writes([record], [True], {key: version}, stamp)
+                self._put(record, parse_document(record.json))
+                self.changes += 1
                 return Claimed(record, conflicts)
         return Claimed(None, conflicts)
 
@@ -158,6 +274,11 @@ class InMemoryRepository(Repository[T]):
     """
 
     def __init__(
-        self, model: type[T], *, keyring: Keyring | None = None, cache: bool | Cache | None = None
+        self,
+        model: type[T],
+        *,
+        keyring: Keyring | None = None,
+        cache: bool | Cache | None = None,
+        history: bool | int | None = None,
     ) -> None:
-        super().__init__(model, MemoryStore(model), keyring=keyring, cache=cache)
+        super().__init__(model, MemoryStore(model), keyring=keyring, cache=cache, history=history)

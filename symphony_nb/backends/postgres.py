@@ -383,9 +383,10 @@ class PostgresRepository(Repository[T]):
         pool_size: int = 10,
         keyring: Keyring | None = None,
         cache: bool | Cache | None = None,
+        history: bool | int | None = None,
     ) -> None:
         database = PostgresStore(model, url, schema=schema, indexes=indexes, pool_size=pool_size)
-        super().__init__(model, database, keyring=keyring, cache=cache)
+        super().__init__(model, database, keyring=keyring, cache=cache, history=history)
         self.url = database.url
         self.schema = database.schema
         self.table = database.table
@@ -400,6 +401,7 @@ def open_url(
     *,
     keyring: Keyring | None = None,
     cache: bool | Cache | None = None,
+    history: bool | int | None = None,
 ) -> PostgresRepository[T]:
     """The repository for a ``postgresql://...[?schema=name]`` storage URL."""
-    return PostgresRepository(model, url, keyring=keyring, cache=cache)
+    return PostgresRepository(model, url, keyring=keyring, cache=cache, history=history)

@@ -386,9 +386,10 @@ class SQLiteRepository(Repository[T]):
         timeout: float = 10.0,
         keyring: Keyring | None = None,
         cache: bool | Cache | None = None,
+        history: bool | int | None = None,
     ) -> None:
         database = SQLiteStore(model, path, indexes=indexes, timeout=timeout)
-        super().__init__(model, database, keyring=keyring, cache=cache)
+        super().__init__(model, database, keyring=keyring, cache=cache, history=history)
         self.path = database.path
         self.table = database.table
         self.timeout = database.timeout
@@ -403,19 +404,20 @@ def open_url(
     *,
     keyring: Keyring | None = None,
     cache: bool | Cache | None = None,
+    history: bool | int | None = None,
 ) -> SQLiteRepository[T]:
     """A repository for ``sqlite:///relative.db``, ``sqlite:////abs.db`` (``sqlite:///~/x.db``
     expands ``~``) or ``sqlite://:memory:``."""
     rest = url.split("://", 1)[1]
     if rest in ("", MEMORY, "/" + MEMORY):
-        return SQLiteRepository(model, MEMORY, keyring=keyring, cache=cache)
+        return SQLiteRepository(model, MEMORY, keyring=keyring, cache=cache, history=history)
     if not rest.startswith("/") or rest == "/":
         raise InvalidUrlError(
             f"SQLite URL {mask_url(url)!r} names no file: use sqlite:///relative/path.db, "
             "sqlite:////absolute/path.db or sqlite://:memory:"
         )
     path = expand_path(rest[1:].split("?", 1)[0])
-    return SQLiteRepository(model, path, keyring=keyring, cache=cache)
+    return SQLiteRepository(model, path, keyring=keyring, cache=cache, history=history)
 
 
 def _after_fork() -> None:

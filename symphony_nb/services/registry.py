@@ -80,6 +80,7 @@ class ServiceRegistry:
         *,
         keyring: Keyring | None = None,
         cache: bool | Cache | None = None,
+        history: bool | int | None = None,
     ) -> ServiceRegistry:
         """Register the ``"task"`` and ``"agent_config"`` repositories from one storage URL.
 
@@ -89,11 +90,14 @@ class ServiceRegistry:
         A malformed URL such as ``memory:`` raises :class:`InvalidUrlError`. ``keyring``
         encrypts secret fields such as ``AgentConfig.secrets`` (default:
         ``$SYMPHONY_NB_KEYS`` when set); ``cache`` turns on the read cache of both (``True``
-        or a :class:`~symphony_nb.Cache`). Returns self.
+        or a :class:`~symphony_nb.Cache`); ``history`` keeps every change of both as revisions
+        (``True``, or ``N``: the last N of each entity). Returns self.
         """
         target = default_url() if url is None else url
-        tasks = open_repository(Task, target, keyring=keyring, cache=cache)
-        configs = open_repository(AgentConfig, target, keyring=keyring, cache=cache)
+        tasks = open_repository(Task, target, keyring=keyring, cache=cache, history=history)
+        configs = open_repository(
+            AgentConfig, target, keyring=keyring, cache=cache, history=history
+        )
         with self._lock:
             self._repositories["task"] = tasks
             self._repositories["agent_config"] = configs
