@@ -317,7 +317,7 @@ BACKENDS["cached:sqlite"] = Backend(cached_sqlite, plant=plant_sqlite)
 
 # ---------------------------------------------------------------------- with history
 
-HISTORY: tuple[str, ...] = ("memory",)
+HISTORY: tuple[str, ...] = ("memory", "sqlite")
 """The backends whose stores keep history (``history=`` on their repositories)."""
 
 
@@ -335,6 +335,15 @@ async def with_history(
         open_repository(model, target, history=history, **options) as repo,
     ):
         yield repo
+
+
+@contextlib.asynccontextmanager
+async def history_sqlite(model: type[Any], where: Path) -> AsyncIterator[Repository[Any]]:
+    async with with_history("sqlite", model, where) as repo:
+        yield repo
+
+
+BACKENDS["history:sqlite"] = Backend(history_sqlite, plant=plant_sqlite)
 
 
 # ---------------------------------------------------------------------- opening
