@@ -8,14 +8,18 @@ import re
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import textwrap
 import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from pydantic import BaseModel
 
 from symphony_nb import (
@@ -31,10 +35,11 @@ from symphony_nb import (
     TaskStatus,
     open_repository,
 )
-from symphony_nb._filters import Query, parse_filter, parse_order
+from symphony_nb._filters import Query, apply_query, parse_document, parse_filter, parse_order
 from symphony_nb.backends._sqlite_history import PastStore
 from symphony_nb.stores import BASELINE, Provenance, Record, baseline
 from tests.backends import backend_store
+from tests.test_filter_property import ENTITY_SETS, EXAMPLES, queries
 from tests.unprivileged import (
     may_write_as_owner,
     reader_process,
@@ -648,6 +653,8 @@ async def test_history_queries_search_its_indexes(tmp_path: Path) -> None:
         assert "SCAN task::history USING COVERING INDEX task::history:time" in past
         assert "SEARCH h USING INTEGER PRIMARY KEY (rowid=?)" in past
         assert "TEMP B-TREE" not in past
+        after = steps(f"SELECT id, doc FROM ({history.past}) WHERE id > 'k'", {"when": "x"})
+        assert "SEARCH task::history USING COVERING INDEX task::history:time (id>?)" in after
         marks = steps(history._marks_sql, {"when": "x"})
         assert "SCAN task::history USING INDEX task::history:$" in marks
     finally:
@@ -835,3 +842,49 @@ async def test_history_turned_on_for_a_store_in_use_keeps_a_baseline(tmp_path: P
     assert [(r.version, r.op, r.reason) for r in history] == [(1, "create", BASELINE)]
     assert [t.id for t in await kept.find_all(as_of=datetime.now(UTC))] == ["old"]
     await store.close()
+
+
+async def _as_of_agrees(tasks: list[Task], asked: list[Any], where: Path) -> None:
+    from tests.test_filter_property import _parse
+
+    valid = [(q, parsed) for q in asked if (parsed := _parse(q[0], q[1])) is not None]
+    async with SQLiteRepository(Task, where / "s.db", history=True) as repo:
+        await repo.save_many([t.model_copy() for t in tasks])
+        stored = await repo.find_all()
+        docs = [(t.id, parse_document(t.model_dump_json(), exact=True)) for t in stored]
+        await asyncio.sleep(0.001)
+        mark = datetime.now(UTC)
+        await asyncio.sleep(0.001)
+        for n, task in enumerate(stored):  # the present differs from the past
+            if n % 3 == 0:
+                await repo.delete(task.id)
+            elif n % 3 == 1:
+                await repo.save(task.model_copy(update={"name": "later", "input_data": {}}))
+        past = repo.store.as_of(mark)
+        for (criteria, order, limit, offset), (conds, keys) in valid:
+            expected = apply_query(Query(conds, keys, limit, offset), docs)
+            found = await repo.find_all(
+                criteria, order_by=order, limit=limit, offset=offset, as_of=mark
+            )
+            assert [t.id for t in found] == expected, (criteria, order, limit, offset)
+            everything = apply_query(Query(conds), docs)
+            assert await repo.count(criteria, as_of=mark) == len(everything), criteria
+            paged: list[str] = []
+            while True:  # keyset pages, as iter_all reads them
+                after = paged[-1] if paged else None
+                page = await past.select(Query(conds, limit=2, after_id=after))
+                paged.extend(key for key, _ in page.rows)
+                if len(page.rows) < 2:
+                    break
+            assert paged == everything, (criteria, "pages")
+
+
+@settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(tasks=ENTITY_SETS, asked=st.lists(queries(), min_size=1, max_size=4))
+def test_as_of_reads_agree_with_the_reference(tasks: list[Task], asked: list[Any]) -> None:
+    with tempfile.TemporaryDirectory() as folder:
+        asyncio.run(_as_of_agrees(tasks, asked, Path(folder)))

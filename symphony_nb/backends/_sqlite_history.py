@@ -143,16 +143,17 @@ class HistoryTable:
         self._at_sql = (
             f"SELECT op, doc FROM {hist} WHERE id = ? AND at <= ? ORDER BY version DESC LIMIT 1"
         )
-        self._keys_sql = f"SELECT id, version, at FROM {hist} ORDER BY id, version"
-        self._forget_sql = f"DELETE FROM {hist} WHERE id = ? AND version = ?"
+        self._keys_sql = f"SELECT id, version, at, rowid FROM {hist} ORDER BY id, version"
+        self._forget_sql = f"DELETE FROM {hist} WHERE rowid = ?"
         self._purge_sql = f"DELETE FROM {hist} WHERE id = ?"
         self.past = (
-            f"SELECT h.id, h.doc FROM (SELECT rowid AS r, op, max(version) FROM {hist} "
-            f"WHERE at <= :when GROUP BY id) AS m JOIN {hist} AS h ON h.rowid = m.r "
-            "WHERE m.op <> 'delete'"
+            f"SELECT m.id AS id, h.doc AS doc FROM (SELECT id, rowid AS r, op, max(version) "
+            f"FROM {hist} WHERE at <= :when GROUP BY id) AS m JOIN {hist} AS h "
+            "ON h.rowid = m.r WHERE m.op <> 'delete'"
         )
-        """The ``(id, doc)`` rows of the collection at ``:when`` (SQLite's bare columns take
-        their values from the row of the max)."""
+        """The ``(id, doc)`` rows of the collection at ``:when``. SQLite's bare columns take
+        their values from the row of the max; conditions on ``id`` (pages after an id) reach
+        the grouped scan of the index."""
 
     # ------------------------------------------------------------------ the table
 
@@ -278,14 +279,13 @@ class HistoryTable:
     ) -> int:
         """Remove what :func:`to_prune` names for each id; how many went."""
         with immediate(conn):
-            gone: list[tuple[str, int]] = []
-            for key, rows in groupby(conn.execute(self._keys_sql), key=itemgetter(0)):
-                kept = [(version, datetime.fromisoformat(at)) for _, version, at in rows]
-                gone.extend(
-                    (key, version)
-                    for version in to_prune(kept, keep_last=keep_last, older_than=older_than)
-                )
-            conn.executemany(self._forget_sql, gone)
+            gone: list[tuple[int]] = []
+            for _, group in groupby(conn.execute(self._keys_sql), key=itemgetter(0)):
+                rows = {version: (at, rowid) for _, version, at, rowid in group}
+                kept = [(version, datetime.fromisoformat(at)) for version, (at, _) in rows.items()]
+                names = to_prune(kept, keep_last=keep_last, older_than=older_than)
+                gone.extend((rows[version][1],) for version in names)
+            conn.executemany(self._forget_sql, sorted(gone))
         return len(gone)
 
     def purge(self, conn: sqlite3.Connection, entity_id: str) -> int:
