@@ -68,7 +68,7 @@ if TYPE_CHECKING:
 _COLUMNS = "id, version, op, at, actor, reason, doc, entity_version"
 
 
-def stamp(at: datetime) -> str:
+def at_text(at: datetime) -> str:
     """``at`` as the table keeps it: ISO text in UTC, to the microsecond, fixed width."""
     return at.astimezone(UTC).isoformat(timespec="microseconds")
 
@@ -167,7 +167,7 @@ class HistoryTable:
         with immediate(conn):
             for sql in self._create_sql:
                 conn.execute(sql)
-            conn.execute(self._baselines_sql, (stamp(since), BASELINE))
+            conn.execute(self._baselines_sql, (at_text(since), BASELINE))
 
     # ------------------------------------------------------------------ appending
 
@@ -193,7 +193,7 @@ class HistoryTable:
         written: Sequence[bool],
         stored: dict[str, Any],
         heads: dict[str, Head],
-        at: Provenance,
+        stamp: Provenance,
         keep_last: int | None,
     ) -> None:
         """Append the revisions of a write, given the :meth:`state` of its ids (before it
@@ -206,10 +206,12 @@ class HistoryTable:
         baselines: dict[str, Document] = {}
         if need:
             baselines = dict(conn.execute(self._documents_sql, (_ids(need),)).fetchall())
-        self.append(conn, plan_revisions(records, written, stored, heads, at, baselines), keep_last)
+        self.append(
+            conn, plan_revisions(records, written, stored, heads, stamp, baselines), keep_last
+        )
 
     def record_removal(
-        self, conn: sqlite3.Connection, entity_id: str, at: Provenance, keep_last: int | None
+        self, conn: sqlite3.Connection, entity_id: str, stamp: Provenance, keep_last: int | None
     ) -> bool:
         """Append the revisions of removing ``entity_id`` (before it is removed); False if
         it is not stored."""
@@ -221,7 +223,7 @@ class HistoryTable:
         if needs_baseline(entity_id, stored, heads):
             document = conn.execute(self._stored_sql, (entity_id,)).fetchone()[0]
         self.append(
-            conn, plan_removal(entity_id, version, heads.get(entity_id), at, document), keep_last
+            conn, plan_removal(entity_id, version, heads.get(entity_id), stamp, document), keep_last
         )
         return True
 
@@ -231,13 +233,22 @@ class HistoryTable:
         """Insert ``revisions``, then keep only the last ``keep_last`` of each id (None: all)."""
         if len(revisions) == 1:
             r = revisions[0]
-            row = (r.id, r.version, r.op, stamp(r.at), r.actor, r.reason, r.json, r.entity_version)
+            row = (
+                r.id,
+                r.version,
+                r.op,
+                at_text(r.at),
+                r.actor,
+                r.reason,
+                r.json,
+                r.entity_version,
+            )
             conn.execute(self._insert_sql, row)
         else:
-            stamps = {at: stamp(at) for at in {r.at for r in revisions}}  # one per write, mostly
-            # In key order: inserts into the table's b-tree touch each page once.
+            texts = {at: at_text(at) for at in {r.at for r in revisions}}  # one per write, mostly
+            # In key order: the inserts walk the indexes once.
             rows = sorted(
-                (r.id, r.version, r.op, stamps[r.at], r.actor, r.reason, r.json, r.entity_version)
+                (r.id, r.version, r.op, texts[r.at], r.actor, r.reason, r.json, r.entity_version)
                 for r in revisions
             )
             conn.executemany(self._insert_sql, rows)
@@ -268,7 +279,7 @@ class HistoryTable:
         return [mark for op, mark in rows if op != "delete" and mark is not None]
 
     def document_at(self, conn: sqlite3.Connection, entity_id: str, when: str) -> str | None:
-        """The document of ``entity_id`` at ``when`` (as :func:`stamp` writes it), or None."""
+        """The document of ``entity_id`` at ``when`` (as :func:`at_text` writes it), or None."""
         row = conn.execute(self._at_sql, (entity_id, when)).fetchone()
         return None if row is None or row[0] == "delete" else row[1]
 
@@ -305,7 +316,7 @@ class PastStore(Store):
     def __init__(self, store: SQLiteStore, when: datetime) -> None:
         super().__init__(store.model)
         self._store = store
-        self._when = stamp(when)
+        self._when = at_text(when)
         self._sql = SqlCompiler.over(store.model, store.history.past, {"when": self._when})
 
     async def get(self, entity_id: str) -> Document | None:
