@@ -362,6 +362,26 @@ def opened(backend: str, model: type[Any], where: Path) -> Iterator[Repository[A
         run_sync(stack.aclose())
 
 
+@contextlib.contextmanager
+def opened_with_history(
+    backend: str, model: type[Any], where: Path, **options: Any
+) -> Iterator[Repository[Any]]:
+    """:func:`with_history` opened and closed on the sync facades' loop."""
+    stack = contextlib.AsyncExitStack()
+
+    async def enter() -> Repository[Any]:
+        return await stack.enter_async_context(with_history(backend, model, where, **options))
+
+    try:
+        repo = run_sync(enter())
+    except BackendUnavailable as exc:
+        _skip(backend, exc)
+    try:
+        yield repo
+    finally:
+        run_sync(stack.aclose())
+
+
 def _url_factory(backend: str) -> UrlFactory:
     url = BACKENDS[backend].url
     if url is None:
