@@ -337,6 +337,19 @@ async def with_history(
         yield repo
 
 
+def _historied(name: str) -> Factory:
+    @contextlib.asynccontextmanager
+    async def make(model: type[Any], where: Path) -> AsyncIterator[Repository[Any]]:
+        async with with_history(name, model, where) as repo:
+            yield repo
+
+    return make
+
+
+# Backends once more with history on: the whole contract holds while every change is kept.
+BACKENDS["history:memory"] = Backend(_historied("memory"))
+
+
 # ---------------------------------------------------------------------- opening
 
 

@@ -576,3 +576,47 @@ def test_diff_lists_changed_dotted_paths() -> None:
     assert "<img" not in html and "&lt;img" in html
     with pytest.raises(TypeError, match="one model"):
         diff(a, AgentConfig(name="c", instruction_template="hi"))
+
+
+# ------------------------------------------------------------------ the other writers
+
+
+async def test_services_frames_and_migrations_write_revisions(make: Make) -> None:
+    from symphony_nb import AgentFactory, TaskManager, offline_model
+
+    configs: Repository[AgentConfig] = await make(AgentConfig)
+    tasks: Repository[Task] = await make(Task)
+    config = AgentConfig(name="helper", instruction_template="Help.")
+    await configs.save(config)
+    agent = await AgentFactory(configs, llm=offline_model).create_agent(config.id)
+    manager = TaskManager(tasks)
+    task = await manager.create_task("job")
+    await manager.execute_task(task.id, agent)
+    history = await tasks.history(task.id)
+    assert [r.op for r in history] == ["create", "update", "update"]
+    assert [r.actor for r in history] == [None, agent.config.id, agent.config.id]
+    assert history[-1].entity is not None and history[-1].entity.status == TaskStatus.COMPLETED
+
+    df = await tasks.to_dataframe()
+    df.loc[task.id, "name"] = "renamed in a frame"
+    assert await tasks.save_dataframe(df) == [task.id]
+    assert await tasks.save_dataframe(await tasks.to_dataframe()) == []  # unedited: nothing
+    history = await tasks.history(task.id)
+    assert len(history) == 4
+    assert history[-1].entity is not None and history[-1].entity.name == "renamed in a frame"
+
+
+async def test_a_migration_writes_one_revision_per_upgraded_entity(make: Make) -> None:
+    repo: Repository[Note] = await make(Note)
+    notes = [Note(id=f"n{i}", title=f"t{i}", version=1) for i in range(3)]
+    await backend_store(repo).write(
+        [Record(n.id, stored_as(n, 1), 1, None) for n in notes], create=True
+    )
+    report = await repo.migrate(progress=False)
+    assert report.upgraded == 3
+    for note in notes:
+        history = await repo.history(note.id)
+        assert shape(history) == [(1, "create"), (2, "update")]
+        assert history[-1].reason == "migrate to schema version 3"
+    assert (await repo.migrate(progress=False)).upgraded == 0
+    assert len(await repo.history("n0")) == 2
