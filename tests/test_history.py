@@ -620,3 +620,31 @@ async def test_a_migration_writes_one_revision_per_upgraded_entity(make: Make) -
         assert history[-1].reason == "migrate to schema version 3"
     assert (await repo.migrate(progress=False)).upgraded == 0
     assert len(await repo.history("n0")) == 2
+
+
+def test_a_repository_shows_that_it_keeps_history() -> None:
+    assert "every revision" in InMemoryRepository(Task, history=True)._repr_html_()
+    assert "last 3 revisions" in InMemoryRepository(Task, history=3)._repr_html_()
+    assert "revisions" not in InMemoryRepository(Task)._repr_html_()
+
+
+async def test_key_rotation_is_a_version_with_its_revision(make: Make) -> None:
+    old, new = Keyring.generate(), Keyring.generate()
+    repo: Repository[AgentConfig] = await make(
+        AgentConfig, keyring=Keyring({"k0": old}, primary="k0")
+    )
+    config = AgentConfig(id="c", name="c", instruction_template="hi", secrets={"k": "v1"})
+    await repo.save(config)
+    layer = backend_store(repo)
+    rotated = Repository(
+        AgentConfig, layer, keyring=Keyring({"k1": new, "k0": old}, primary="k1"), history=True
+    )
+    assert await rotated.rotate_keys(progress=False) == 1
+    history = await rotated.history("c")
+    assert shape(history) == [(1, "create"), (2, "update")]
+    assert history[-1].reason == "rotate keys"
+    assert (await rotated.get("c")).version == 2
+    assert (
+        history[0].entity is not None and history[0].entity.secrets["k"].get_secret_value() == "v1"
+    )
+    assert await rotated.rotate_keys(progress=False) == 0

@@ -434,10 +434,12 @@ async def test_rotation_reencrypts_under_the_primary_and_a_rerun_does_nothing(
     assert await repo.rotate_keys(progress=False, batch_size=7) == 25
     assert await repo.key_report() == {"k2": 50}
     assert await repo.rotate_keys(progress=False) == 0
+    # A rotation is no edit; with history on it is one more version, with its revision.
+    bump = 0 if repo.store.kept() is False else 1
     for original in originals:
         got = await repo.get(original.id)
         assert got.secrets == original.secrets
-        assert got.version == versions[original.id]  # a rotation is no edit
+        assert got.version == versions[original.id] + bump
         assert got.updated_at == original.updated_at
     layer.keyring = Keyring({"k2": KEY2})  # the old key retired
     assert len(await repo.find_all()) == 25
