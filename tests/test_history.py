@@ -648,3 +648,22 @@ async def test_key_rotation_is_a_version_with_its_revision(make: Make) -> None:
         history[0].entity is not None and history[0].entity.secrets["k"].get_secret_value() == "v1"
     )
     assert await rotated.rotate_keys(progress=False) == 0
+
+
+def test_the_readme_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    text = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = text.split("### History: every change kept", 1)[1]
+    example = section.split("```python\n", 1)[1].split("```", 1)[0]
+    scope: dict[str, Any] = {}
+    exec(compile(example, "README.md", "exec"), scope)
+    tasks = scope["tasks"]
+    try:
+        assert [r.op for r in tasks.sync.history(scope["task"].id)] == [
+            "create",
+            "update",
+            "update",
+        ]
+        assert tasks.sync.get(scope["task"].id).name == "draft"
+    finally:
+        tasks.sync.close()
