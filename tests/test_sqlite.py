@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import sqlite3
 import subprocess
 import sys
 import textwrap
 import threading
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import psutil
@@ -30,6 +32,8 @@ from symphony_nb import (
     open_repository,
 )
 from symphony_nb._filters import Query, parse_filter, parse_order
+from symphony_nb.backends._sqlite_history import PastStore
+from symphony_nb.stores import BASELINE, Provenance, Record, baseline
 from tests.backends import backend_store
 from tests.unprivileged import (
     may_write_as_owner,
@@ -550,3 +554,284 @@ async def test_a_claim_takes_tasks_in_order_from_the_composite_index(
                 ]
     finally:
         conn.close()
+
+
+# ---------------------------------------------------------------------- history
+
+
+def history_rows(path: Path, entity_id: str) -> list[tuple[object, ...]]:
+    conn = raw(path)
+    try:
+        return conn.execute(
+            'SELECT version, op, reason, entity_version FROM "task::history" WHERE id = ? '
+            "ORDER BY version",
+            (entity_id,),
+        ).fetchall()
+    finally:
+        conn.close()
+
+
+def statements(repo: SQLiteRepository[Task]) -> list[str]:
+    """The statements the worker's connection runs from now on (appended as they run)."""
+    store = backend_store(repo)
+    seen: list[str] = []
+    store._session.writer().set_trace_callback(seen.append)  # type: ignore[union-attr]
+    return seen
+
+
+async def test_history_off_makes_no_table_and_runs_no_extra_statement(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    async with SQLiteRepository(Task, path) as repo:
+        task = Task(id="t", name="n")
+        await repo.save(task)
+        seen = statements(repo)
+        task.name = "m"
+        await repo.save(task)
+        await repo.save_many([Task(id="u", name="u"), task])
+        await repo.delete("u")
+        assert [sql.split(" ", 1)[0] for sql in seen] == [
+            *("BEGIN", "INSERT", "COMMIT"),
+            *("BEGIN", "INSERT", "INSERT", "COMMIT"),  # one per row of an executemany
+            "DELETE",
+        ]
+    conn = raw(path)
+    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    conn.close()
+    assert tables == {"task"}
+
+
+async def test_a_write_refused_after_its_revision_leaves_neither(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    async with SQLiteRepository(Task, path, history=True) as repo:
+        store = backend_store(repo)
+        await repo.save(Task(id="t", name="n"))
+        # The revision goes in first; then the table refuses the document (not JSON).
+        for create in (True, False):
+            with pytest.raises(StorageError, match="malformed JSON|CHECK"):
+                await store.write([Record("t", "{not json", 2, 1)], create=create)
+            with pytest.raises(StorageError, match="malformed JSON|CHECK"):
+                await store.write([Record("new", "{not json", 1, None)], create=True)
+        conn = raw(path)
+        conn.execute("CREATE TRIGGER no_delete BEFORE DELETE ON task BEGIN SELECT RAISE(ABORT, 'kept'); END")  # fmt: skip
+        conn.close()
+        with pytest.raises(StorageError, match="kept"):
+            await repo.delete("t")
+        assert history_rows(path, "t") == [(1, "create", None, 1)]
+        assert history_rows(path, "new") == []
+        assert (await repo.get("t")).version == 1
+
+
+async def test_history_queries_search_its_indexes(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    async with SQLiteRepository(Task, path, history=True) as repo:
+        await repo.save(Task(id="t", name="n"))
+        history = backend_store(repo).history
+    conn = raw(path)
+    try:
+
+        def steps(sql: str, params: object) -> str:
+            return " | ".join(row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + sql, params))  # type: ignore[arg-type]
+
+        one = ("t",)
+        for sql, params in (
+            (history._revisions_sql, one),
+            (history._revision_sql, ("t", 1)),
+            (history._at_sql, ("t", "x")),
+            (history._state_sql, one),
+            (history._heads_sql, ('["t"]',)),
+            (history._trim_sql, ("t", 2)),
+        ):
+            plan = steps(sql, params)
+            assert not re.search(r"SCAN (task|t|h)\b", plan) and "TEMP B-TREE" not in plan, sql
+        # As of an instant: one pass over the covering index, then only the documents found.
+        past = steps(f"SELECT id, doc FROM ({history.past})", {"when": "x"})
+        assert "SCAN task::history USING COVERING INDEX task::history:time" in past
+        assert "SEARCH h USING INTEGER PRIMARY KEY (rowid=?)" in past
+        assert "TEMP B-TREE" not in past
+        marks = steps(history._marks_sql, {"when": "x"})
+        assert "SCAN task::history USING INDEX task::history:$" in marks
+    finally:
+        conn.close()
+
+
+async def test_the_first_baselines_are_numbered_as_baseline_numbers_them(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    async with SQLiteRepository(Note, path) as plain:
+        store = backend_store(plain)
+        for key, version in (("none", None), ("zero", 0), ("five", 5)):
+            await store.write([Record(key, f'{{"id":"{key}"}}', version, None)], create=True)
+    async with SQLiteRepository(Note, path, history=True) as kept:
+        for key, version in (("none", None), ("zero", 0), ("five", 5)):
+            (found,) = await backend_store(kept).revisions(key)
+            expected = baseline(key, version, f'{{"id":"{key}"}}', None, Provenance(found.at))
+            assert found == expected
+
+
+async def test_a_file_with_history_opens_as_before_without_it(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    async with SQLiteRepository(Task, path, history=True) as kept:
+        await kept.save(Task(id="t", name="one"))
+        await kept.save(Task(id="gone", name="x"))
+    async with SQLiteRepository(Task, path) as plain:
+        task = await plain.get("t")
+        task.name = "two"
+        await plain.save(task)
+        assert await plain.count() == 2
+        # Erasure leaves nothing of it even where this repository keeps no history.
+        assert await plain.purge("gone") == 2
+    conn = raw(path)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
+    conn.close()
+    assert history_rows(path, "gone") == []
+    assert history_rows(path, "t") == [(1, "create", None, 1)]
+
+
+async def test_as_of_reports_a_revision_that_is_not_json(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    async with SQLiteRepository(Note, path, history=True) as notes:
+        await notes.save_many([Note(id="a", text="x"), Note(id="b", text="y")])
+        conn = raw(path)
+        conn.execute("""UPDATE "note::history" SET doc = '{"id": "b", "te' WHERE id = 'b'""")
+        conn.close()
+        when = datetime.now(UTC)
+        with pytest.raises(CorruptEntityError, match=r"table 'note' id 'b'.*not valid JSON"):
+            await notes.find_all({"text": "x"}, as_of=when)
+        with pytest.warns(CorruptEntityWarning, match="'b'"):
+            found = await notes.find_all({"text": {"$ne": "z"}}, as_of=when, on_corrupt="warn")
+        assert [n.id for n in found] == ["a"]
+        with pytest.warns(CorruptEntityWarning, match="'b'"):
+            assert await notes.count({"text": "x"}, as_of=when, on_corrupt="warn") == 1
+
+
+async def test_schema_key_probes_of_as_of_reads_match_a_full_count(tmp_path: Path) -> None:
+    from symphony_nb._filters import Condition
+
+    path = tmp_path / "s.db"
+    async with SQLiteRepository(Note, path, history=True) as notes:
+        store = backend_store(notes)
+        docs = {"a": '{"$":2,"id":"a"}', "b": '{"$":3,"id":"b"}', "c": '{"id":"c"}'}
+        for key, doc in docs.items():
+            await store.write([Record(key, doc, None, None)], create=True)
+        await store.write([Record("b", '{"id":"b"}', None, None)], create=True)
+        await store.remove("c")
+        past = PastStore(store, datetime.now(UTC))
+        for conditions in (
+            (Condition(("$",), "$gt", 1),),
+            (Condition(("$",), "$exists", False),),
+            (Condition(("$",), "$lt", 3),),
+            (Condition(("$",), "$eq", 2),),
+        ):
+            fast = await past.count(conditions)
+            full = await store._run(store._tally, conditions, past._sql)
+            assert fast.total == full.total, conditions
+        assert (await past.count((Condition(("$",), "$gt", 1),))).total == 1  # b is unmarked now
+
+
+async def test_writers_on_two_connections_number_one_history(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    async with (
+        SQLiteRepository(Task, path, history=True) as one,
+        SQLiteRepository(Task, path, history=True) as two,
+    ):
+        await one.save(Task(id="t", name="0"))
+
+        async def bump(repo: SQLiteRepository[Task], times: int) -> None:
+            for _ in range(times):
+                while True:
+                    task = await repo.get("t")
+                    task.name = str(int(task.name) + 1)
+                    try:
+                        await repo.save(task)
+                        break
+                    except ConflictError:
+                        continue
+
+        await asyncio.gather(bump(one, 20), bump(two, 20))
+        history = await one.history("t")
+        assert [r.version for r in history] == list(range(1, 42))
+        assert [r.entity.name for r in history if r.entity] == [str(n) for n in range(41)]
+
+
+async def test_purge_and_history_writes_reach_the_read_cache(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    async with (
+        SQLiteRepository(Task, path, history=True, cache=True) as cached,
+        SQLiteRepository(Task, path, history=True) as other,
+    ):
+        await cached.save(Task(id="t", name="one"))
+        assert (await cached.get("t")).name == "one"
+        task = await other.get("t")
+        task.name = "two"
+        await other.save(task)
+        assert (await cached.get("t")).name == "two"
+        assert await cached.purge("t") == 3
+        assert await cached.find_by_id("t") is None
+
+
+_HISTORY_READER = """
+import json, sys
+from datetime import UTC, datetime
+from symphony_nb import SQLiteRepository, StorageError, Task
+
+repo = SQLiteRepository(Task, {path!r}, history=True)
+bare = SQLiteRepository(Task, {bare!r}, history=True)
+for _ in sys.stdin:
+    now = datetime.now(UTC)
+    found = {{
+        "history": [(r.version, r.op, r.entity and r.entity.name) for r in repo.sync.history("a")],
+        "v1": repo.sync.get("a", version=1).name,
+        "as_of": [t.id for t in repo.sync.find_all(as_of=now)],
+        "count": repo.sync.count({{"name": "a2"}}, as_of=now),
+        "bare": [bare.sync.history("x") == [], bare.sync.find_all(as_of=now)],
+    }}
+    for name, write in {{
+        "save": lambda: repo.sync.save(Task(id="w", name="w")),
+        "prune": lambda: repo.sync.prune(keep_last=1),
+        "purge": lambda: repo.sync.purge("a"),
+    }}.items():
+        try:
+            write()
+            found[name] = "written"
+        except StorageError as exc:
+            found[name] = str(exc)
+    print(json.dumps(found), flush=True)
+"""
+
+
+def test_a_database_with_history_that_may_be_read_but_not_written() -> None:
+    with shared_folder() as where:
+        path, bare = where / "db" / "s.db", where / "db" / "bare.db"
+        owner = SQLiteRepository(Task, path, history=True)
+        task = Task(id="a", name="a1")
+        owner.sync.save(task)
+        task.name = "a2"
+        owner.sync.save(task)
+        owner.sync.save(Task(id="b", name="b"))
+        owner.sync.delete("b")
+        owner.sync.close()
+        SQLiteRepository(Task, bare).sync.save(Task(id="x", name="x"))  # no history table
+        share_for_reading(where / "db")
+        assert not writable_by_reader(path)
+        code = _HISTORY_READER.format(path=str(path), bare=str(bare))
+        with reader_process(code, where) as ask:
+            found = ask()
+        assert found["history"] == [[1, "create", "a1"], [2, "update", "a2"]]
+        assert (found["v1"], found["as_of"], found["count"]) == ("a1", ["a"], 1)
+        assert found["bare"] == [True, []]
+        for write in ("save", "prune", "purge"):
+            assert f"SQLite database {path} is read-only" in found[write], found[write]
+
+
+async def test_history_turned_on_for_a_store_in_use_keeps_a_baseline(tmp_path: Path) -> None:
+    from symphony_nb import Repository
+    from symphony_nb.backends.sqlite import SQLiteStore
+
+    store = SQLiteStore(Task, tmp_path / "s.db")
+    plain = Repository(Task, store)
+    await plain.save(Task(id="old", name="before"))
+    assert await plain.find_by_id("old") is not None  # the session is open and ready
+    kept = Repository(Task, store, history=True)
+    history = await kept.history("old")
+    assert [(r.version, r.op, r.reason) for r in history] == [(1, "create", BASELINE)]
+    assert [t.id for t in await kept.find_all(as_of=datetime.now(UTC))] == ["old"]
+    await store.close()

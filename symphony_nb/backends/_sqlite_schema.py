@@ -7,7 +7,8 @@ One table per model (its lower-cased class name)::
 
 Each indexed field gets a virtual generated column and an index on ``(column, id)``, so an
 equality filter is answered from the index already in the default id order. Several models
-share one file; the file's schema version is ``PRAGMA user_version``.
+share one file; the file's schema version is ``PRAGMA user_version``. A model's revisions,
+once it keeps history, are in a table of their own (see :mod:`._sqlite_history`).
 """
 
 from __future__ import annotations
@@ -26,11 +27,9 @@ from ..stores import SCHEMA_KEY, declared_indexes
 from . import _sql
 from ._sql import PLAIN, Path, quote
 from ._sqlite_conn import immediate
-from ._sqlite_sql import json_path
+from ._sqlite_sql import json_path, schema_key_value
 
 SCHEMA_VERSION = 1
-_MARKED = '{"' + SCHEMA_KEY + '":'
-"""How a document holding its schema version begins (repositories write the key first)."""
 IndexSpec = str | Sequence[str]
 _RESERVED = frozenset({"id", "version", "doc", "rowid", "oid", "_rowid_"})
 
@@ -128,8 +127,7 @@ class Layout:
                     literal = json_path(path).replace("'", "''")
                     value = f"json_extract(doc, '{literal}')"
                     if path == (SCHEMA_KEY,):
-                        # Written first when present: most documents need no JSON parse here.
-                        value = f"CASE WHEN substr(doc, 1, 5) = '{_MARKED}' THEN {value} END"
+                        value = schema_key_value()
                     conn.execute(
                         f"ALTER TABLE {table} ADD COLUMN {quote(name)} GENERATED ALWAYS AS "
                         f"({value}) VIRTUAL"

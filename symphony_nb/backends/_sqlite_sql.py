@@ -33,9 +33,10 @@ from pydantic import BaseModel
 
 from .._fields import unwrap
 from .._filters import COMPARISONS, WIDE, Condition, OrderKey, Query, wide
+from ..stores import SCHEMA_KEY
 from ._sql import SIGNS, Path, Statement, model_path, quote
 
-__all__ = ["SqlCompiler", "json_path", "quote"]
+__all__ = ["SqlCompiler", "json_path", "quote", "schema_key_value"]
 
 TEXT = frozenset({"text"})
 NUMBER = frozenset({"integer", "real"})
@@ -46,6 +47,16 @@ ARRAY = frozenset({"array"})
 def json_path(path: Path) -> str:
     """The SQLite JSON path of ``path`` (keys quoted, so spaces and unicode are fine)."""
     return "$" + "".join(f'."{part}"' for part in path)
+
+
+MARKED = '{"' + SCHEMA_KEY + '":'
+"""How a document holding its schema version begins (repositories write the key first)."""
+
+
+def schema_key_value() -> str:
+    """SQL for the schema key of ``doc``: only a document that begins with it is parsed."""
+    literal = json_path((SCHEMA_KEY,)).replace("'", "''")
+    return f"CASE WHEN substr(doc, 1, {len(MARKED)}) = '{MARKED}' THEN json_extract(doc, '{literal}') END"
 
 
 def _json_kinds(annotation: Any) -> frozenset[str] | None:
@@ -323,15 +334,34 @@ class SqlCompiler:
         self.model = model
         self.table = quote(table)
         self.columns = {path: quote(name) for path, name in columns.items()}
+        self.bound: dict[str, Any] = {}
+
+    @classmethod
+    def over(cls, model: type[BaseModel], source: str, bound: Mapping[str, Any]) -> SqlCompiler:
+        """A compiler of queries over the ``(id, doc)`` rows of the subquery ``source``.
+
+        ``bound`` holds the subquery's own named parameters. There are no generated
+        columns: every path is read from ``doc``, the schema key as the table's column
+        reads it (without a JSON parse of the documents that lack it).
+        """
+        compiler = cls(model, "", {})
+        compiler.table = f"({source})"
+        compiler.columns = {(SCHEMA_KEY,): f"({schema_key_value()})"}
+        compiler.bound = dict(bound)
+        return compiler
 
     def select(self, query: Query, *, guard: bool = False) -> tuple[str, dict[str, Any]]:
         """``SELECT id, doc`` for ``query``; ``guard`` skips rows whose doc is not JSON."""
         statement = SqliteStatement(self.model, self.columns, guard)
-        return statement.select(self.table, query), statement.params
+        return statement.select(self.table, query), {**self.bound, **statement.params}
 
     def count(
         self, conditions: tuple[Condition, ...], *, guard: bool = False
     ) -> tuple[str, dict[str, Any]]:
         """``SELECT count(*)`` of the rows satisfying ``conditions``; ``guard`` as for select."""
         statement = SqliteStatement(self.model, self.columns, guard)
-        return statement.count(self.table, conditions), statement.params
+        return statement.count(self.table, conditions), {**self.bound, **statement.params}
+
+    def unparsable(self) -> tuple[str, dict[str, Any]]:
+        """``SELECT id`` of the rows whose doc is not JSON, in id order."""
+        return f"SELECT id FROM {self.table} WHERE NOT json_valid(doc) ORDER BY id", self.bound

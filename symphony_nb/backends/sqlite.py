@@ -12,6 +12,7 @@ import sqlite3
 import threading
 import weakref
 from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -31,11 +32,15 @@ from ..stores import (
     Claimed,
     Condition,
     Counted,
+    Provenance,
     Query,
+    ReadOnlyView,
     Record,
     Selection,
     Store,
+    StoredRevision,
     plan_writes,
+    provenance,
 )
 from ._sqlite_conn import (
     MEMORY,
@@ -46,6 +51,7 @@ from ._sqlite_conn import (
     read_only_error,
     translate,
 )
+from ._sqlite_history import HistoryTable, PastStore
 from ._sqlite_schema import IndexSpec, Layout
 from ._sqlite_sql import SqlCompiler, quote
 
@@ -59,7 +65,9 @@ class SQLiteStore(Store):
 
     Filters, ordering, paging and counts are compiled to SQL over generated columns for the
     indexed paths; each write checks versions and writes inside ``BEGIN IMMEDIATE``. What a
-    user sees of it is described on :class:`SQLiteRepository`, which builds one.
+    user sees of it is described on :class:`SQLiteRepository`, which builds one. With
+    history, each write appends its revisions to the table's history table (see
+    :mod:`._sqlite_history`) in the same transaction.
     """
 
     def __init__(
@@ -86,6 +94,9 @@ class SQLiteStore(Store):
         self._finalizer: weakref.finalize[Any, Any] | None = None
         self._guard = threading.Lock()
         self._writes = 0  # writes and removals made through this store, for change feeds
+        self.history = HistoryTable(self.table)
+        self.has_history = False  # the history table exists (known once the session is ready)
+        self._since: datetime | None = None  # when keep_history() turned history on
         table = quote(self.table)
         self._get_sql = f"SELECT doc FROM {table} WHERE id = ?"
         self._delete_sql = f"DELETE FROM {table} WHERE id = ?"
@@ -138,7 +149,7 @@ class SQLiteStore(Store):
         def job() -> R:
             try:
                 conn = session.writer()
-                if not session.ready or self._missing:
+                if not session.ready or self._missing or self._history_wanted():
                     self._prepare(conn, session)
                 return fn(conn, *args)
             except sqlite3.Error as exc:
@@ -160,10 +171,14 @@ class SQLiteStore(Store):
             self._missing = present is None
             columns = {p: c for p, c in self._layout.columns.items() if c in (present or ())}
             self._sql = SqlCompiler(self.model, self.table, columns)
+            self.has_history = self.history.exists(conn)
         else:
             self._layout.create(conn, self.path)
             self._missing = False
             self._sql = SqlCompiler(self.model, self.table, self._layout.columns)
+            if self._since is not None:
+                self.history.create(conn, self._since)
+            self.has_history = self._since is not None
         session.ready = True
 
     def _refuse_writes(self) -> None:
@@ -212,8 +227,12 @@ class SQLiteStore(Store):
         with gc_paused():  # a row tuple per match: the same collector cost as decoding
             return self._fetch(conn, query)
 
-    def _fetch(self, conn: sqlite3.Connection, query: Query) -> Selection:
-        sql, params = self._sql.select(query)
+    def _fetch(
+        self, conn: sqlite3.Connection, query: Query, compiler: SqlCompiler | None = None
+    ) -> Selection:
+        """Run ``query`` as ``compiler`` (default: the table's) compiles it."""
+        compiler = compiler or self._sql
+        sql, params = compiler.select(query)
         try:
             return Selection(conn.execute(sql, params).fetchall())
         except sqlite3.OperationalError as exc:
@@ -224,15 +243,14 @@ class SQLiteStore(Store):
         after = query.after_id or ""
         broken = [
             (entity_id, self._unparsable(entity_id))
-            for entity_id in self._unparsable_ids(conn)
+            for entity_id in self._unparsable_ids(conn, compiler)
             if entity_id > after
         ]
-        sql, params = self._sql.select(query, guard=True)
+        sql, params = compiler.select(query, guard=True)
         return Selection(conn.execute(sql, params).fetchall(), broken)
 
-    def _unparsable_ids(self, conn: sqlite3.Connection) -> list[str]:
-        sql = f"SELECT id FROM {quote(self.table)} WHERE NOT json_valid(doc) ORDER BY id"
-        return [row[0] for row in conn.execute(sql)]
+    def _unparsable_ids(self, conn: sqlite3.Connection, compiler: SqlCompiler) -> list[str]:
+        return [row[0] for row in conn.execute(*compiler.unparsable())]
 
     def _unparsable(self, entity_id: str) -> CorruptEntityError:
         return CorruptEntityError(self.location(entity_id), "the doc column is not valid JSON")
@@ -243,31 +261,49 @@ class SQLiteStore(Store):
     def _count_sync(self, conn: sqlite3.Connection, conditions: tuple[Condition, ...]) -> Counted:
         if self._missing:
             return Counted(0)
-        sql, params = self._sql.count(conditions)
+        return self._tally(conn, conditions, self._sql)
+
+    def _tally(
+        self, conn: sqlite3.Connection, conditions: tuple[Condition, ...], compiler: SqlCompiler
+    ) -> Counted:
+        """Count the rows satisfying ``conditions`` as ``compiler`` compiles them."""
+        sql, params = compiler.count(conditions)
         try:
             return Counted(int(conn.execute(sql, params).fetchone()[0]))
         except sqlite3.OperationalError as exc:
             if "malformed JSON" not in str(exc):
                 raise
         broken = [
-            (entity_id, self._unparsable(entity_id)) for entity_id in self._unparsable_ids(conn)
+            (entity_id, self._unparsable(entity_id))
+            for entity_id in self._unparsable_ids(conn, compiler)
         ]
-        sql, params = self._sql.count(conditions, guard=True)
+        sql, params = compiler.count(conditions, guard=True)
         return Counted(int(conn.execute(sql, params).fetchone()[0]), broken)
 
     # ------------------------------------------------------------------ writes
 
     async def write(self, records: Sequence[Record], *, create: bool) -> list[bool]:
         self._refuse_writes()
+        stamp = None if self._kept is False else provenance()
         try:
-            return await self._run(self._write_sync, records, create)
+            return await self._run(self._write_sync, records, create, stamp)
         finally:
             self._writes += 1
 
     def _write_sync(
-        self, conn: sqlite3.Connection, records: Sequence[Record], create: bool
+        self,
+        conn: sqlite3.Connection,
+        records: Sequence[Record],
+        create: bool,
+        stamp: Provenance | None,
     ) -> list[bool]:
         with immediate(conn):
+            written = None
+            if stamp is not None:  # the revisions go first: baselines are the stored documents
+                stored, heads = self.history.state(conn, [r.id for r in records])
+                written = plan_writes(records, stored, create=create)
+                keep = self._keep()
+                self.history.record_writes(conn, records, written, stored, heads, stamp, keep)
             if create:
                 rows = ((r.id, r.version, r.json, r.expected) for r in records)
                 # The upsert skips a row whose stored version differs; then find and refuse it.
@@ -277,7 +313,8 @@ class SQLiteStore(Store):
                         f"SQLite {self.path}: a write was skipped without a version conflict"
                     )
                 return [True] * len(records)
-            written = plan_writes(records, self._versions(conn, records), create=False)
+            if written is None:
+                written = plan_writes(records, self._versions(conn, records), create=False)
             todo = [(r.version, r.json, r.id) for r, ok in zip(records, written, strict=True) if ok]
             conn.executemany(self._update_sql, todo)
             return written
@@ -293,9 +330,12 @@ class SQLiteStore(Store):
         claims and none loses a race; candidates are taken in the query's order.
         """
         self._refuse_writes()
-        return await self._run(self._claim_sync, query, change)
+        stamp = None if self._kept is False else provenance()
+        return await self._run(self._claim_sync, query, change, stamp)
 
-    def _claim_sync(self, conn: sqlite3.Connection, query: Query, change: Change) -> Claimed:
+    def _claim_sync(
+        self, conn: sqlite3.Connection, query: Query, change: Change, stamp: Provenance | None
+    ) -> Claimed:
         conflicts = 0
         with immediate(conn):
             rows = (row for part in _by_leading_enum(query) for row in self._fetch(conn, part).rows)
@@ -310,19 +350,90 @@ class SQLiteStore(Store):
                 except ConflictError:
                     conflicts += 1  # the document did not hold its row's version
                     continue
+                if stamp is not None:
+                    stored, heads = self.history.state(conn, [record.id])
+                    keep = self._keep()
+                    self.history.record_writes(conn, [record], [True], stored, heads, stamp, keep)
                 conn.execute(self._update_sql, (record.version, record.json, record.id))
                 return Claimed(record, conflicts)
         return Claimed(None, conflicts)
 
     async def remove(self, entity_id: str) -> bool:
         self._refuse_writes()
+        stamp = None if self._kept is False else provenance()
         try:
-            return await self._run(self._remove_sync, entity_id)
+            return await self._run(self._remove_sync, entity_id, stamp)
         finally:
             self._writes += 1
 
-    def _remove_sync(self, conn: sqlite3.Connection, entity_id: str) -> bool:
-        return bool(conn.execute(self._delete_sql, (entity_id,)).rowcount)
+    def _remove_sync(
+        self, conn: sqlite3.Connection, entity_id: str, stamp: Provenance | None
+    ) -> bool:
+        if stamp is None:
+            return bool(conn.execute(self._delete_sql, (entity_id,)).rowcount)
+        with immediate(conn):
+            if not self.history.record_removal(conn, entity_id, stamp, self._keep()):
+                return False
+            return bool(conn.execute(self._delete_sql, (entity_id,)).rowcount)
+
+    # ------------------------------------------------------------------ history
+
+    def _keep(self) -> int | None:
+        return None if self._kept is False else self._kept
+
+    def keep_history(self, keep_last: int | None) -> None:
+        """Keep revisions in the history table, which the next call makes (with the
+        first-time baselines) if the file has none."""
+        self._since = self._since or provenance().at
+        self._kept = keep_last
+
+    def _history_wanted(self) -> bool:
+        """Whether history is on and its table not known to exist (so prepare again)."""
+        return self._since is not None and not self.has_history
+
+    async def revisions(self, entity_id: str, version: int | None = None) -> list[StoredRevision]:
+        if self._kept is False:
+            return await super().revisions(entity_id, version)
+        return await self._run(self._revisions_sync, entity_id, version)
+
+    def _revisions_sync(
+        self, conn: sqlite3.Connection, entity_id: str, version: int | None
+    ) -> list[StoredRevision]:
+        if not self.has_history:
+            return []
+        with gc_paused():
+            return self.history.revisions(conn, entity_id, version)
+
+    def as_of(self, when: datetime) -> Store:
+        if self._kept is False:
+            return super().as_of(when)
+        past = PastStore(self, when)
+        return ReadOnlyView(past, past.describe())
+
+    async def prune(self, *, keep_last: int | None, older_than: datetime | None) -> int:
+        if self._kept is False:
+            return await super().prune(keep_last=keep_last, older_than=older_than)
+        self._refuse_writes()
+        return await self._run(self._prune_sync, keep_last, older_than)
+
+    def _prune_sync(
+        self, conn: sqlite3.Connection, keep_last: int | None, older_than: datetime | None
+    ) -> int:
+        return self.history.prune(conn, keep_last, older_than)
+
+    async def purge(self, entity_id: str) -> int:
+        """Remove the document and every revision of it, also where this store keeps no
+        history but the file has some (an erasure leaves nothing behind)."""
+        self._refuse_writes()
+        try:
+            return await self._run(self._purge_sync, entity_id)
+        finally:
+            self._writes += 1
+
+    def _purge_sync(self, conn: sqlite3.Connection, entity_id: str) -> int:
+        with immediate(conn):
+            found = conn.execute(self._delete_sql, (entity_id,)).rowcount
+            return int(found) + self.history.purge(conn, entity_id)
 
 
 def _by_leading_enum(query: Query) -> list[Query]:
@@ -371,6 +482,11 @@ class SQLiteRepository(Repository[T]):
     :class:`StorageError` saying so. Nothing is created in it, not even the table.
 
     ``keyring`` encrypts secret fields (see :class:`~symphony_nb.Repository`).
+
+    ``history=True`` (or ``history=N``) keeps every change as a revision in the table
+    ``"<table>::history"`` of the same file, written in the transaction of the change;
+    as-of reads run the same SQL over the revisions standing at that instant. A file with
+    history opens as before without it, in read-only mode and in older symphony_nb.
 
     ``cache=True`` (or a :class:`~symphony_nb.Cache`) keeps documents read in memory; every
     read first checks ``PRAGMA data_version`` (a few microseconds), so a commit by any other
