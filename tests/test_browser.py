@@ -345,7 +345,7 @@ def test_history_in_the_browser(tmp_path: Path) -> None:
                 "table.symphony-diff tr"
             )
             expect(changes).to_have_count(2)  # the header and llm_config.temperature
-            expect(changes.nth(1)).to_contain_text("llm_config.temperature")
+            expect(changes.nth(1)).to_contain_text("model_config.temperature")
             expect(changes.nth(1)).to_contain_text("1.4")
             panel = output("panel = form.toggle_history()")
             # v1-v3 the edits, v4 the revert, v5 the delete, v6 the undelete
