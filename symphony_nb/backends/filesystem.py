@@ -10,8 +10,10 @@ import os
 import stat
 import threading
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
+from datetime import datetime
+from functools import partial
 from pathlib import Path
 
 import orjson
@@ -29,21 +31,32 @@ from ..stores import (
     ChangeFeed,
     Condition,
     Counted,
+    Document,
+    Head,
+    Provenance,
     Query,
+    ReadOnlyView,
     Record,
     Selection,
     Store,
+    StoredRevision,
     apply_query,
+    baseline,
     count_schema_key,
     matches,
+    needs_baseline,
     needs_exact,
     on_schema_key,
     parse_document,
+    plan_removal,
+    plan_revisions,
     plan_writes,
+    provenance,
 )
+from . import _file_history as history
 from ._file_changes import MarkerFeed, changing, repair
+from ._file_history import HISTORY_NAME, TEMP_PREFIX, Past, appending, history_name
 
-TEMP_PREFIX = ".tmp-"
 LOCK_NAME = ".lock"
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -76,6 +89,7 @@ class FileStore(Store):
         self._lock = threading.Lock()
         self._marks: dict[str, tuple[tuple[int, int, int], object]] = {}
         self._opened = False
+        self._turned_on: Provenance | None = None  # when history was turned on, until it is kept
         info = model.model_fields.get("version")
         # The document holds the version under its JSON name (an alias, if it has one).
         self._version_key = "version" if info is None else json_key("version", info)
@@ -195,7 +209,15 @@ class FileStore(Store):
             with self._writer_lock(folder):
                 for name in os.listdir(folder):
                     if name.startswith(TEMP_PREFIX):
-                        os.unlink(name, dir_fd=folder)
+                        history.remove_tree(folder, name)
+                kept = self._history_folder(folder)
+                if kept is not None:
+                    try:
+                        for name in os.listdir(kept):
+                            if name.startswith(TEMP_PREFIX):
+                                os.unlink(name, dir_fd=kept)
+                    finally:
+                        os.close(kept)
                 repair(folder)
         except StorageError:
             return
@@ -252,6 +274,9 @@ class FileStore(Store):
         data = self._read(folder, id_to_filename(entity_id))
         if data is None:
             return False, None
+        return True, self._version_of(entity_id, data)
+
+    def _version_of(self, entity_id: str, data: bytes) -> int | None:
         try:
             doc = parse_document(data, exact=True)
         except ValueError as exc:
@@ -259,7 +284,7 @@ class FileStore(Store):
                 self.location(entity_id), f"not valid JSON ({exc}); delete it to replace it"
             ) from None
         version = doc.get(self._version_key) if isinstance(doc, dict) else None
-        return True, version if isinstance(version, int) else None
+        return version if isinstance(version, int) else None
 
     # ------------------------------------------------------------------ the Store contract
 
@@ -271,6 +296,8 @@ class FileStore(Store):
             return self._read(folder, id_to_filename(entity_id))
 
     async def write(self, records: Sequence[Record], *, create: bool) -> list[bool]:
+        if self._kept is not False:
+            return await asyncio.to_thread(self._write_kept, records, create, provenance())
         return await asyncio.to_thread(self._write_sync, records, create)
 
     def _write_sync(self, records: Sequence[Record], create: bool) -> list[bool]:
@@ -288,7 +315,15 @@ class FileStore(Store):
                     self._replace_files(folder, todo)
             return written
 
-    def _replace_files(self, folder: int, records: Sequence[Record]) -> None:
+    def _replace_files(
+        self,
+        folder: int,
+        records: Sequence[Record],
+        before_rename: Callable[[], None] | None = None,
+    ) -> None:
+        """Replace the files of ``records``; ``before_rename()``, if given, is called once
+        their new versions are synced, before the first is renamed into place (an OSError
+        it raises changes nothing)."""
         temps: list[str] = []
         try:
             for record in records:
@@ -300,11 +335,16 @@ class FileStore(Store):
                     file.write(b"\n")
                     file.flush()
                     os.fsync(file.fileno())
+            if before_rename is not None:
+                before_rename()
         except OSError as exc:
             self._discard(folder, temps)
             raise StorageError(
                 f"could not write to {self.path} ({exc.strerror or exc}); nothing was changed"
             ) from exc
+        except BaseException:
+            self._discard(folder, temps)
+            raise
         done = 0
         try:
             for temp, record in zip(temps, records, strict=True):
@@ -344,21 +384,26 @@ class FileStore(Store):
                 os.unlink(temp, dir_fd=folder)
 
     async def remove(self, entity_id: str) -> bool:
+        if self._kept is not False:
+            return await asyncio.to_thread(self._remove_kept, entity_id, provenance())
         return await asyncio.to_thread(self._remove_sync, entity_id)
 
     def _remove_sync(self, entity_id: str) -> bool:
         with self._locked_folder() as folder, changing(folder, str(self.path)):
-            try:
-                os.unlink(id_to_filename(entity_id), dir_fd=folder)
-            except FileNotFoundError:
-                return False
-            try:
-                os.fsync(folder)
-            except OSError as exc:
-                raise StorageError(
-                    f"deleted {entity_id!r} but could not sync {self.path}: {exc}"
-                ) from exc
-            return True
+            return self._unlink(folder, entity_id)
+
+    def _unlink(self, folder: int, entity_id: str) -> bool:
+        try:
+            os.unlink(id_to_filename(entity_id), dir_fd=folder)
+        except FileNotFoundError:
+            return False
+        try:
+            os.fsync(folder)
+        except OSError as exc:
+            raise StorageError(
+                f"deleted {entity_id!r} but could not sync {self.path}: {exc}"
+            ) from exc
+        return True
 
     def _scan(self, exact: bool = False) -> Iterator[tuple[str, bytes, object]]:
         """Every entity file as ``(id, raw, parsed)``; ``parsed`` is an error when unusable.
@@ -366,31 +411,36 @@ class FileStore(Store):
         ``exact`` keeps integers beyond 64 bits exact (see ``parse_document``).
         """
         with self._folder() as folder:
-            for name in sorted(os.listdir(folder)) if folder is not None else ():
-                if name.startswith(".") or not name.endswith(".json"):
-                    continue
-                entity_id = filename_to_id(name)
-                if entity_id is None:
-                    yield (
-                        name,
-                        b"",
-                        CorruptEntityError(
-                            str(self.path / name), "the file name is not a valid entity id"
-                        ),
-                    )
-                    continue
-                try:
-                    raw = self._read(folder, name)
-                except CorruptEntityError as exc:
-                    yield entity_id, b"", exc
-                    continue
-                if raw is None:  # deleted while scanning
-                    continue
-                try:
-                    doc = parse_document(raw, exact=exact)
-                except ValueError as exc:
-                    doc = CorruptEntityError(str(self.path / name), f"not valid JSON: {exc}")
-                yield entity_id, raw, doc
+            if folder is not None:
+                yield from self._entries(folder, exact)
+
+    def _entries(self, folder: int, exact: bool) -> Iterator[tuple[str, bytes, object]]:
+        """:meth:`_scan` of the open ``folder``."""
+        for name in sorted(os.listdir(folder)):
+            if name.startswith(".") or not name.endswith(".json"):
+                continue
+            entity_id = filename_to_id(name)
+            if entity_id is None:
+                yield (
+                    name,
+                    b"",
+                    CorruptEntityError(
+                        str(self.path / name), "the file name is not a valid entity id"
+                    ),
+                )
+                continue
+            try:
+                raw = self._read(folder, name)
+            except CorruptEntityError as exc:
+                yield entity_id, b"", exc
+                continue
+            if raw is None:  # deleted while scanning
+                continue
+            try:
+                doc = parse_document(raw, exact=exact)
+            except ValueError as exc:
+                doc = CorruptEntityError(str(self.path / name), f"not valid JSON: {exc}")
+            yield entity_id, raw, doc
 
     async def select(self, query: Query) -> Selection:
         return await asyncio.to_thread(self._select_sync, query)
@@ -478,8 +528,317 @@ class FileStore(Store):
                 total += matches(conditions, doc)
         return Counted(total, broken)
 
+    # ------------------------------------------------------------------ history
 
-def _pretty(text: str) -> bytes:
+    def keep_history(self, keep_last: int | None) -> None:
+        """Keep history from now on (see :class:`Store`), in the ``.history`` folder.
+
+        Nothing is read or written here: the first history call makes the folder, with a
+        baseline, stamped now, of every document stored, unless another store made it first.
+        """
+        if self._kept is False:
+            self._turned_on = provenance()
+        self._kept = keep_last
+
+    def _history_folder(self, folder: int) -> int | None:
+        """The history folder of the open model ``folder``, open; None where there is none."""
+        try:
+            return os.open(HISTORY_NAME, _DIR_FLAGS, dir_fd=folder)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise StorageError(
+                f"cannot open {self.path / HISTORY_NAME} ({exc.strerror or exc}); "
+                "a symbolic link there is never followed"
+            ) from None
+
+    def _kept_folder(self, folder: int, stamp: Provenance) -> int:
+        """The history folder, open; made first (writer lock held) if there is none."""
+        found = self._history_folder(folder)
+        if found is None:
+            self._start_history(folder, self._turned_on or stamp)
+            found = self._history_folder(folder)
+        self._turned_on = None
+        if found is None:
+            raise StorageError(f"{self.path / HISTORY_NAME} vanished as it was made")
+        return found
+
+    def _start_history(self, folder: int, stamp: Provenance) -> None:
+        """Make the history folder with a baseline of every stored document, all at once:
+        built under a temp name and renamed."""
+        temp = f"{TEMP_PREFIX}{uuid.uuid4().hex}"
+        try:
+            os.mkdir(temp, 0o700, dir_fd=folder)
+            made = os.open(temp, _DIR_FLAGS, dir_fd=folder)
+            try:
+                for entity_id, raw, doc in self._entries(folder, exact=True):
+                    if isinstance(doc, CorruptEntityError) or not isinstance(doc, dict):
+                        continue  # not a document: history starts at its next write
+                    version = doc.get(self._version_key)
+                    version = version if isinstance(version, int) else None
+                    line = history.encode(baseline(entity_id, version, raw.decode(), None, stamp))
+                    history.write_file(made, history_name(entity_id), line + b"\n", replace=False)
+                os.fsync(made)
+            finally:
+                os.close(made)
+            os.rename(temp, HISTORY_NAME, src_dir_fd=folder, dst_dir_fd=folder)
+            os.fsync(folder)
+        except OSError as exc:
+            with suppress(OSError):
+                history.remove_tree(folder, temp)
+            raise StorageError(
+                f"cannot start the history in {self.path / HISTORY_NAME} "
+                f"({exc.strerror or exc}); nothing was changed"
+            ) from None
+
+    @contextmanager
+    def _reading(self) -> Iterator[tuple[int, int] | None]:
+        """The model folder and its history folder, open to read; None without history.
+
+        History turned on and not yet started is started here, if this process may write.
+        """
+        with self._folder() as folder:
+            kept = None if folder is None else self._history_folder(folder)
+            if folder is not None and kept is None and self._turned_on is not None:
+                with suppress(StorageError), self._writer_lock(folder):
+                    kept = self._kept_folder(folder, self._turned_on)
+            if folder is None or kept is None:
+                yield None
+                return
+            try:
+                yield folder, kept
+            except StorageError:
+                raise
+            except OSError as exc:
+                raise StorageError(
+                    f"cannot read {self.path / HISTORY_NAME}: {exc.strerror or exc}"
+                ) from None
+            finally:
+                os.close(kept)
+
+    def _live(self, folder: int) -> history.IsLive:
+        """Whether the live state of the open ``folder`` is what a pending revision says."""
+
+        def is_live(revision: StoredRevision) -> bool:
+            try:
+                raw = self._read(folder, id_to_filename(revision.id))
+                if revision.json is None:
+                    return raw is None
+                return raw is not None and raw == _pretty(revision.json) + b"\n"
+            except ValueError:  # a symbolic link there, or a document that is no JSON
+                return False
+
+        return is_live
+
+    def _stored_doc(
+        self, folder: int, entity_id: str, strict: bool
+    ) -> tuple[bool, bytes | None, int | None]:
+        """Whether ``entity_id`` is stored, its document (None if it is no document) and
+        version. ``strict`` raises CorruptEntityError for a file that is no document."""
+        try:
+            raw = self._read(folder, id_to_filename(entity_id))
+            if raw is None:
+                return False, None, None
+            return True, raw, self._version_of(entity_id, raw)
+        except CorruptEntityError:
+            if strict:
+                raise
+            return True, None, None
+
+    def _history_failed(self, exc: OSError) -> StorageError:
+        return StorageError(
+            f"could not write the history in {self.path / HISTORY_NAME} "
+            f"({exc.strerror or exc}); nothing was changed"
+        )
+
+    def _write_kept(self, records: Sequence[Record], create: bool, stamp: Provenance) -> list[bool]:
+        """:meth:`write` with history: the revisions land before the documents do."""
+        with self._locked_folder() as folder:
+            stored: dict[str, int | None] = {}
+            raws: dict[str, bytes] = {}
+            for record in records:
+                strict = record.expected is not None or not create
+                exists, raw, version = self._stored_doc(folder, record.id, strict)
+                if exists:
+                    stored[record.id] = version
+                if raw is not None:
+                    raws[record.id] = raw
+            written = plan_writes(records, stored, create=create)
+            todo = [record for record, write in zip(records, written, strict=True) if write]
+            if not todo:
+                return written
+
+            def plan(record: Record, head: Head | None) -> list[StoredRevision]:
+                heads = {} if head is None else {record.id: head}
+                baselines = {}
+                if record.id in raws and needs_baseline(record.id, stored, heads):
+                    baselines[record.id] = raws[record.id].decode()
+                return plan_revisions([record], [True], stored, heads, stamp, baselines)
+
+            with self._appending(folder, stamp) as files:
+                files.start([(record.id, partial(plan, record)) for record in todo])
+                with changing(folder, str(self.path)):
+                    try:
+                        self._replace_files(folder, todo, files.synced)
+                    except StorageError as exc:
+                        files.commit(exc.written)
+                        raise
+                files.commit(record.id for record in todo)
+                if isinstance(self._kept, int):
+                    files.trim((record.id for record in todo), self._kept)
+            return written
+
+    @contextmanager
+    def _appending(self, folder: int, stamp: Provenance) -> Iterator[history.Appender]:
+        """An appender to the history folder, made first if there is none."""
+        kept = self._kept_folder(folder, stamp)
+        try:
+            with appending(kept, str(self.path / HISTORY_NAME), self._live(folder)) as files:
+                yield files
+        finally:
+            os.close(kept)
+
+    def _remove_kept(self, entity_id: str, stamp: Provenance) -> bool:
+        """:meth:`remove` with history: the delete revision lands before the file goes."""
+        with self._locked_folder() as folder:
+            exists, raw, version = self._stored_doc(folder, entity_id, strict=False)
+            if not exists:
+                return False
+
+            def plan(head: Head | None) -> list[StoredRevision]:
+                heads = {} if head is None else {entity_id: head}
+                needed = raw is not None and needs_baseline(entity_id, {entity_id: version}, heads)
+                document = raw.decode() if needed and raw is not None else None
+                return plan_removal(entity_id, version, head, stamp, document)
+
+            with self._appending(folder, stamp) as files:
+                try:
+                    files.start([(entity_id, plan)])
+                    files.synced()
+                except StorageError:
+                    raise
+                except OSError as exc:
+                    raise self._history_failed(exc) from None
+                with changing(folder, str(self.path)):
+                    try:
+                        removed = self._unlink(folder, entity_id)
+                    except StorageError:
+                        files.commit([entity_id])  # the file is gone, its removal unsynced
+                        raise
+                if removed:
+                    files.commit([entity_id])
+                    if isinstance(self._kept, int):
+                        files.trim([entity_id], self._kept)
+                return removed
+
+    async def revisions(self, entity_id: str, version: int | None = None) -> list[StoredRevision]:
+        found = await asyncio.to_thread(self._revisions_sync, entity_id)
+        return found if version is None else [r for r in found if r.version == version]
+
+    def _revisions_sync(self, entity_id: str) -> list[StoredRevision]:
+        with self._reading() as opened:
+            if opened is None:
+                return []
+            folder, kept = opened
+            name = history_name(entity_id)
+            data = history.read(kept, name)
+            if data is None:
+                return []
+            where = str(self.path / HISTORY_NAME / name)
+            return history.revisions(entity_id, data, where, self._live(folder))
+
+    def as_of(self, when: datetime) -> Store:
+        past = Past(self.model, lambda: self._past_rows(when), lambda key: self._past(key, when))
+        return ReadOnlyView(past, f"{self.describe()} as of {when.isoformat()}")
+
+    def _past_rows(self, when: datetime) -> history.Rows:
+        with self._reading() as opened:
+            if opened is None:
+                return {}
+            folder, kept = opened
+            return history.past_rows(kept, str(self.path / HISTORY_NAME), when, self._live(folder))
+
+    def _past(self, entity_id: str, when: datetime) -> Document | None:
+        with self._reading() as opened:
+            if opened is None:
+                return None
+            folder, kept = opened
+            name = history_name(entity_id)
+            data = history.read(kept, name)
+            if data is None:
+                return None
+            where = str(self.path / HISTORY_NAME / name)
+            found = history.latest(entity_id, data, where, self._live(folder), when)
+            return None if found is None else found.json
+
+    async def prune(self, *, keep_last: int | None, older_than: datetime | None) -> int:
+        return await asyncio.to_thread(self._prune_sync, keep_last, older_than)
+
+    def _prune_sync(self, keep_last: int | None, older_than: datetime | None) -> int:
+        removed = 0
+        with self._locked_folder() as folder:
+            kept = self._history_folder(folder)
+            if kept is None:
+                return 0
+            try:
+                is_live = self._live(folder)
+                for name in os.listdir(kept):
+                    entity_id = history.history_id(name)
+                    data = None if entity_id is None else history.read(kept, name)
+                    if entity_id is None or data is None:
+                        continue
+                    where = str(self.path / HISTORY_NAME / name)
+                    found = history.parse(entity_id, data, where, is_live)
+                    lines = history.prune_lines(found, keep_last=keep_last, older_than=older_than)
+                    if lines is not None:
+                        history.keep(kept, name, lines)
+                        removed += len(found) - len(lines)
+                if removed:
+                    os.fsync(kept)
+            except OSError as exc:
+                raise StorageError(
+                    f"could not prune {self.path / HISTORY_NAME} ({exc.strerror or exc}); "
+                    f"{removed} revisions were removed before the error"
+                ) from None
+            finally:
+                os.close(kept)
+        return removed
+
+    async def purge(self, entity_id: str) -> int:
+        return await asyncio.to_thread(self._purge_sync, entity_id)
+
+    def _purge_sync(self, entity_id: str) -> int:
+        """Remove the history file first: a kill between leaves a document no revision
+        records, as a write without history does, never revisions of a removed one."""
+        with self._locked_folder() as folder:
+            kept = self._history_folder(folder)
+            count = 0
+            if kept is not None:
+                name = history_name(entity_id)
+                try:
+                    data = history.read(kept, name)
+                    if data is not None:
+                        where = str(self.path / HISTORY_NAME / name)
+                        try:
+                            count = len(
+                                history.revisions(entity_id, data, where, self._live(folder))
+                            )
+                        except CorruptEntityError:
+                            count = data.count(b"\n")
+                        os.unlink(name, dir_fd=kept)
+                        os.fsync(kept)
+                except OSError as exc:
+                    raise StorageError(
+                        f"could not purge {entity_id!r} from {self.path / HISTORY_NAME} "
+                        f"({exc.strerror or exc}); nothing was removed"
+                    ) from None
+                finally:
+                    os.close(kept)
+            with changing(folder, str(self.path)):
+                return count + self._unlink(folder, entity_id)
+
+
+def _pretty(text: str | bytes) -> bytes:
     """``text`` (a document) indented for people, every number kept exactly."""
     doc = parse_document(text, exact=True)
     try:
