@@ -13,7 +13,6 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from datetime import datetime
-from functools import partial
 from pathlib import Path
 
 import orjson
@@ -32,30 +31,23 @@ from ..stores import (
     Condition,
     Counted,
     Document,
-    Head,
-    Provenance,
     Query,
-    ReadOnlyView,
     Record,
     Selection,
     Store,
     StoredRevision,
     apply_query,
-    baseline,
     count_schema_key,
     matches,
-    needs_baseline,
     needs_exact,
     on_schema_key,
     parse_document,
-    plan_removal,
-    plan_revisions,
     plan_writes,
     provenance,
 )
-from . import _file_history as history
 from ._file_changes import MarkerFeed, changing, repair
-from ._file_history import HISTORY_NAME, TEMP_PREFIX, Past, appending, history_name
+from ._file_history import FileHistory
+from ._file_revisions import TEMP_PREFIX, remove_tree
 
 LOCK_NAME = ".lock"
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -89,7 +81,7 @@ class FileStore(Store):
         self._lock = threading.Lock()
         self._marks: dict[str, tuple[tuple[int, int, int], object]] = {}
         self._opened = False
-        self._turned_on: Provenance | None = None  # when history was turned on, until it is kept
+        self._history = FileHistory(self)
         info = model.model_fields.get("version")
         # The document holds the version under its JSON name (an alias, if it has one).
         self._version_key = "version" if info is None else json_key("version", info)
@@ -209,15 +201,8 @@ class FileStore(Store):
             with self._writer_lock(folder):
                 for name in os.listdir(folder):
                     if name.startswith(TEMP_PREFIX):
-                        history.remove_tree(folder, name)
-                kept = self._history_folder(folder)
-                if kept is not None:
-                    try:
-                        for name in os.listdir(kept):
-                            if name.startswith(TEMP_PREFIX):
-                                os.unlink(name, dir_fd=kept)
-                    finally:
-                        os.close(kept)
+                        remove_tree(folder, name)
+                self._history.remove_leftovers(folder)
                 repair(folder)
         except StorageError:
             return
@@ -297,7 +282,7 @@ class FileStore(Store):
 
     async def write(self, records: Sequence[Record], *, create: bool) -> list[bool]:
         if self._kept is not False:
-            return await asyncio.to_thread(self._write_kept, records, create, provenance())
+            return await asyncio.to_thread(self._history.write, records, create, provenance())
         return await asyncio.to_thread(self._write_sync, records, create)
 
     def _write_sync(self, records: Sequence[Record], create: bool) -> list[bool]:
@@ -385,7 +370,7 @@ class FileStore(Store):
 
     async def remove(self, entity_id: str) -> bool:
         if self._kept is not False:
-            return await asyncio.to_thread(self._remove_kept, entity_id, provenance())
+            return await asyncio.to_thread(self._history.remove, entity_id, provenance())
         return await asyncio.to_thread(self._remove_sync, entity_id)
 
     def _remove_sync(self, entity_id: str) -> bool:
@@ -537,305 +522,26 @@ class FileStore(Store):
         baseline, stamped now, of every document stored, unless another store made it first.
         """
         if self._kept is False:
-            self._turned_on = provenance()
+            self._history.turn_on(provenance())
         self._kept = keep_last
 
-    def _history_folder(self, folder: int) -> int | None:
-        """The history folder of the open model ``folder``, open; None where there is none."""
-        try:
-            return os.open(HISTORY_NAME, _DIR_FLAGS, dir_fd=folder)
-        except FileNotFoundError:
-            return None
-        except OSError as exc:
-            raise StorageError(
-                f"cannot open {self.path / HISTORY_NAME} ({exc.strerror or exc}); "
-                "a symbolic link there is never followed"
-            ) from None
-
-    def _kept_folder(self, folder: int, stamp: Provenance) -> int:
-        """The history folder, open; made first (writer lock held) if there is none."""
-        found = self._history_folder(folder)
-        if found is None:
-            self._start_history(folder, self._turned_on or stamp)
-            found = self._history_folder(folder)
-        self._turned_on = None
-        if found is None:
-            raise StorageError(f"{self.path / HISTORY_NAME} vanished as it was made")
-        return found
-
-    def _start_history(self, folder: int, stamp: Provenance) -> None:
-        """Make the history folder with a baseline of every stored document, all at once:
-        built under a temp name and renamed."""
-        temp = f"{TEMP_PREFIX}{uuid.uuid4().hex}"
-        try:
-            os.mkdir(temp, 0o700, dir_fd=folder)
-            made = os.open(temp, _DIR_FLAGS, dir_fd=folder)
-            try:
-                for entity_id, raw, doc in self._entries(folder, exact=True):
-                    if isinstance(doc, CorruptEntityError) or not isinstance(doc, dict):
-                        continue  # not a document: history starts at its next write
-                    version = doc.get(self._version_key)
-                    version = version if isinstance(version, int) else None
-                    line = history.encode(baseline(entity_id, version, raw.decode(), None, stamp))
-                    history.write_file(made, history_name(entity_id), line + b"\n", replace=False)
-                os.fsync(made)
-            finally:
-                os.close(made)
-            os.rename(temp, HISTORY_NAME, src_dir_fd=folder, dst_dir_fd=folder)
-            os.fsync(folder)
-        except OSError as exc:
-            with suppress(OSError):
-                history.remove_tree(folder, temp)
-            raise StorageError(
-                f"cannot start the history in {self.path / HISTORY_NAME} "
-                f"({exc.strerror or exc}); nothing was changed"
-            ) from None
-
-    @contextmanager
-    def _reading(self) -> Iterator[tuple[int, int] | None]:
-        """The model folder and its history folder, open to read; None without history.
-
-        History turned on and not yet started is started here, if this process may write.
-        """
-        with self._folder() as folder:
-            kept = None if folder is None else self._history_folder(folder)
-            if folder is not None and kept is None and self._turned_on is not None:
-                with suppress(StorageError), self._writer_lock(folder):
-                    kept = self._kept_folder(folder, self._turned_on)
-            if folder is None or kept is None:
-                yield None
-                return
-            try:
-                yield folder, kept
-            except StorageError:
-                raise
-            except OSError as exc:
-                raise StorageError(
-                    f"cannot read {self.path / HISTORY_NAME}: {exc.strerror or exc}"
-                ) from None
-            finally:
-                os.close(kept)
-
-    def _live(self, folder: int) -> history.IsLive:
-        """Whether the live state of the open ``folder`` is what a pending revision says."""
-
-        def is_live(revision: StoredRevision) -> bool:
-            try:
-                raw = self._read(folder, id_to_filename(revision.id))
-                if revision.json is None:
-                    return raw is None
-                return raw is not None and raw == _pretty(revision.json) + b"\n"
-            except ValueError:  # a symbolic link there, or a document that is no JSON
-                return False
-
-        return is_live
-
-    def _stored_doc(
-        self, folder: int, entity_id: str, strict: bool
-    ) -> tuple[bool, bytes | None, int | None]:
-        """Whether ``entity_id`` is stored, its document (None if it is no document) and
-        version. ``strict`` raises CorruptEntityError for a file that is no document."""
-        try:
-            raw = self._read(folder, id_to_filename(entity_id))
-            if raw is None:
-                return False, None, None
-            return True, raw, self._version_of(entity_id, raw)
-        except CorruptEntityError:
-            if strict:
-                raise
-            return True, None, None
-
-    def _history_failed(self, exc: OSError) -> StorageError:
-        return StorageError(
-            f"could not write the history in {self.path / HISTORY_NAME} "
-            f"({exc.strerror or exc}); nothing was changed"
-        )
-
-    def _write_kept(self, records: Sequence[Record], create: bool, stamp: Provenance) -> list[bool]:
-        """:meth:`write` with history: the revisions land before the documents do."""
-        with self._locked_folder() as folder:
-            stored: dict[str, int | None] = {}
-            raws: dict[str, bytes] = {}
-            for record in records:
-                strict = record.expected is not None or not create
-                exists, raw, version = self._stored_doc(folder, record.id, strict)
-                if exists:
-                    stored[record.id] = version
-                if raw is not None:
-                    raws[record.id] = raw
-            written = plan_writes(records, stored, create=create)
-            todo = [record for record, write in zip(records, written, strict=True) if write]
-            if not todo:
-                return written
-
-            def plan(record: Record, head: Head | None) -> list[StoredRevision]:
-                heads = {} if head is None else {record.id: head}
-                baselines = {}
-                if record.id in raws and needs_baseline(record.id, stored, heads):
-                    baselines[record.id] = raws[record.id].decode()
-                return plan_revisions([record], [True], stored, heads, stamp, baselines)
-
-            with self._appending(folder, stamp) as files:
-                files.start([(record.id, partial(plan, record)) for record in todo])
-                with changing(folder, str(self.path)):
-                    try:
-                        self._replace_files(folder, todo, files.synced)
-                    except StorageError as exc:
-                        files.commit(exc.written)
-                        raise
-                files.commit(record.id for record in todo)
-                if isinstance(self._kept, int):
-                    files.trim((record.id for record in todo), self._kept)
-            return written
-
-    @contextmanager
-    def _appending(self, folder: int, stamp: Provenance) -> Iterator[history.Appender]:
-        """An appender to the history folder, made first if there is none."""
-        kept = self._kept_folder(folder, stamp)
-        try:
-            with appending(kept, str(self.path / HISTORY_NAME), self._live(folder)) as files:
-                yield files
-        finally:
-            os.close(kept)
-
-    def _remove_kept(self, entity_id: str, stamp: Provenance) -> bool:
-        """:meth:`remove` with history: the delete revision lands before the file goes."""
-        with self._locked_folder() as folder:
-            exists, raw, version = self._stored_doc(folder, entity_id, strict=False)
-            if not exists:
-                return False
-
-            def plan(head: Head | None) -> list[StoredRevision]:
-                heads = {} if head is None else {entity_id: head}
-                needed = raw is not None and needs_baseline(entity_id, {entity_id: version}, heads)
-                document = raw.decode() if needed and raw is not None else None
-                return plan_removal(entity_id, version, head, stamp, document)
-
-            with self._appending(folder, stamp) as files:
-                try:
-                    files.start([(entity_id, plan)])
-                    files.synced()
-                except StorageError:
-                    raise
-                except OSError as exc:
-                    raise self._history_failed(exc) from None
-                with changing(folder, str(self.path)):
-                    try:
-                        removed = self._unlink(folder, entity_id)
-                    except StorageError:
-                        files.commit([entity_id])  # the file is gone, its removal unsynced
-                        raise
-                if removed:
-                    files.commit([entity_id])
-                    if isinstance(self._kept, int):
-                        files.trim([entity_id], self._kept)
-                return removed
-
     async def revisions(self, entity_id: str, version: int | None = None) -> list[StoredRevision]:
-        found = await asyncio.to_thread(self._revisions_sync, entity_id)
+        found = await asyncio.to_thread(self._history.revisions, entity_id)
         return found if version is None else [r for r in found if r.version == version]
 
-    def _revisions_sync(self, entity_id: str) -> list[StoredRevision]:
-        with self._reading() as opened:
-            if opened is None:
-                return []
-            folder, kept = opened
-            name = history_name(entity_id)
-            data = history.read(kept, name)
-            if data is None:
-                return []
-            where = str(self.path / HISTORY_NAME / name)
-            return history.revisions(entity_id, data, where, self._live(folder))
-
     def as_of(self, when: datetime) -> Store:
-        past = Past(self.model, lambda: self._past_rows(when), lambda key: self._past(key, when))
-        return ReadOnlyView(past, f"{self.describe()} as of {when.isoformat()}")
-
-    def _past_rows(self, when: datetime) -> history.Rows:
-        with self._reading() as opened:
-            if opened is None:
-                return {}
-            folder, kept = opened
-            return history.past_rows(kept, str(self.path / HISTORY_NAME), when, self._live(folder))
-
-    def _past(self, entity_id: str, when: datetime) -> Document | None:
-        with self._reading() as opened:
-            if opened is None:
-                return None
-            folder, kept = opened
-            name = history_name(entity_id)
-            data = history.read(kept, name)
-            if data is None:
-                return None
-            where = str(self.path / HISTORY_NAME / name)
-            found = history.latest(entity_id, data, where, self._live(folder), when)
-            return None if found is None else found.json
+        return self._history.as_of(when)
 
     async def prune(self, *, keep_last: int | None, older_than: datetime | None) -> int:
-        return await asyncio.to_thread(self._prune_sync, keep_last, older_than)
-
-    def _prune_sync(self, keep_last: int | None, older_than: datetime | None) -> int:
-        removed = 0
-        with self._locked_folder() as folder:
-            kept = self._history_folder(folder)
-            if kept is None:
-                return 0
-            try:
-                is_live = self._live(folder)
-                for name in os.listdir(kept):
-                    entity_id = history.history_id(name)
-                    data = None if entity_id is None else history.read(kept, name)
-                    if entity_id is None or data is None:
-                        continue
-                    where = str(self.path / HISTORY_NAME / name)
-                    found = history.parse(entity_id, data, where, is_live)
-                    lines = history.prune_lines(found, keep_last=keep_last, older_than=older_than)
-                    if lines is not None:
-                        history.keep(kept, name, lines)
-                        removed += len(found) - len(lines)
-                if removed:
-                    os.fsync(kept)
-            except OSError as exc:
-                raise StorageError(
-                    f"could not prune {self.path / HISTORY_NAME} ({exc.strerror or exc}); "
-                    f"{removed} revisions were removed before the error"
-                ) from None
-            finally:
-                os.close(kept)
-        return removed
+        return await asyncio.to_thread(self._history.prune, keep_last, older_than)
 
     async def purge(self, entity_id: str) -> int:
-        return await asyncio.to_thread(self._purge_sync, entity_id)
+        return await asyncio.to_thread(self._history.purge, entity_id)
 
-    def _purge_sync(self, entity_id: str) -> int:
-        """Remove the history file first: a kill between leaves a document no revision
-        records, as a write without history does, never revisions of a removed one."""
-        with self._locked_folder() as folder:
-            kept = self._history_folder(folder)
-            count = 0
-            if kept is not None:
-                name = history_name(entity_id)
-                try:
-                    data = history.read(kept, name)
-                    if data is not None:
-                        where = str(self.path / HISTORY_NAME / name)
-                        try:
-                            count = len(
-                                history.revisions(entity_id, data, where, self._live(folder))
-                            )
-                        except CorruptEntityError:
-                            count = data.count(b"\n")
-                        os.unlink(name, dir_fd=kept)
-                        os.fsync(kept)
-                except OSError as exc:
-                    raise StorageError(
-                        f"could not purge {entity_id!r} from {self.path / HISTORY_NAME} "
-                        f"({exc.strerror or exc}); nothing was removed"
-                    ) from None
-                finally:
-                    os.close(kept)
-            with changing(folder, str(self.path)):
-                return count + self._unlink(folder, entity_id)
+    @staticmethod
+    def file_bytes(document: Document) -> bytes:
+        """The bytes of the file that stores ``document``."""
+        return _pretty(document) + b"\n"
 
 
 def _pretty(text: str | bytes) -> bytes:
