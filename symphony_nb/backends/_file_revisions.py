@@ -267,10 +267,36 @@ def past_rows(folder: int, where: str, when: datetime, is_live: IsLive) -> Rows:
 def latest(
     entity_id: str, data: bytes, where: str, is_live: IsLive, when: datetime
 ) -> StoredRevision | None:
-    """The revision of a history file that stood at ``when`` (highest version made at or
-    before it), or None."""
-    best: StoredRevision | None = None
-    for revision in revisions(entity_id, data, where, is_live):
-        if revision.at <= when and (best is None or revision.version > best.version):
-            best = revision
-    return best
+    """The revision of a history file that stood at ``when`` (the highest version made at
+    or before it), or None.
+
+    Only the chosen line is decoded whole: the others need their version and instant, and
+    instants as writers write them compare as text.
+    """
+    stamp = when.astimezone(UTC).isoformat(timespec="microseconds")
+    committed, newline, pending = data.rpartition(b"\n")
+    best: tuple[int, bytes, int] | None = None  # (version, line, line number)
+    for number, line in enumerate(committed.split(b"\n") if newline else (), 1):
+        try:
+            row = orjson.loads(line)
+            version, at = int(row["v"]), row["at"]
+            made = at <= stamp if _canonical(at) else datetime.fromisoformat(at) <= when
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+            raise CorruptEntityError(where, f"line {number}: not a revision ({exc})") from None
+        if made and (best is None or version > best[0]):
+            best = (version, line, number)
+    last = maybe(entity_id, pending) if pending else None
+    newer = last is not None and last.at <= when and (best is None or last.version > best[0])
+    if last is not None and newer and is_live(last):
+        return last
+    if best is None:
+        return None
+    try:
+        return decode(entity_id, best[1])
+    except ValueError as exc:
+        raise CorruptEntityError(where, f"line {best[2]}: {exc}") from None
+
+
+def _canonical(at: object) -> bool:
+    """Whether ``at`` is an instant as :func:`encode` writes it (UTC, to the microsecond)."""
+    return isinstance(at, str) and len(at) == 32 and at.endswith("+00:00")
