@@ -317,7 +317,7 @@ BACKENDS["cached:sqlite"] = Backend(cached_sqlite, plant=plant_sqlite)
 
 # ---------------------------------------------------------------------- with history
 
-HISTORY: tuple[str, ...] = ("memory", "sqlite", "postgres")
+HISTORY: tuple[str, ...] = ("files", "memory", "postgres", "sqlite")
 """The backends whose stores keep history (``history=`` on their repositories)."""
 
 
@@ -348,6 +348,7 @@ def _historied(name: str) -> Factory:
 
 # Backends once more with history on: the whole contract holds while every change is kept.
 BACKENDS["history:memory"] = Backend(_historied("memory"))
+BACKENDS["history:files"] = Backend(_historied("files"), plant=plant_file)
 BACKENDS["history:sqlite"] = Backend(_historied("sqlite"), plant=plant_sqlite)
 BACKENDS["history:postgres"] = Backend(_historied("postgres"), plant=plant_postgres)
 
