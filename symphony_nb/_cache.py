@@ -463,6 +463,11 @@ class CacheLayer(StoreLayer):
         below the cache, through a layer beneath it."""
         self._written(ids)
 
+    def forget_all(self) -> None:
+        """Drop everything the cache holds (after many writes made below it)."""
+        with self._lock:
+            self._drop(list(self._entries))
+
     # ------------------------------------------------------------------ writes
 
     async def write(self, records: Sequence[Record], *, create: bool) -> list[bool]:

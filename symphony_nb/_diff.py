@@ -78,9 +78,9 @@ class Diff:
             return f"<table>{head}<tr><td colspan='3'><em>no changes</em></td></tr></table>"
         rows = "".join(
             "<tr>"
-            f"<td><code>{escape(c.path)}</code></td>"
-            f"<td style='background:#fdecea'>{_cell(c.old, c.added)}</td>"
-            f"<td style='background:#e6f4ea'>{_cell(c.new, c.removed)}</td>"
+            f"<td style='text-align:left'><code>{escape(c.path)}</code></td>"
+            f"<td style='text-align:left;background:#fdecea'>{_cell(c.old, c.added)}</td>"
+            f"<td style='text-align:left;background:#e6f4ea'>{_cell(c.new, c.removed)}</td>"
             "</tr>"
             for c in self.changes
         )
@@ -88,24 +88,32 @@ class Diff:
 
 
 def _short(value: Any) -> str:
-    text = repr(value)
+    text = value.isoformat() if isinstance(value, datetime) else repr(value)
     return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _cell(value: Any, missing: bool) -> str:
     if missing:
         return "<em>(absent)</em>"
-    text = repr(value) if not isinstance(value, str) else value
+    if isinstance(value, datetime):
+        text = value.isoformat()
+    elif isinstance(value, str):
+        text = value
+    else:
+        text = repr(value)
     if len(text) > 200:
         return f"<details><summary>{escape(text[:80])}...</summary>{escape(text)}</details>"
     return escape(text)
 
 
-def _label(item: BaseModel | Revision[Any]) -> str:
+def _label(item: BaseModel | Revision[Any] | None, side: str) -> str:
+    if item is None:
+        return "(absent)"
     if isinstance(item, Revision):
         return f"v{item.version} ({item.op})"
     version = getattr(item, "version", None)
-    return f"v{version}" if isinstance(version, int) and not isinstance(version, bool) else "a"
+    stored = isinstance(version, int) and not isinstance(version, bool) and version > 0
+    return f"v{version}" if stored else side
 
 
 def diff(
@@ -117,7 +125,7 @@ def diff(
     """What changed from ``a`` to ``b``: two entities, or two revisions (``history()``).
 
     ``diff(old, new).paths()`` lists the changed dotted paths (``"metadata.team"``,
-    ``"tags"``); each :class:`FieldChange` has the old and new value. Secret fields show only
+    ``"tags"``; fields by their stored names, as frames and forms show them); each :class:`FieldChange` has the old and new value. Secret fields show only
     that they changed, never a value. A deleted revision (or None) compares as absent.
     Fields in ``ignore`` (the bookkeeping every write changes, by default) are left out.
     """
@@ -137,11 +145,10 @@ def diff(
         "",
         changes,
     )
-    return Diff(
-        changes,
-        "(absent)" if a is None else _label(a),
-        "(absent)" if b is None else _label(b),
-    )
+    left_label, right_label = _label(a, "before"), _label(b, "after")
+    if left_label == right_label:
+        left_label, right_label = f"{left_label} (before)", f"{right_label} (after)"
+    return Diff(changes, left_label, right_label)
 
 
 def _entity(item: BaseModel | Revision[Any] | None) -> BaseModel | None:
@@ -153,9 +160,12 @@ def _entity(item: BaseModel | Revision[Any] | None) -> BaseModel | None:
 
 
 def _fields(model: BaseModel | None) -> dict[str, Any]:
+    """The fields by the names they are stored and shown under (aliases, as in frames)."""
     if model is None:
         return {}
-    return {name: getattr(model, name) for name in type(model).model_fields}
+    return {
+        info.alias or name: getattr(model, name) for name, info in type(model).model_fields.items()
+    }
 
 
 def _compare(old: Any, new: Any, path: str, out: list[FieldChange]) -> None:

@@ -408,6 +408,9 @@ def repository_html(repository: Repository[Any]) -> str:
         (count,) = count_texts([repository])
         cells = _summary(repository, count)
         rows = "".join(_row(k, v) for k, v in zip(labels, cells, strict=True))
+        kept = repository.store.kept()
+        if kept is not False:
+            rows += _row("history", "every revision" if kept is None else f"last {kept} revisions")
         return (
             f'<div class="snb-repository" style="{_BOX}">'
             f'<table class="snb-fields" style="{_TABLE}">{rows}</table></div>'

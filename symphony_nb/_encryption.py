@@ -428,7 +428,8 @@ class SecretLayer(StoreLayer):
         """Re-encrypt under the primary key every value sealed with another; return entities written.
 
         Each batch is written all or nothing with the version each document was read at
-        (unchanged: a rotation is no edit), so a concurrent edit wins and its batch is read
+        (unchanged: a rotation is no edit; with history on, one up, as every stored change
+        is a version with its revision), so a concurrent edit wins and its batch is read
         again. A second run finds nothing to do; a killed run resumes where it stopped.
         ``on_batch(seen, rewritten)`` is called after each batch.
         """
@@ -441,6 +442,7 @@ class SecretLayer(StoreLayer):
                 f"pass keyring=Keyring(...) or set ${ENV}"
             )
         versioned = "version" in self.model.model_fields
+        bump = self.kept() is not False
         rewritten = 0
         after: str | None = None
         while True:
@@ -450,7 +452,7 @@ class SecretLayer(StoreLayer):
                     r
                     for key, doc in found.rows
                     if not isinstance(doc, CorruptEntityError)
-                    and (r := self._rekey(key, doc, versioned))
+                    and (r := self._rekey(key, doc, versioned, bump))
                 ]
                 try:
                     if records:
@@ -466,7 +468,9 @@ class SecretLayer(StoreLayer):
                 return rewritten
             after = found.rows[-1][0]
 
-    def _rekey(self, entity_id: str, document: Document, versioned: bool) -> Record | None:
+    def _rekey(
+        self, entity_id: str, document: Document, versioned: bool, bump: bool
+    ) -> Record | None:
         keyring = self.keyring
         assert keyring is not None
         try:
@@ -493,6 +497,9 @@ class SecretLayer(StoreLayer):
         version = doc.get("version") if versioned and type(doc) is dict else None
         if versioned and type(version) is not int:
             raise CorruptEntityError(self.inner.location(entity_id), "its version is not an int")
+        if bump and version is not None:
+            doc["version"] = version + 1
+            return Record(entity_id, dump_document(doc), version + 1, version)
         return Record(entity_id, dump_document(doc), version, version)
 
 

@@ -718,9 +718,13 @@ class Repository(Generic[T]):
             tqdm(total=total, desc=f"rotate {self.model.__name__}", disable=not progress) as bar,
             change_context(reason=reason or "rotate keys"),
         ):
-            return await layer.rotate(
-                batch_size=batch_size, on_batch=lambda seen, _: bar.update(seen)
-            )
+            try:
+                return await layer.rotate(
+                    batch_size=batch_size, on_batch=lambda seen, _: bar.update(seen)
+                )
+            finally:
+                if self._cache is not None:  # written beneath the cache, past its invalidation
+                    self._cache.forget_all()
 
     async def key_report(self) -> dict[str, int]:
         """``{key id: number of encrypted values}`` over every stored entity, by key id.

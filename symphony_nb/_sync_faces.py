@@ -328,7 +328,8 @@ class SyncTaskManager(SyncFacade["TaskManager"]):
         cancelled (an interrupt, a ``timeout=``) it is saved as cancelled and the cancellation
         propagates; a language model still running in a worker thread then finishes in the
         background and its reply is discarded. A task that already ran (or is running) is
-        refused unless ``rerun=True``.
+        refused unless ``rerun=True``. With history on, each of these writes records the
+        agent's config id as its actor.
         """
         return run_sync(self._target.execute_task(task_id, agent, rerun=rerun), timeout)
 
@@ -367,7 +368,8 @@ class SyncTaskManager(SyncFacade["TaskManager"]):
         tasks it was running back as pending for other workers, then propagates. Returns a
         :class:`WorkReport`. Shows a progress bar (``tqdm.auto``) unless ``progress=False``.
         Raises ``ValueError`` for ``concurrency`` or ``max_attempts`` < 1 or a lease not
-        longer than its renewal interval.
+        longer than its renewal interval. With history on, its writes record the agent's
+        config id as their actor and the worker's name in their reason.
         """
         return run_sync(
             self._target.work(

@@ -317,7 +317,7 @@ BACKENDS["cached:sqlite"] = Backend(cached_sqlite, plant=plant_sqlite)
 
 # ---------------------------------------------------------------------- with history
 
-HISTORY: tuple[str, ...] = ("memory", "sqlite")
+HISTORY: tuple[str, ...] = ("files", "memory", "postgres", "sqlite")
 """The backends whose stores keep history (``history=`` on their repositories)."""
 
 
@@ -337,13 +337,20 @@ async def with_history(
         yield repo
 
 
-@contextlib.asynccontextmanager
-async def history_sqlite(model: type[Any], where: Path) -> AsyncIterator[Repository[Any]]:
-    async with with_history("sqlite", model, where) as repo:
-        yield repo
+def _historied(name: str) -> Factory:
+    @contextlib.asynccontextmanager
+    async def make(model: type[Any], where: Path) -> AsyncIterator[Repository[Any]]:
+        async with with_history(name, model, where) as repo:
+            yield repo
+
+    return make
 
 
-BACKENDS["history:sqlite"] = Backend(history_sqlite, plant=plant_sqlite)
+# Backends once more with history on: the whole contract holds while every change is kept.
+BACKENDS["history:memory"] = Backend(_historied("memory"))
+BACKENDS["history:files"] = Backend(_historied("files"), plant=plant_file)
+BACKENDS["history:sqlite"] = Backend(_historied("sqlite"), plant=plant_sqlite)
+BACKENDS["history:postgres"] = Backend(_historied("postgres"), plant=plant_postgres)
 
 
 # ---------------------------------------------------------------------- opening
@@ -360,6 +367,26 @@ def opened(backend: str, model: type[Any], where: Path) -> Iterator[Repository[A
 
     async def enter() -> Repository[Any]:
         return await stack.enter_async_context(BACKENDS[backend](model, where))
+
+    try:
+        repo = run_sync(enter())
+    except BackendUnavailable as exc:
+        _skip(backend, exc)
+    try:
+        yield repo
+    finally:
+        run_sync(stack.aclose())
+
+
+@contextlib.contextmanager
+def opened_with_history(
+    backend: str, model: type[Any], where: Path, **options: Any
+) -> Iterator[Repository[Any]]:
+    """:func:`with_history` opened and closed on the sync facades' loop."""
+    stack = contextlib.AsyncExitStack()
+
+    async def enter() -> Repository[Any]:
+        return await stack.enter_async_context(with_history(backend, model, where, **options))
 
     try:
         repo = run_sync(enter())

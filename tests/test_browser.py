@@ -303,3 +303,60 @@ def test_rich_display_in_the_browser(tmp_path: Path) -> None:
             page.screenshot(path=str(ARTIFACTS / "quickstart-display.png"))
         finally:
             browser.close()
+
+
+def test_history_in_the_browser(tmp_path: Path) -> None:
+    """The history notebook: its diff renders as a table, the form's history panel lists the
+    revisions, and a hostile value in a diff stays text."""
+    executable = chromium_path()
+    try:
+        from playwright.sync_api import expect, sync_playwright
+    except ImportError:
+        pytest.skip("browser test needs playwright (pip install playwright)")
+    import nbformat
+
+    root = tmp_path / "lab"
+    root.mkdir()
+    name = "07_history.ipynb"
+    copy_without_outputs(ROOT / "notebooks" / name, root / name)
+    book = nbformat.read(root / name, as_version=4)  # type: ignore[no-untyped-call]
+    hostile = (
+        "from symphony_nb import Task, diff\n"
+        "diff(Task(id='x', name='a'), Task(id='x', name="
+        "'<img src=x onerror=\"window.snbDiffUnescaped=1\">'))"
+    )
+    book.cells.insert(-1, nbformat.v4.new_code_cell(hostile))  # type: ignore[no-untyped-call]
+    nbformat.write(book, root / name)  # type: ignore[no-untyped-call]
+    ARTIFACTS.mkdir(exist_ok=True)
+
+    with jupyter_lab(root, tmp_path / "jupyter", {}) as lab, sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            run_all(page, lab, name)
+
+            def output(source: str) -> Locator:
+                cell = page.locator(".jp-CodeCell").filter(has_text=source)
+                found = cell.locator(".jp-OutputArea-output")
+                found.first.scroll_into_view_if_needed()
+                return found
+
+            changes = output("symphony_nb.diff(history[1], history[2])").locator(
+                "table.symphony-diff tr"
+            )
+            expect(changes).to_have_count(2)  # the header and llm_config.temperature
+            expect(changes.nth(1)).to_contain_text("model_config.temperature")
+            expect(changes.nth(1)).to_contain_text("1.4")
+            panel = output("panel = form.toggle_history()")
+            # v1-v3 the edits, v4 the revert, v5 the delete, v6 the undelete
+            expect(panel.locator("select").first.locator("option")).to_have_count(6)
+            expect(panel.locator("table.symphony-diff")).to_be_visible()
+            expect(panel.get_by_role("button", name="Revert to this version")).to_be_visible()
+            unsafe = output("diff(Task(id='x', name='a')")
+            expect(unsafe.locator("table.symphony-diff")).to_contain_text("<img src=x")
+            expect(unsafe.locator("img")).to_have_count(0)
+            page.wait_for_timeout(500)
+            assert page.evaluate("() => window.snbDiffUnescaped") is None
+            page.screenshot(path=str(ARTIFACTS / "history-notebook.png"), full_page=True)
+        finally:
+            browser.close()

@@ -1,4 +1,5 @@
-"""What is specific to the file-system backend: layout, permissions, temp files, corrupt files."""
+"""What is specific to the file-system backend: layout, permissions, temp files, corrupt files,
+and its history files (crash traces, baselines, a writer killed mid-write)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,10 @@ import stat
 import subprocess
 import sys
 import warnings
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -19,9 +22,12 @@ from symphony_nb import (
     CorruptEntityError,
     CorruptEntityWarning,
     FileSystemRepository,
+    NotFoundError,
     StorageError,
     Task,
+    change_context,
 )
+from symphony_nb.stores import BASELINE
 from tests.unprivileged import run_as_reader, share_for_reading, shared_folder, writable_by_reader
 
 
@@ -327,3 +333,292 @@ async def test_a_model_folder_removed_while_open_reads_empty_and_is_made_again(
     assert await repo.find_all() == [] and await repo.count() == 0
     await repo.save(Task(id="b", name="b"))
     assert [t.id for t in await repo.find_all()] == ["b"]
+
+
+# ---------------------------------------------------------------------- history
+
+
+@pytest.fixture
+def kept(tmp_path: Path) -> FileSystemRepository[Task]:
+    return FileSystemRepository(Task, tmp_path / "data", history=True)
+
+
+def history_file(repo: FileSystemRepository[Task], entity_id: str) -> Path:
+    from symphony_nb._ids import id_to_filename
+
+    return repo.path / ".history" / (id_to_filename(entity_id) + "l")
+
+
+def revision_line(version: int, op: str, doc: str | None) -> bytes:
+    """A line as a writer appends it (see symphony_nb.backends._file_history)."""
+    at = datetime.now(UTC).isoformat(timespec="microseconds")
+    row = {"v": version, "op": op, "at": at, "actor": None, "reason": None, "ev": version}
+    return json.dumps({**row, "doc": doc}, separators=(",", ":")).encode()
+
+
+async def test_history_is_one_json_lines_file_per_entity_that_scans_never_see(
+    kept: FileSystemRepository[Task],
+) -> None:
+    task = Task(id="Upper-1", name="one")
+    await kept.save(task)
+    task.name = "two"
+    with change_context(actor="ana"):
+        await kept.save(task)
+    lines = history_file(kept, "Upper-1").read_bytes().split(b"\n")
+    assert lines[-1] == b""  # every line committed
+    rows = [json.loads(line) for line in lines[:-1]]
+    assert [(r["v"], r["op"], r["ev"], r["actor"]) for r in rows] == [
+        (1, "create", 1, None),
+        (2, "update", 2, "ana"),
+    ]
+    assert json.loads(rows[1]["doc"])["name"] == "two"
+    assert datetime.fromisoformat(rows[1]["at"]) == task.updated_at
+    assert sorted(os.listdir(kept.path)) == [".changes", ".history", ".lock", "^upper-1.json"]
+    assert [t.id for t in await kept.find_all()] == ["Upper-1"]
+    assert await kept.count() == 1
+    assert stat.S_IMODE(os.stat(kept.path / ".history").st_mode) == 0o700
+    assert stat.S_IMODE(os.stat(history_file(kept, "Upper-1")).st_mode) == 0o600
+
+
+async def test_a_revision_whose_document_never_landed_is_skipped_then_removed(
+    kept: FileSystemRepository[Task],
+) -> None:
+    """A writer killed after syncing its revision, before replacing the document."""
+    task = Task(id="t", name="one")
+    await kept.save(task)
+    task.name = "two"
+    await kept.save(task)
+    path = history_file(kept, "t")
+    ghost = task.model_copy(update={"name": "never stored", "version": 3})
+    with path.open("ab") as file:
+        file.write(revision_line(3, "update", ghost.model_dump_json()))
+    await _sees_two_revisions(kept)
+    task.name = "three"
+    await kept.save(task)  # the next write cuts the trace off, then appends its own
+    assert [(r.version, r.entity and r.entity.name) for r in await kept.history("t")] == [
+        (1, "one"),
+        (2, "two"),
+        (3, "three"),
+    ]
+    assert path.read_bytes().count(b"\n") == 3 and path.read_bytes().endswith(b"\n")
+    assert b"never stored" not in path.read_bytes()
+
+
+async def test_a_torn_last_line_is_skipped_then_removed(kept: FileSystemRepository[Task]) -> None:
+    """A writer killed inside its line."""
+    task = Task(id="t", name="one")
+    await kept.save(task)
+    task.name = "two"
+    await kept.save(task)
+    path = history_file(kept, "t")
+    with path.open("ab") as file:
+        file.write(revision_line(3, "update", task.model_dump_json())[:40])
+    await _sees_two_revisions(kept)
+    await kept.delete("t")
+    assert [(r.version, r.op) for r in await kept.history("t")] == [
+        (1, "create"),
+        (2, "update"),
+        (3, "delete"),
+    ]
+    assert path.read_bytes().count(b"\n") == 3
+
+
+async def _sees_two_revisions(repo: FileSystemRepository[Task]) -> None:
+    assert [r.version for r in await repo.history("t")] == [1, 2]
+    with pytest.raises(NotFoundError):
+        await repo.get("t", version=3)
+    later = datetime.now(UTC) + timedelta(days=1)
+    (then,) = await repo.find_all(as_of=later)
+    assert (then.name, then.version) == ("two", 2) and then == await repo.get("t")
+    assert await repo.find_by_id("t", as_of=later) == then
+    assert await repo.count({"name": "two"}, as_of=later) == 1
+    fresh = FileSystemRepository(Task, repo.directory, history=True)  # another process
+    assert [r.version for r in await fresh.history("t")] == [1, 2]
+
+
+async def test_a_revision_whose_document_landed_counts_before_its_newline(
+    kept: FileSystemRepository[Task],
+) -> None:
+    """A writer killed after replacing the document, before committing its revision."""
+    task = Task(id="t", name="one")
+    await kept.save(task)
+    task.name = "two"
+    await kept.save(task)
+    path = history_file(kept, "t")
+    path.write_bytes(path.read_bytes()[:-1])  # as left pending
+    assert [r.version for r in await kept.history("t")] == [1, 2]
+    assert (await kept.get("t", version=2)).name == "two"
+    later = datetime.now(UTC) + timedelta(days=1)
+    assert [t.name for t in await kept.find_all(as_of=later)] == ["two"]
+    task.name = "three"
+    await kept.save(task)  # commits it, then appends its own
+    assert [r.version for r in await kept.history("t")] == [1, 2, 3]
+    assert path.read_bytes().count(b"\n") == 3
+
+
+async def test_a_delete_that_did_not_land_is_skipped(kept: FileSystemRepository[Task]) -> None:
+    await kept.save(Task(id="t", name="one"))
+    path = history_file(kept, "t")
+    with path.open("ab") as file:
+        file.write(revision_line(2, "delete", None))
+    assert [r.op for r in await kept.history("t")] == ["create"]
+    assert await kept.find_by_id("t", as_of=datetime.now(UTC) + timedelta(days=1)) is not None
+    assert await kept.delete("t")
+    assert [r.op for r in await kept.history("t")] == ["create", "delete"]
+    assert await kept.find_all(as_of=datetime.now(UTC) + timedelta(days=1)) == []
+
+
+async def test_a_committed_line_that_holds_no_revision_is_corrupt(
+    kept: FileSystemRepository[Task],
+) -> None:
+    await kept.save(Task(id="t", name="one"))
+    path = history_file(kept, "t")
+    path.write_bytes(b"not a revision\n" + path.read_bytes())
+    with pytest.raises(CorruptEntityError, match=r"t\.jsonl: line 1"):
+        await kept.history("t")
+    with pytest.warns(CorruptEntityWarning, match=r"t\.jsonl"):
+        assert await kept.find_all(as_of=datetime.now(UTC), on_corrupt="warn") == []
+    assert await kept.purge("t") == 3  # the document and the two lines
+
+
+async def test_history_turned_on_keeps_a_baseline_of_every_document_at_once(
+    tmp_path: Path,
+) -> None:
+    plain = FileSystemRepository(Task, tmp_path / "data")
+    await plain.save_many([Task(id=f"t{i}", name=f"t{i}") for i in range(3)])
+    (plain.path / "broken.json").write_text("{")
+    mark = datetime.now(UTC)
+    kept = FileSystemRepository(Task, tmp_path / "data", history=True)
+    assert not (plain.path / ".history").exists()  # nothing happens until history is used
+    found = await kept.find_all(as_of=mark + timedelta(seconds=1), on_corrupt="warn")
+    assert [t.id for t in found] == ["t0", "t1", "t2"]
+    assert sorted(os.listdir(plain.path / ".history")) == ["t0.jsonl", "t1.jsonl", "t2.jsonl"]
+    assert [r.reason for r in await kept.history("t1")] == [BASELINE]
+    assert await kept.find_all(as_of=mark - timedelta(seconds=1)) == []
+    assert not [n for n in os.listdir(plain.path) if n.startswith(".tmp-")]
+
+
+async def test_leftovers_of_a_killed_history_start_are_removed(tmp_path: Path) -> None:
+    plain = FileSystemRepository(Task, tmp_path / "data")
+    await plain.save(Task(id="t", name="t"))
+    (plain.path / ".tmp-0123").mkdir()
+    (plain.path / ".tmp-0123" / "t.jsonl").write_text("{}\n")
+    kept = FileSystemRepository(Task, tmp_path / "data", history=True)
+    assert [r.op for r in await kept.history("t")] == ["create"]
+    (plain.path / ".history" / ".tmp-4567").write_text("half a rewrite")
+    again = FileSystemRepository(Task, tmp_path / "data", history=True)
+    assert [t.id for t in await again.find_all()] == ["t"]
+    assert not (plain.path / ".tmp-0123").exists()
+    assert os.listdir(plain.path / ".history") == ["t.jsonl"]
+
+
+async def test_a_write_that_fails_after_its_revision_leaves_neither(
+    kept: FileSystemRepository[Task], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    task = Task(id="t", name="one")
+    await kept.save(task)
+    before = history_file(kept, "t").read_bytes()
+    real = os.replace
+
+    def failing(src: Any, dst: Any, **kwargs: Any) -> None:
+        if str(dst).endswith(".json"):
+            raise OSError(28, "No space left on device")
+        real(src, dst, **kwargs)
+
+    monkeypatch.setattr(os, "replace", failing)
+    task.name = "two"
+    with pytest.raises(StorageError, match="No space left"):
+        await kept.save_many([task, Task(id="new", name="new")])
+    monkeypatch.undo()
+    assert history_file(kept, "t").read_bytes() == before
+    assert not history_file(kept, "new").exists()
+    assert [r.version for r in await kept.history("t")] == [1]
+    assert (await kept.get("t")).name == "one"
+
+
+_HISTORY_WRITER = """
+import asyncio, random, sys
+from symphony_nb import FileSystemRepository, Task
+
+async def main(store, seed):
+    rng = random.Random(seed)
+    repo = FileSystemRepository(Task, store, history=True)
+    while True:
+        ids = rng.sample([f"e{i}" for i in range(12)], rng.choice([1, 1, 3]))
+        if rng.random() < 0.15:
+            await repo.delete(ids[0])
+            print("deleted", ids[0], flush=True)
+            continue
+        batch = []
+        for key in ids:
+            task = await repo.find_by_id(key) or Task(id=key, name=key)
+            task.input_data = {"blob": "x" * rng.choice([10, 1000, 100_000])}
+            batch.append(task)
+        await repo.save_many(batch)
+        for task in batch:
+            print("saved", task.id, task.version, flush=True)
+
+asyncio.run(main(sys.argv[1], int(sys.argv[2])))
+"""
+
+
+def test_sigkill_at_any_point_of_a_write_leaves_history_consistent(tmp_path: Path) -> None:
+    import random
+    import signal
+    import time
+
+    script = tmp_path / "writer.py"
+    script.write_text(_HISTORY_WRITER)
+    store = tmp_path / "data"
+    rng = random.Random(7)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    acked: set[tuple[str, int]] = set()
+    for run in range(int(os.environ.get("SYMPHONY_NB_HISTORY_KILLS", "6"))):
+        proc = subprocess.Popen(
+            [sys.executable, str(script), str(store), str(run)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        assert proc.stdout is not None and proc.stderr is not None
+        lines = [proc.stdout.readline() for _ in range(rng.randint(3, 40))]
+        time.sleep(rng.uniform(0, 0.01))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        lines += proc.stdout.read().splitlines(keepends=True)
+        errors = proc.stderr.read()
+        proc.stdout.close()
+        proc.stderr.close()
+        assert proc.returncode == -signal.SIGKILL, errors
+        for line in lines:
+            if line.startswith("saved ") and line.endswith("\n"):
+                _, key, version = line.split()
+                acked.add((key, int(version)))
+        _check_history_after_a_kill(store, acked)
+
+
+def _check_history_after_a_kill(store: Path, acked: set[tuple[str, int]]) -> None:
+    from symphony_nb._sync import run_sync
+
+    async def check() -> None:
+        repo = FileSystemRepository(Task, store, history=True)
+        live = {task.id: task for task in await repo.find_all()}
+        keys = {name[: -len(".jsonl")] for name in os.listdir(repo.path / ".history")}
+        for key in sorted(keys | set(live)):
+            if not await repo.store.revisions(key):  # reads, whatever the kill left
+                assert key not in live, key  # a create killed before it landed: a trace
+                continue
+            history = await repo.history(key)
+            last = history[-1]
+            assert last.entity == live.get(key), (key, last)  # no more, no less than stored
+            assert [r.version for r in history] == sorted({r.version for r in history})
+        kept = {(key, r.version) for key in keys for r in await repo.store.revisions(key)}
+        assert {(key, v) for key, v in acked if key in keys} <= kept
+        assert await repo.find_all(as_of=datetime.now(UTC)) == list(live.values())
+        probe = Task(id="probe", name="after the kill")
+        await repo.save(probe)
+        assert [r.op for r in await repo.history("probe")] == ["create"]
+        await repo.purge("probe")
+
+    run_sync(check())

@@ -576,3 +576,94 @@ def test_diff_lists_changed_dotted_paths() -> None:
     assert "<img" not in html and "&lt;img" in html
     with pytest.raises(TypeError, match="one model"):
         diff(a, AgentConfig(name="c", instruction_template="hi"))
+
+
+# ------------------------------------------------------------------ the other writers
+
+
+async def test_services_frames_and_migrations_write_revisions(make: Make) -> None:
+    from symphony_nb import AgentFactory, TaskManager, offline_model
+
+    configs: Repository[AgentConfig] = await make(AgentConfig)
+    tasks: Repository[Task] = await make(Task)
+    config = AgentConfig(name="helper", instruction_template="Help.")
+    await configs.save(config)
+    agent = await AgentFactory(configs, llm=offline_model).create_agent(config.id)
+    manager = TaskManager(tasks)
+    task = await manager.create_task("job")
+    await manager.execute_task(task.id, agent)
+    history = await tasks.history(task.id)
+    assert [r.op for r in history] == ["create", "update", "update"]
+    assert [r.actor for r in history] == [None, agent.config.id, agent.config.id]
+    assert history[-1].entity is not None and history[-1].entity.status == TaskStatus.COMPLETED
+
+    df = await tasks.to_dataframe()
+    df.loc[task.id, "name"] = "renamed in a frame"
+    assert await tasks.save_dataframe(df) == [task.id]
+    assert await tasks.save_dataframe(await tasks.to_dataframe()) == []  # unedited: nothing
+    history = await tasks.history(task.id)
+    assert len(history) == 4
+    assert history[-1].entity is not None and history[-1].entity.name == "renamed in a frame"
+
+
+async def test_a_migration_writes_one_revision_per_upgraded_entity(make: Make) -> None:
+    repo: Repository[Note] = await make(Note)
+    notes = [Note(id=f"n{i}", title=f"t{i}", version=1) for i in range(3)]
+    await backend_store(repo).write(
+        [Record(n.id, stored_as(n, 1), 1, None) for n in notes], create=True
+    )
+    report = await repo.migrate(progress=False)
+    assert report.upgraded == 3
+    for note in notes:
+        history = await repo.history(note.id)
+        assert shape(history) == [(1, "create"), (2, "update")]
+        assert history[-1].reason == "migrate to schema version 3"
+    assert (await repo.migrate(progress=False)).upgraded == 0
+    assert len(await repo.history("n0")) == 2
+
+
+def test_a_repository_shows_that_it_keeps_history() -> None:
+    assert "every revision" in InMemoryRepository(Task, history=True)._repr_html_()
+    assert "last 3 revisions" in InMemoryRepository(Task, history=3)._repr_html_()
+    assert "revisions" not in InMemoryRepository(Task)._repr_html_()
+
+
+async def test_key_rotation_is_a_version_with_its_revision(make: Make) -> None:
+    old, new = Keyring.generate(), Keyring.generate()
+    repo: Repository[AgentConfig] = await make(
+        AgentConfig, keyring=Keyring({"k0": old}, primary="k0")
+    )
+    config = AgentConfig(id="c", name="c", instruction_template="hi", secrets={"k": "v1"})
+    await repo.save(config)
+    layer = backend_store(repo)
+    rotated = Repository(
+        AgentConfig, layer, keyring=Keyring({"k1": new, "k0": old}, primary="k1"), history=True
+    )
+    assert await rotated.rotate_keys(progress=False) == 1
+    history = await rotated.history("c")
+    assert shape(history) == [(1, "create"), (2, "update")]
+    assert history[-1].reason == "rotate keys"
+    assert (await rotated.get("c")).version == 2
+    assert (
+        history[0].entity is not None and history[0].entity.secrets["k"].get_secret_value() == "v1"
+    )
+    assert await rotated.rotate_keys(progress=False) == 0
+
+
+def test_the_readme_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    text = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = text.split("### History: every change kept", 1)[1]
+    example = section.split("```python\n", 1)[1].split("```", 1)[0]
+    scope: dict[str, Any] = {}
+    exec(compile(example, "README.md", "exec"), scope)
+    tasks = scope["tasks"]
+    try:
+        assert [r.op for r in tasks.sync.history(scope["task"].id)] == [
+            "create",
+            "update",
+            "update",
+        ]
+        assert tasks.sync.get(scope["task"].id).name == "draft"
+    finally:
+        tasks.sync.close()

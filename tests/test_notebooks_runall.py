@@ -27,6 +27,8 @@ def test_the_example_notebooks_are_there() -> None:
         "03_forms",
         "04_dataframes",
         "05_explorer",
+        "06_schema_evolution",
+        "07_history",
         "08_secrets",
         "09_workers",
     }

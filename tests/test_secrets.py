@@ -30,7 +30,15 @@ from symphony_nb import (
 )
 from symphony_nb._keyring import ENV
 from symphony_nb.stores import Record
-from tests.backends import BACKENDS, BackendUnavailable, backend_store, having, store_url
+from tests.backends import (
+    BACKENDS,
+    HISTORY,
+    BackendUnavailable,
+    backend_store,
+    having,
+    store_url,
+    with_history,
+)
 
 KEY1 = Keyring.generate()
 KEY2 = Keyring.generate()
@@ -108,7 +116,7 @@ async def raw_storage(repo: Repository[Any], where: Path) -> bytes:
         return "\n".join(rows).encode()
     if kind in ("MemoryStore", "DictStore"):
         rows_attr = getattr(store, "_rows", None) or getattr(store, "docs", {})
-        return repr(rows_attr).encode()
+        return (repr(rows_attr) + repr(getattr(store, "_revisions", {}))).encode()
     blobs = [p.read_bytes() for p in sorted(where.rglob("*")) if p.is_file()]
     assert blobs, f"no files under {where}"
     return b"\n".join(blobs)
@@ -168,6 +176,41 @@ def test_sync_face_saves_and_reads_secrets(tmp_path: Path) -> None:
         repo.sync.close()
     for path in tmp_path.iterdir():
         assert_absent(path.read_bytes(), secret, path.name)
+
+
+@pytest.mark.parametrize("name", HISTORY)
+async def test_history_revisions_hold_no_plaintext(name: str, tmp_path: Path, keys: str) -> None:
+    from symphony_nb import diff
+
+    first, second = needle(), needle()
+    try:
+        async with with_history(name, AgentConfig, tmp_path) as repo:
+            saved = config(first)
+            await repo.save(saved)
+            saved.secrets = {"api_key": SecretStr(second)}
+            saved.description = "rotated the key"
+            await repo.save(saved)
+            await repo.delete(saved.id)
+            revisions = await repo.history(saved.id)
+            assert revisions[0].entity is not None
+            assert revisions[0].entity.secrets["api_key"].get_secret_value() == first
+            frame = await repo.history_dataframe(saved.id)
+            shown = (
+                repr(revisions)
+                + "".join(r._repr_html_() for r in revisions)
+                + repr(diff(revisions[0], revisions[1]))
+                + diff(revisions[0], revisions[1])._repr_html_()
+                + frame.to_string()
+                + frame.to_json(date_format="iso")
+            )
+            stored = await raw_storage(repo, tmp_path)
+            raw = "".join(str(r.json) for r in await backend_store(repo).revisions(saved.id))
+    except BackendUnavailable as exc:
+        pytest.skip(f"{name} backend unavailable: {exc}")
+    for secret in (first, second):
+        assert_absent(stored, secret, f"the {name} storage with its history")
+        assert_absent(raw, secret, "the stored revisions")
+        assert_absent(shown, secret, "revisions, their HTML, diffs and the history frame")
 
 
 async def test_sqlite_database_wal_and_shared_memory_hold_no_plaintext(tmp_path: Path) -> None:
@@ -391,10 +434,12 @@ async def test_rotation_reencrypts_under_the_primary_and_a_rerun_does_nothing(
     assert await repo.rotate_keys(progress=False, batch_size=7) == 25
     assert await repo.key_report() == {"k2": 50}
     assert await repo.rotate_keys(progress=False) == 0
+    # A rotation is no edit; with history on it is one more version, with its revision.
+    bump = 0 if repo.store.kept() is False else 1
     for original in originals:
         got = await repo.get(original.id)
         assert got.secrets == original.secrets
-        assert got.version == versions[original.id]  # a rotation is no edit
+        assert got.version == versions[original.id] + bump
         assert got.updated_at == original.updated_at
     layer.keyring = Keyring({"k2": KEY2})  # the old key retired
     assert len(await repo.find_all()) == 25

@@ -196,3 +196,40 @@ async def create_schema(
                         await conn.execute(statement)
             except asyncpg_errors().InsufficientPrivilegeError:
                 pass  # not the table's owner: it works as before, and caches read through
+
+
+def fit_name(name: str, limit: int = _MAX_NAME) -> str:
+    """``name`` if it fits in ``limit`` bytes (PostgreSQL keeps 63), else a prefix and a
+    digest of it."""
+    if len(name.encode()) <= limit:
+        return name
+    digest = hashlib.blake2b(name.encode(), digest_size=8).hexdigest()
+    return name.encode()[: limit - 17].decode(errors="ignore") + "_" + digest
+
+
+def history_name(table: str) -> str:
+    """The history table of ``table``: ``<table>:history`` (a model's table has no colon)."""
+    return fit_name(table, _MAX_NAME - len(":history")) + ":history"
+
+
+async def create_history(
+    conn: Any, schema_name: str, history: str, indexes: Mapping[str, str]
+) -> bool:
+    """Create the history table ``history`` in ``schema_name`` and its ``indexes``, in the
+    caller's transaction; True when it holds no revision yet.
+
+    One revision per row: ``version`` numbers the revisions of ``id``, ``doc`` is NULL
+    exactly for a delete. The schema's lock is held until the caller commits, so of
+    several processes turning history on at once one finds the table empty.
+    """
+    qualified = f"{quote_ident(schema_name)}.{quote_ident(history)}"
+    await conn.execute("SELECT pg_advisory_xact_lock($1::bigint)", _lock_key(schema_name))
+    await conn.execute(
+        f'CREATE TABLE IF NOT EXISTS {qualified} (id text COLLATE "C" NOT NULL, '
+        "version bigint NOT NULL, op text NOT NULL CHECK (op IN ('create', 'update', 'delete')), "
+        "at timestamptz NOT NULL, actor text, reason text, doc jsonb, entity_version bigint, "
+        "PRIMARY KEY (id, version), CHECK ((op = 'delete') = (doc IS NULL)))"
+    )
+    for name, spec in indexes.items():
+        await conn.execute(f"CREATE INDEX IF NOT EXISTS {quote_ident(name)} ON {qualified} {spec}")
+    return not await conn.fetchval(f"SELECT EXISTS (SELECT 1 FROM {qualified})")

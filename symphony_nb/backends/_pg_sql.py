@@ -20,6 +20,7 @@ No user text ever becomes SQL text: every operand and every dict sub-key is a pa
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
@@ -116,13 +117,13 @@ def _typeof(value: str, kind: str) -> str:
 
 
 class PgStatement(Statement):
-    """PostgreSQL's leaves; parameters are ``$n::type``."""
+    """PostgreSQL's leaves; parameters are ``$n::type``, after any ``params`` bound already."""
 
     FALSE = "false"
 
-    def __init__(self, model: type[BaseModel]) -> None:
+    def __init__(self, model: type[BaseModel], params: Sequence[Any] = ()) -> None:
         super().__init__(model)
-        self.values: list[Any] = []
+        self.values: list[Any] = list(params)
 
     def param(self, value: Any, cast: str = "") -> str:
         self.values.append(value)
@@ -197,15 +198,25 @@ class PgStatement(Statement):
         return 'id COLLATE "C"'
 
 
-def select_sql(model: type[BaseModel], table: str, query: Query) -> tuple[str, list[Any]]:
-    """``SELECT id, doc`` for ``query`` (filter, order, page) and its parameters."""
-    statement = PgStatement(model)
+def select_sql(
+    model: type[BaseModel], table: str, query: Query, params: Sequence[Any] = ()
+) -> tuple[str, list[Any]]:
+    """``SELECT id, doc`` for ``query`` (filter, order, page) and its parameters.
+
+    ``table`` is a table or a subquery with ``id`` and ``doc`` columns; ``params`` are the
+    values it binds as ``$1``, ``$2``..., numbered before those of the query.
+    """
+    statement = PgStatement(model, params)
     return statement.select(table, query), statement.values
 
 
 def count_sql(
-    model: type[BaseModel], table: str, conditions: tuple[Condition, ...]
+    model: type[BaseModel],
+    table: str,
+    conditions: tuple[Condition, ...],
+    params: Sequence[Any] = (),
 ) -> tuple[str, list[Any]]:
-    """``SELECT count(*)`` for ``conditions`` and its parameters."""
-    statement = PgStatement(model)
+    """``SELECT count(*)`` for ``conditions`` and its parameters (``table`` and ``params``
+    as for :func:`select_sql`)."""
+    statement = PgStatement(model, params)
     return statement.count(table, conditions), statement.values

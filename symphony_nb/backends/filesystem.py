@@ -10,8 +10,9 @@ import os
 import stat
 import threading
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
+from datetime import datetime
 from pathlib import Path
 
 import orjson
@@ -29,10 +30,12 @@ from ..stores import (
     ChangeFeed,
     Condition,
     Counted,
+    Document,
     Query,
     Record,
     Selection,
     Store,
+    StoredRevision,
     apply_query,
     count_schema_key,
     matches,
@@ -40,10 +43,12 @@ from ..stores import (
     on_schema_key,
     parse_document,
     plan_writes,
+    provenance,
 )
 from ._file_changes import MarkerFeed, changing, repair
+from ._file_history import FileHistory
+from ._file_revisions import TEMP_PREFIX, remove_tree
 
-TEMP_PREFIX = ".tmp-"
 LOCK_NAME = ".lock"
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -76,6 +81,7 @@ class FileStore(Store):
         self._lock = threading.Lock()
         self._marks: dict[str, tuple[tuple[int, int, int], object]] = {}
         self._opened = False
+        self._history = FileHistory(self)
         info = model.model_fields.get("version")
         # The document holds the version under its JSON name (an alias, if it has one).
         self._version_key = "version" if info is None else json_key("version", info)
@@ -195,7 +201,8 @@ class FileStore(Store):
             with self._writer_lock(folder):
                 for name in os.listdir(folder):
                     if name.startswith(TEMP_PREFIX):
-                        os.unlink(name, dir_fd=folder)
+                        remove_tree(folder, name)
+                self._history.remove_leftovers(folder)
                 repair(folder)
         except StorageError:
             return
@@ -252,6 +259,9 @@ class FileStore(Store):
         data = self._read(folder, id_to_filename(entity_id))
         if data is None:
             return False, None
+        return True, self._version_of(entity_id, data)
+
+    def _version_of(self, entity_id: str, data: bytes) -> int | None:
         try:
             doc = parse_document(data, exact=True)
         except ValueError as exc:
@@ -259,7 +269,7 @@ class FileStore(Store):
                 self.location(entity_id), f"not valid JSON ({exc}); delete it to replace it"
             ) from None
         version = doc.get(self._version_key) if isinstance(doc, dict) else None
-        return True, version if isinstance(version, int) else None
+        return version if isinstance(version, int) else None
 
     # ------------------------------------------------------------------ the Store contract
 
@@ -271,6 +281,8 @@ class FileStore(Store):
             return self._read(folder, id_to_filename(entity_id))
 
     async def write(self, records: Sequence[Record], *, create: bool) -> list[bool]:
+        if self._kept is not False:
+            return await asyncio.to_thread(self._history.write, records, create, provenance())
         return await asyncio.to_thread(self._write_sync, records, create)
 
     def _write_sync(self, records: Sequence[Record], create: bool) -> list[bool]:
@@ -288,7 +300,15 @@ class FileStore(Store):
                     self._replace_files(folder, todo)
             return written
 
-    def _replace_files(self, folder: int, records: Sequence[Record]) -> None:
+    def _replace_files(
+        self,
+        folder: int,
+        records: Sequence[Record],
+        before_rename: Callable[[], None] | None = None,
+    ) -> None:
+        """Replace the files of ``records``; ``before_rename()``, if given, is called once
+        their new versions are synced, before the first is renamed into place (an OSError
+        it raises changes nothing)."""
         temps: list[str] = []
         try:
             for record in records:
@@ -300,11 +320,16 @@ class FileStore(Store):
                     file.write(b"\n")
                     file.flush()
                     os.fsync(file.fileno())
+            if before_rename is not None:
+                before_rename()
         except OSError as exc:
             self._discard(folder, temps)
             raise StorageError(
                 f"could not write to {self.path} ({exc.strerror or exc}); nothing was changed"
             ) from exc
+        except BaseException:
+            self._discard(folder, temps)
+            raise
         done = 0
         try:
             for temp, record in zip(temps, records, strict=True):
@@ -344,21 +369,26 @@ class FileStore(Store):
                 os.unlink(temp, dir_fd=folder)
 
     async def remove(self, entity_id: str) -> bool:
+        if self._kept is not False:
+            return await asyncio.to_thread(self._history.remove, entity_id, provenance())
         return await asyncio.to_thread(self._remove_sync, entity_id)
 
     def _remove_sync(self, entity_id: str) -> bool:
         with self._locked_folder() as folder, changing(folder, str(self.path)):
-            try:
-                os.unlink(id_to_filename(entity_id), dir_fd=folder)
-            except FileNotFoundError:
-                return False
-            try:
-                os.fsync(folder)
-            except OSError as exc:
-                raise StorageError(
-                    f"deleted {entity_id!r} but could not sync {self.path}: {exc}"
-                ) from exc
-            return True
+            return self._unlink(folder, entity_id)
+
+    def _unlink(self, folder: int, entity_id: str) -> bool:
+        try:
+            os.unlink(id_to_filename(entity_id), dir_fd=folder)
+        except FileNotFoundError:
+            return False
+        try:
+            os.fsync(folder)
+        except OSError as exc:
+            raise StorageError(
+                f"deleted {entity_id!r} but could not sync {self.path}: {exc}"
+            ) from exc
+        return True
 
     def _scan(self, exact: bool = False) -> Iterator[tuple[str, bytes, object]]:
         """Every entity file as ``(id, raw, parsed)``; ``parsed`` is an error when unusable.
@@ -366,31 +396,36 @@ class FileStore(Store):
         ``exact`` keeps integers beyond 64 bits exact (see ``parse_document``).
         """
         with self._folder() as folder:
-            for name in sorted(os.listdir(folder)) if folder is not None else ():
-                if name.startswith(".") or not name.endswith(".json"):
-                    continue
-                entity_id = filename_to_id(name)
-                if entity_id is None:
-                    yield (
-                        name,
-                        b"",
-                        CorruptEntityError(
-                            str(self.path / name), "the file name is not a valid entity id"
-                        ),
-                    )
-                    continue
-                try:
-                    raw = self._read(folder, name)
-                except CorruptEntityError as exc:
-                    yield entity_id, b"", exc
-                    continue
-                if raw is None:  # deleted while scanning
-                    continue
-                try:
-                    doc = parse_document(raw, exact=exact)
-                except ValueError as exc:
-                    doc = CorruptEntityError(str(self.path / name), f"not valid JSON: {exc}")
-                yield entity_id, raw, doc
+            if folder is not None:
+                yield from self._entries(folder, exact)
+
+    def _entries(self, folder: int, exact: bool) -> Iterator[tuple[str, bytes, object]]:
+        """:meth:`_scan` of the open ``folder``."""
+        for name in sorted(os.listdir(folder)):
+            if name.startswith(".") or not name.endswith(".json"):
+                continue
+            entity_id = filename_to_id(name)
+            if entity_id is None:
+                yield (
+                    name,
+                    b"",
+                    CorruptEntityError(
+                        str(self.path / name), "the file name is not a valid entity id"
+                    ),
+                )
+                continue
+            try:
+                raw = self._read(folder, name)
+            except CorruptEntityError as exc:
+                yield entity_id, b"", exc
+                continue
+            if raw is None:  # deleted while scanning
+                continue
+            try:
+                doc = parse_document(raw, exact=exact)
+            except ValueError as exc:
+                doc = CorruptEntityError(str(self.path / name), f"not valid JSON: {exc}")
+            yield entity_id, raw, doc
 
     async def select(self, query: Query) -> Selection:
         return await asyncio.to_thread(self._select_sync, query)
@@ -478,8 +513,38 @@ class FileStore(Store):
                 total += matches(conditions, doc)
         return Counted(total, broken)
 
+    # ------------------------------------------------------------------ history
 
-def _pretty(text: str) -> bytes:
+    def keep_history(self, keep_last: int | None) -> None:
+        """Keep history from now on (see :class:`Store`), in the ``.history`` folder.
+
+        Nothing is read or written here: the first history call makes the folder, with a
+        baseline, stamped now, of every document stored, unless another store made it first.
+        """
+        if self._kept is False:
+            self._history.turn_on(provenance())
+        self._kept = keep_last
+
+    async def revisions(self, entity_id: str, version: int | None = None) -> list[StoredRevision]:
+        found = await asyncio.to_thread(self._history.revisions, entity_id)
+        return found if version is None else [r for r in found if r.version == version]
+
+    def as_of(self, when: datetime) -> Store:
+        return self._history.as_of(when)
+
+    async def prune(self, *, keep_last: int | None, older_than: datetime | None) -> int:
+        return await asyncio.to_thread(self._history.prune, keep_last, older_than)
+
+    async def purge(self, entity_id: str) -> int:
+        return await asyncio.to_thread(self._history.purge, entity_id)
+
+    @staticmethod
+    def file_bytes(document: Document) -> bytes:
+        """The bytes of the file that stores ``document``."""
+        return _pretty(document) + b"\n"
+
+
+def _pretty(text: str | bytes) -> bytes:
     """``text`` (a document) indented for people, every number kept exactly."""
     doc = parse_document(text, exact=True)
     try:

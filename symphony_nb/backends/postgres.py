@@ -7,15 +7,16 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from typing import Any, cast
+from datetime import datetime
+from typing import Any, TypeVar, cast
 
 import orjson
 from pydantic import BaseModel
 
 from .._cache import Cache
-from .._errors import StorageError
+from .._errors import ConflictError, StorageError
 from .._filters import Condition, Query, parse_filter
 from .._keyring import Keyring
 from .._repository import Repository
@@ -27,11 +28,27 @@ from ..stores import (
     ChangeFeed,
     Claimed,
     Counted,
+    Head,
+    Provenance,
+    ReadOnlyView,
     Record,
     Selection,
     Store,
+    StoredRevision,
     declared_indexes,
+    needs_baseline,
+    plan_removal,
     plan_writes,
+    provenance,
+)
+from ._pg_history import (
+    BULK_COLUMNS,
+    STORED,
+    PgAsOf,
+    PgHistory,
+    Raced,
+    bulk_row,
+    revisions_of,
 )
 from ._pg_listen import NotifyFeed
 from ._pg_pool import LoopPools
@@ -52,7 +69,15 @@ _UPSERT = (
     "OR t.version = ({expected} ->> EXCLUDED.id)::bigint "
     "RETURNING id"
 )
+_UPDATE = (
+    "UPDATE {table} AS t SET version = src.version, doc = src.doc FROM {source} "
+    "WHERE t.id = src.id AND (({expected} -> t.id) IS NULL "
+    "OR t.version = ({expected} ->> t.id)::bigint) RETURNING t.id"
+)
 _INCOMING = "_symphony_incoming"
+_UNNESTED = "unnest($1::text[], $2::bigint[], $3::jsonb[]) AS src(id, version, doc)"
+_ATTEMPTS = 50
+R = TypeVar("R")
 
 
 def _asyncpg() -> Any:
@@ -110,6 +135,9 @@ class PostgresStore(Store):
         self._indexes = self._index_expressions(indexes)
         self._ready = False
         self._pools = LoopPools(self._new_pool)
+        self._history = PgHistory(model, self.schema, self.table)
+        self._history_ready = False
+        self._turned_on: Provenance | None = None
 
     def describe(self) -> str:
         return f"{self.url} table {self.schema}.{self.table}"
@@ -172,6 +200,9 @@ class PostgresStore(Store):
             try:
                 async with pool.acquire() as conn:
                     await create_schema(conn, self.schema, self.table, self._indexes, self.url)
+                    if self._kept is not False:
+                        await self._history.create(conn, self._turned_on or provenance())
+                        self._history_ready = True
             except BaseException as exc:
                 await pool.close()
                 if isinstance(exc, self._errors):
@@ -204,6 +235,12 @@ class PostgresStore(Store):
         return cast("str | None", doc)
 
     async def write(self, records: Sequence[Record], *, create: bool) -> list[bool]:
+        keep = self._kept
+        if keep is not False:
+            stamp = provenance()
+            return await self._retrying(
+                "writing", lambda conn: self._write_kept(conn, records, create, keep, stamp)
+            )
         ids = [record.id for record in records]
         versions = [record.version for record in records]
         docs = [document(record.json) for record in records]
@@ -235,9 +272,7 @@ class PostgresStore(Store):
         """The ``(id,)`` rows written; a row left out had a version conflict."""
         # A conflicting row is locked but left alone (the WHERE), so it is missing from
         # RETURNING; racing inserts of one id serialise on the primary key the same way.
-        expected = orjson.dumps(
-            {record.id: record.expected for record in records if record.expected is not None}
-        ).decode()
+        expected = _expected(records)
         if len(ids) < BULK_THRESHOLD:
             source = "SELECT * FROM unnest($1::text[], $2::bigint[], $3::jsonb[])"
             sql = _UPSERT.format(table=self._qualified, source=source, expected="$4::jsonb")
@@ -245,11 +280,7 @@ class PostgresStore(Store):
         rows = list(zip(ids, versions, docs, strict=True))
         if await self._copy_new(conn, ids, rows):
             return rows
-        await conn.execute(
-            f'CREATE TEMP TABLE {_INCOMING} (id text COLLATE "C", version bigint, doc jsonb) '
-            "ON COMMIT DROP"
-        )
-        await conn.copy_records_to_table(_INCOMING, records=rows)
+        await _copy_incoming(conn, rows)
         source = f"SELECT id, version, doc FROM {_INCOMING}"
         sql = _UPSERT.format(table=self._qualified, source=source, expected="$1::jsonb")
         return cast("list[Any]", await conn.fetch(sql, expected))
@@ -303,32 +334,52 @@ class PostgresStore(Store):
         Rows another transaction is claiming are skipped rather than waited for, so many
         workers take different rows at once and none loses a race.
         """
+        stamp = None if self._kept is False else provenance()
         # Most claims take their first candidate: lock one row, and more only if need be.
-        first = await self._claim(dataclasses.replace(query, limit=1), change)
+        first = await self._claim(dataclasses.replace(query, limit=1), change, stamp)
         if first.record is not None or query.limit == 1:
             return first
-        rest = await self._claim(query, change)
+        rest = await self._claim(query, change, stamp)
         return Claimed(rest.record, first.conflicts + rest.conflicts)
 
-    async def _claim(self, query: Query, change: Change) -> Claimed:
+    async def _claim(self, query: Query, change: Change, stamp: Provenance | None) -> Claimed:
+        if stamp is not None:
+            return await self._retrying(
+                "claiming", lambda conn: self._claim_on(conn, query, change, stamp)
+            )
+        async with self._connection("claiming") as conn:
+            return await self._claim_on(conn, query, change, None)
+
+    async def _claim_on(
+        self, conn: Any, query: Query, change: Change, stamp: Provenance | None
+    ) -> Claimed:
         sql, params = select_sql(self.model, self._qualified, query)
         update = (
             f"UPDATE {self._qualified} SET version = $2, doc = $3::jsonb "
             "WHERE id = $1 AND ($4::bigint IS NULL OR version = $4::bigint)"
         )
         conflicts = 0
-        async with self._connection("claiming") as conn, conn.transaction():
+        async with conn.transaction():
             for entity_id, doc in await conn.fetch(sql + " FOR UPDATE SKIP LOCKED", *params):
                 record = change(entity_id, doc)
                 if record is None:
                     continue
-                args = (record.id, record.version, document(record.json), record.expected)
-                if await conn.execute(update, *args) == "UPDATE 1":
+                if stamp is None:
+                    args = (record.id, record.version, document(record.json), record.expected)
+                    if await conn.execute(update, *args) == "UPDATE 1":
+                        return Claimed(record, conflicts)
+                elif await self._claimed(conn, record, stamp):
                     return Claimed(record, conflicts)
                 conflicts += 1  # the document did not hold its row's version
         return Claimed(None, conflicts)
 
     async def remove(self, entity_id: str) -> bool:
+        keep = self._kept
+        if keep is not False:
+            stamp = provenance()
+            return await self._retrying(
+                "deleting", lambda conn: self._remove_kept(conn, entity_id, keep, stamp)
+            )
         sql = f"DELETE FROM {self._qualified} WHERE id = $1"
         return cast(str, await self._run("deleting", "execute", sql, entity_id)) == "DELETE 1"
 
@@ -343,6 +394,186 @@ class PostgresStore(Store):
 
     async def close(self) -> None:
         await self._pools.close()
+
+    # ------------------------------------------------------------------ history
+
+    def keep_history(self, keep_last: int | None) -> None:
+        """Keep revisions in ``"<table>:history"``, made (with the baselines of the stored
+        documents, if it holds no revision yet) on first use."""
+        if not self._history_ready:
+            self._turned_on = provenance()
+        self._kept = keep_last
+
+    async def _kept_pool(self) -> Any:
+        """The running loop's pool, once the history table is made."""
+        pool = self._pools.ready() or await self._pools.get()
+        if not self._history_ready:
+            async with self._connection("creating the history table") as conn:
+                await self._history.create(conn, self._turned_on or provenance())
+            self._history_ready = True
+        return pool
+
+    async def _run_kept(self, doing: str, method: str, sql: str, *args: Any) -> Any:
+        await self._kept_pool()
+        return await self._run(doing, method, sql, *args)
+
+    async def _retrying(self, doing: str, attempt: Callable[[Any], Awaitable[R]]) -> R:
+        """``attempt(conn)`` again while another writer changes what it planned from."""
+        await self._kept_pool()
+        async with self._connection(doing) as conn:
+            for _ in range(_ATTEMPTS):
+                try:
+                    return await attempt(conn)
+                except Raced:
+                    continue
+        raise StorageError(
+            f"PostgreSQL at {self.url}: {doing} {self.schema}.{self.table} found its "
+            f"revisions taken by other writers {_ATTEMPTS} times in a row; try again"
+        )
+
+    async def _write_kept(
+        self,
+        conn: Any,
+        records: Sequence[Record],
+        create: bool,
+        keep: int | None,
+        stamp: Provenance,
+    ) -> list[bool]:
+        if len(records) < BULK_THRESHOLD:  # one statement: no transaction needed
+            return await self._record_writes(conn, records, create, keep, stamp)
+        async with conn.transaction():
+            return await self._record_writes(conn, records, create, keep, stamp, bulk=True)
+
+    async def _record_writes(
+        self,
+        conn: Any,
+        records: Sequence[Record],
+        create: bool,
+        keep: int | None,
+        stamp: Provenance,
+        *,
+        bulk: bool = False,
+    ) -> list[bool]:
+        """Write ``records`` and append their revisions, planned from the state read first."""
+        stored, heads = await self._history.state(conn, [record.id for record in records])
+        written = plan_writes(records, stored, create=create)
+        chosen = [record for record, done in zip(records, written, strict=True) if done]
+        if not chosen:
+            return written
+        revisions = revisions_of(records, written, stored, heads, stamp)
+        if bulk:
+            await self._write_bulk_kept(conn, chosen, create, revisions, heads, keep)
+            return written
+        ids = [record.id for record in chosen]
+        versions = [record.version for record in chosen]
+        docs = [document(record.json) for record in chosen]
+        change = self._change(create, _UNNESTED, "$4::jsonb")
+        args = [ids, versions, docs, _expected(chosen)]
+        await self._history.append(conn, change, args, revisions, heads, keep, source=_UNNESTED)
+        return written
+
+    async def _write_bulk_kept(
+        self,
+        conn: Any,
+        chosen: list[Record],
+        create: bool,
+        revisions: list[StoredRevision],
+        heads: Mapping[str, Head],
+        keep: int | None,
+    ) -> None:
+        """COPY the records with their revisions, then change the table and keep those in one
+        statement (in the caller's transaction)."""
+        own = await self._history.prepare_bulk(conn, revisions, heads, keep)
+        rows = [
+            (record.id, record.version, document(record.json), *bulk_row(own[record.id]))
+            for record in chosen
+        ]
+        await _copy_incoming(conn, rows, BULK_COLUMNS)
+        change = self._change(create, f"{_INCOMING} AS src", "$1::jsonb")
+        sql = self._history.bulk_sql(change, _INCOMING)
+        if await conn.fetchval(sql, _expected(chosen)) < len(chosen):
+            raise Raced  # a version changed since the state was read: undo, read again
+
+    def _change(self, create: bool, source: str, expected: str) -> str:
+        """The upsert (``create``) or update of the table from ``source`` (relation ``src``),
+        checking versions with the jsonb ``expected``, returning the ids written."""
+        if create:
+            select = f"SELECT id, version, doc FROM {source}"
+            return _UPSERT.format(table=self._qualified, source=select, expected=expected)
+        return _UPDATE.format(table=self._qualified, source=source, expected=expected)
+
+    async def _claimed(self, conn: Any, record: Record, stamp: Provenance) -> bool:
+        keep = self._kept
+        assert keep is not False  # a claim is given a stamp only with history
+        try:
+            (written,) = await self._record_writes(conn, [record], False, keep, stamp)
+        except ConflictError:
+            return False
+        return written
+
+    async def _remove_kept(
+        self, conn: Any, entity_id: str, keep: int | None, stamp: Provenance
+    ) -> bool:
+        stored, heads = await self._history.state(conn, [entity_id])
+        if entity_id not in stored:
+            return False
+        version = stored[entity_id]
+        document = STORED if needs_baseline(entity_id, stored, heads) else None
+        revisions = plan_removal(entity_id, version, heads.get(entity_id), stamp, document)
+        change = (
+            f"DELETE FROM {self._qualified} "
+            "WHERE id = $1 AND version IS NOT DISTINCT FROM $2::bigint RETURNING id"
+        )
+        await self._history.append(conn, change, [entity_id, version], revisions, heads, keep)
+        return True
+
+    async def revisions(self, entity_id: str, version: int | None = None) -> list[StoredRevision]:
+        if self._kept is False:
+            return await super().revisions(entity_id, version)
+        sql = self._history.revisions_sql
+        rows = await self._run_kept("reading history", "fetch", sql, entity_id, version)
+        return [self._history.revision(entity_id, row) for row in rows]
+
+    def as_of(self, when: datetime) -> Store:
+        if self._kept is False:
+            return super().as_of(when)
+        what = f"{self.describe()} as of {when.isoformat()}"
+        return ReadOnlyView(PgAsOf(self._history, when, self._run_kept, what), what)
+
+    async def prune(self, *, keep_last: int | None, older_than: datetime | None) -> int:
+        if self._kept is False:
+            return await super().prune(keep_last=keep_last, older_than=older_than)
+        await self._kept_pool()
+        async with self._connection("pruning history") as conn:
+            return await self._history.prune(conn, keep_last=keep_last, older_than=older_than)
+
+    async def purge(self, entity_id: str) -> int:
+        """Delete the document and every revision of it, in one statement.
+
+        Without history here, revisions other repositories kept go too, if there are any.
+        """
+        if self._kept is not False:
+            await self._kept_pool()
+        elif not await self._run(
+            "purging", "fetchval", "SELECT to_regclass($1) IS NOT NULL", self._history.qualified
+        ):
+            return await super().purge(entity_id)
+        return cast(int, await self._run("purging", "fetchval", self._history.purge_sql, entity_id))
+
+
+def _expected(records: Sequence[Record]) -> str:
+    """The jsonb object of id -> the version each checked record was based on."""
+    return orjson.dumps(
+        {record.id: record.expected for record in records if record.expected is not None}
+    ).decode()
+
+
+async def _copy_incoming(conn: Any, rows: list[Any], more: str = "") -> None:
+    """COPY ``(id, version, doc)`` rows (and the ``more`` columns) into a temp table
+    dropped at commit."""
+    columns = 'id text COLLATE "C", version bigint, doc jsonb' + (f", {more}" if more else "")
+    await conn.execute(f"CREATE TEMP TABLE {_INCOMING} ({columns}) ON COMMIT DROP")
+    await conn.copy_records_to_table(_INCOMING, records=rows)
 
 
 class PostgresRepository(Repository[T]):
@@ -366,6 +597,10 @@ class PostgresRepository(Repository[T]):
             what others changed as the notifications arrive (a listening connection on a
             thread of its own); ``Cache(strict=True)`` also checks with the server on every
             read, so none is ever read before its notification has arrived.
+        history: ``True`` (every revision) or ``N`` (the last N of each entity): keep each
+            change as a revision in the table ``"<table>:history"`` beside the documents,
+            written in the statement (or, for large batches, the transaction) of the change
+            (see :class:`~symphony_nb.Repository`).
 
     Filters, ordering, paging and counts run in the database; ``save_many`` is all or nothing
     in one transaction and loads large batches with COPY. The same object works with

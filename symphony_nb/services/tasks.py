@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from .._errors import ConflictError, NotFoundError, TaskStateError
+from .._history import change_context
 from .._models import Task, TaskStatus, utc_now
 from .._repository import Repository
 from ._queue import QueueStatus, queue_status
@@ -63,8 +64,13 @@ class TaskManager:
         cancelled (an interrupt, a ``timeout=``) it is saved as cancelled and the cancellation
         propagates; a language model still running in a worker thread then finishes in the
         background and its reply is discarded. A task that already ran (or is running) is
-        refused unless ``rerun=True``.
+        refused unless ``rerun=True``. With history on, each of these writes records the
+        agent's config id as its actor.
         """
+        with change_context(actor=agent.config.id):
+            return await self._execute(task_id, agent, rerun)
+
+    async def _execute(self, task_id: str, agent: Agent, rerun: bool) -> Task:
         task = await self.get_task(task_id)
         if task.status is not TaskStatus.PENDING and not rerun:
             raise TaskStateError(
@@ -115,9 +121,10 @@ class TaskManager:
         tasks it was running back as pending for other workers, then propagates. Returns a
         :class:`WorkReport`. Shows a progress bar (``tqdm.auto``) unless ``progress=False``.
         Raises ``ValueError`` for ``concurrency`` or ``max_attempts`` < 1 or a lease not
-        longer than its renewal interval.
+        longer than its renewal interval. With history on, its writes record the agent's
+        config id as their actor and the worker's name in their reason.
         """
-        return await Worker(
+        runner = Worker(
             self.repository,
             agent,
             filter_criteria,
@@ -129,7 +136,9 @@ class TaskManager:
             poll=poll,
             name=worker,
             progress=progress,
-        ).run()
+        )
+        with change_context(actor=agent.config.id, reason=f"worker {runner.name}"):
+            return await runner.run()
 
     async def run_pending(
         self,
@@ -160,7 +169,8 @@ class TaskManager:
             interrupted="cancel",
             keep_results=True,
         )
-        await batch.run()
+        with change_context(actor=agent.config.id, reason=f"worker {batch.name}"):
+            await batch.run()
         return [batch.results[index] for index in sorted(batch.results)]
 
     async def cancel(self, task_id: str, *, wait: bool = True) -> Task:

@@ -7,6 +7,7 @@
     TaskForm(task_repo, task_repo.sync.get(task_id))                # edit and run a task
     RegistryExplorer()                                              # browse everything
     QueueView(task_manager).start()                                 # the queue, live
+    HistoryPanel(repo, entity_id)                                   # revisions, diff, revert
 
 The forms call repositories through their sync facades, since widget callbacks are sync.
 """
@@ -14,7 +15,15 @@ The forms call repositories through their sync facades, since widget callbacks a
 from ._agent_form import AgentConfigForm
 from ._explorer import RegistryExplorer
 from ._form import ModelForm
+from ._history import HistoryPanel
 from ._queue import QueueView
 from ._task_form import TaskForm
 
-__all__ = ["AgentConfigForm", "ModelForm", "QueueView", "RegistryExplorer", "TaskForm"]
+__all__ = [
+    "AgentConfigForm",
+    "HistoryPanel",
+    "ModelForm",
+    "QueueView",
+    "RegistryExplorer",
+    "TaskForm",
+]

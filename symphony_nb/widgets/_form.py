@@ -12,7 +12,9 @@ from pydantic_core import PydanticUndefined
 from .._encryption import is_mask, keep_stored
 from .._errors import ConflictError, SymphonyError
 from .._fields import json_key
+from .._history import change_context
 from .._repository import Repository
+from ._history import HistoryPanel, form_reason
 from ._inputs import FieldInput, InputError, make_input
 from ._util import close_tree, guarded, hide, show
 
@@ -31,6 +33,10 @@ class ModelForm(widgets.VBox, Generic[M]):  # type: ignore[misc]
     error beside it (``form.errors``). Save validates with the model and stores nothing while
     any field is invalid; a version conflict offers Reload. Delete asks for confirmation.
     The repository is called through its sync facade, since widget callbacks are sync.
+
+    On a repository that keeps history, ``history_button`` opens a :class:`HistoryPanel` of
+    the entity below (``history``): its revisions, a diff between any two, and revert. What
+    the form writes records ``"... from a form"`` as its reason.
     """
 
     read_only: frozenset[str] = READ_ONLY
@@ -63,6 +69,9 @@ class ModelForm(widgets.VBox, Generic[M]):  # type: ignore[misc]
         )
         self.cancel_delete_button = widgets.Button(description="Cancel")
         self.reload_button = widgets.Button(description="Reload", icon="refresh")
+        self.history_button = widgets.Button(description="History", icon="history")
+        self.history: HistoryPanel | None = None
+        self.history_box = widgets.VBox()
         self.confirm_box = widgets.HBox(
             [
                 widgets.HTML("Delete this entity?"),
@@ -76,8 +85,15 @@ class ModelForm(widgets.VBox, Generic[M]):  # type: ignore[misc]
         self.confirm_delete_button.on_click(guarded(self.delete, self.status))
         self.cancel_delete_button.on_click(guarded(self._cancel_delete, self.status))
         self.reload_button.on_click(guarded(self.reload, self.status))
+        self.history_button.on_click(guarded(self.toggle_history, self.status))
         self.buttons = widgets.HBox(
-            [self.save_button, self.reset_button, self.delete_button, self.reload_button]
+            [
+                self.save_button,
+                self.reset_button,
+                self.delete_button,
+                self.reload_button,
+                self.history_button,
+            ]
         )
         self.children = [
             self.title,
@@ -86,6 +102,7 @@ class ModelForm(widgets.VBox, Generic[M]):  # type: ignore[misc]
             self.buttons,
             self.confirm_box,
             self.status,
+            self.history_box,
         ]
         self.load(entity)
 
@@ -105,6 +122,16 @@ class ModelForm(widgets.VBox, Generic[M]):  # type: ignore[misc]
         self._clear_errors()
         hide(self.confirm_box)
         hide(self.reload_button)
+        hide(self.history_button, entity is None or self.repository.store.kept() is False)
+        panel = self.history
+        if (
+            panel is not None
+            and entity is not None
+            and panel.entity_id == getattr(entity, "id", None)
+        ):
+            panel.refresh()  # the same entity, written again: show its new revision
+        else:
+            self._close_history()
         label = "new" if entity is None else f"id {getattr(entity, 'id', '?')}"
         self.title.value = f"<b>{self.model.__name__}</b> ({label})"
         self.status.value = ""
@@ -179,6 +206,33 @@ class ModelForm(widgets.VBox, Generic[M]):  # type: ignore[misc]
         close_tree(self)
         super().close()
 
+    # ------------------------------------------------------------------ history
+
+    def toggle_history(self) -> HistoryPanel | None:
+        """Open the :class:`HistoryPanel` of the loaded entity below the form, or close it."""
+        if self.history is not None:
+            self._close_history()
+            return None
+        if self.entity is None:
+            show(self.status, "info", "A new entity has no history yet")
+            return None
+        panel = HistoryPanel(self.repository, str(getattr(self.entity, "id", "")))
+        panel.on_revert(self._reverted)
+        self.history = panel
+        self.history_box.children = [panel]
+        return panel
+
+    def _close_history(self) -> None:
+        if self.history is not None:
+            close_tree(self.history)
+            self.history.close()
+        self.history = None
+        self.history_box.children = []
+
+    def _reverted(self, entity: Any) -> None:
+        self.load(entity)
+        self._notify()
+
     # ------------------------------------------------------------------ actions
 
     def on_change(self, listener: Listener) -> None:
@@ -196,7 +250,8 @@ class ModelForm(widgets.VBox, Generic[M]):  # type: ignore[misc]
         if entity is None:
             return None
         try:
-            entity_id = self.repository.sync.save(entity)
+            with change_context(reason=form_reason("saved")):
+                entity_id = self.repository.sync.save(entity)
         except ConflictError as exc:
             show(
                 self.status,
@@ -254,7 +309,8 @@ class ModelForm(widgets.VBox, Generic[M]):  # type: ignore[misc]
             return False
         entity_id = str(getattr(self.entity, "id", ""))
         try:
-            deleted = self.repository.sync.delete(entity_id)
+            with change_context(reason=form_reason("deleted")):
+                deleted = self.repository.sync.delete(entity_id)
         except (SymphonyError, OSError, TimeoutError) as exc:
             show(self.status, "error", f"Not deleted: {exc}")
             return False

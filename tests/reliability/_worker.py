@@ -1,8 +1,9 @@
 """Concurrency worker: run by ``test_concurrency`` in several processes at once.
 
-Usage: ``python -m tests.reliability._worker increment URL ID N [cache]`` adds 1 to
-``input_data["count"]`` of Task ``ID`` N times by read-modify-write, retrying on
-ConflictError (through a read cache with ``cache``); ``... create URL ID`` opens a fresh
+Usage: ``python -m tests.reliability._worker increment URL ID N [cache] [history]`` adds 1
+to ``input_data["count"]`` of Task ``ID`` N times by read-modify-write, retrying on
+ConflictError (through a read cache with ``cache``, keeping history with ``history``);
+``... create URL ID`` opens a fresh
 store and saves Task ``ID``. Both print
 ``ready``, wait for a line on stdin (so every process starts together), do their work and
 print one JSON line: ``{"done": ..., "retries": ..., "errors": [...]}`` (``done``: writes
@@ -33,13 +34,13 @@ async def increment(repo: Repository[Task], entity_id: str) -> int:
 
 
 async def main(
-    action: str, url: str, entity_id: str, times: int, cache: bool = False
+    action: str, url: str, entity_id: str, times: int, cache: bool = False, history: bool = False
 ) -> dict[str, object]:
     print("ready", flush=True)
     sys.stdin.readline()
     retries = done = 0
     errors: list[str] = []
-    async with open_repository(Task, url, cache=cache) as repo:
+    async with open_repository(Task, url, cache=cache, history=history) as repo:
         try:
             if action == "create":
                 await repo.save(Task(id=entity_id, name="created in a race"))
@@ -56,5 +57,6 @@ async def main(
 if __name__ == "__main__":
     args = sys.argv[1:]
     count = int(args[3]) if len(args) > 3 else 0
-    cache = args[4:] == ["cache"]
-    print(json.dumps(asyncio.run(main(args[0], args[1], args[2], count, cache))), flush=True)
+    cache, history = "cache" in args[4:], "history" in args[4:]
+    report = asyncio.run(main(args[0], args[1], args[2], count, cache, history))
+    print(json.dumps(report), flush=True)

@@ -1,6 +1,7 @@
 """Crash-test writer: save and update Tasks as fast as possible until killed.
 
-Usage: ``python -m tests.reliability._writer URL SEED``. It works on a fixed pool of ids
+Usage: ``python -m tests.reliability._writer URL SEED [history]`` (``history``: the
+repository keeps history). It works on a fixed pool of ids
 (``e00``..``e49``), loading whatever the store already holds, and after every write that
 returned it prints one line per entity written, ``<id> <version>``, and flushes: each printed
 line is a write the repository acknowledged. It never exits on its own.
@@ -23,9 +24,9 @@ def _payload(rng: random.Random) -> dict[str, object]:
     return {"blob": "x" * size, "n": rng.randrange(1_000_000)}
 
 
-async def main(url: str, seed: int) -> None:
+async def main(url: str, seed: int, history: bool = False) -> None:
     rng = random.Random(seed)
-    repo = open_repository(Task, url)
+    repo = open_repository(Task, url, history=history)
     known: dict[str, Task] = {}
     for entity_id in POOL:
         stored = await repo.find_by_id(entity_id)
@@ -50,4 +51,4 @@ async def main(url: str, seed: int) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1], int(sys.argv[2])))
+    asyncio.run(main(sys.argv[1], int(sys.argv[2]), sys.argv[3:] == ["history"]))

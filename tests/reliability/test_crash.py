@@ -21,10 +21,12 @@ RUNS = int(os.environ.get("SYMPHONY_NB_CRASH_RUNS", "30"))
 TEMP_PREFIX = ".tmp-"
 
 
-def _kill_writer(url: str, seed: int, rng: random.Random) -> tuple[list[tuple[str, int]], int]:
+def _kill_writer(
+    url: str, seed: int, rng: random.Random, *options: str
+) -> tuple[list[tuple[str, int]], int]:
     """Run the writer, SIGKILL it after a random number of writes; its acks and exit code."""
     lines: list[str] = []
-    with start("_writer", url, str(seed)) as proc:
+    with start("_writer", url, str(seed), *options) as proc:
         assert proc.stdout is not None
         for _ in range(rng.randint(1, 120)):
             line = proc.stdout.readline()
