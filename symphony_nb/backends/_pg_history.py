@@ -256,7 +256,7 @@ class PgHistory:
             f"{'NULL' if source is None else 'src.doc'} END, r.entity_version "
             f"FROM {_planned(len(args) + 1)} LEFT JOIN changed ON changed.id = r.id{joins}"
         )
-        await self._execute(conn, "execute", sql, *params)
+        await self._execute(conn, sql, *params)
 
     async def trim_and_keep_baselines(
         self,
@@ -290,14 +290,14 @@ class PgHistory:
             "SELECT r.id, r.version, r.op, r.at, r.actor, r.reason, old.doc, r.entity_version "
             f"FROM {_planned(1)} CROSS JOIN LATERAL ({self._stored_doc}) AS old"
         )
-        status = await self._execute(conn, "execute", sql, *_columns(revisions))
+        status = await self._execute(conn, sql, *_columns(revisions))
         if strict and int(status.split()[-1]) < len(revisions):
             raise Raced
 
-    async def _execute(self, conn: Any, method: str, sql: str, *args: Any) -> Any:
-        """``conn.method(sql, *args)``; :class:`Raced` when the history table refuses a row."""
+    async def _execute(self, conn: Any, sql: str, *args: Any) -> str:
+        """``conn.execute(sql, *args)``; :class:`Raced` when the history table refuses a row."""
         try:
-            return await getattr(conn, method)(sql, *args)
+            return cast(str, await conn.execute(sql, *args))
         except self._refusals as exc:
             if getattr(exc, "table_name", None) == self.table:
                 raise Raced from exc
