@@ -9,9 +9,9 @@ the change skips a row (its version is no longer the one expected) and a revisio
 NULL id, or a revision takes a number already taken: the history table refuses either, the
 whole statement is undone, and the store reads the state again (:class:`Raced`).
 
-A large write (COPY) keeps its revisions in the same transaction instead: its rows arrive
-with their revisions in a temp table, and one statement writes both tables and says how
-many rows it changed; fewer than the records undoes the transaction, and it is tried again.
+A large write (loaded with COPY, as without history) keeps its revisions in its transaction
+instead, taking their documents from the table: the baselines before it changes, the others
+after. A row it did not change (fewer than planned) undoes the transaction the same way.
 """
 
 # SQL text here only interpolates quoted identifiers and constants; every value is bound.
@@ -63,8 +63,6 @@ _PLAN = (
     ("entity_version", "bigint"),
     ("stored", "boolean"),
 )
-BULK_COLUMNS = "number bigint, op text, at timestamptz, actor text, reason text"
-"""The columns a bulk write's incoming rows carry for their revisions (see :func:`bulk_row`)."""
 
 Run = Callable[..., Awaitable[Any]]
 """``run(doing, method, sql, *args)``: one statement on a pooled connection."""
@@ -110,11 +108,6 @@ def _columns(revisions: Sequence[StoredRevision]) -> list[list[Any]]:
     ]
 
 
-def bulk_row(revision: StoredRevision) -> tuple[Any, ...]:
-    """The :data:`BULK_COLUMNS` of a record's own revision."""
-    return (revision.version, revision.op, revision.at, revision.actor, revision.reason)
-
-
 def _trimmed(
     revisions: list[StoredRevision], heads: Mapping[str, Head], keep_last: int | None
 ) -> tuple[list[StoredRevision], dict[str, int]]:
@@ -142,7 +135,8 @@ class PgHistory:
         self.live = live = f"{quote_ident(schema)}.{quote_ident(table)}"
         self._state_sql = (
             "SELECT k.id, t.id IS NOT NULL, t.version, h.version, h.op, h.entity_version "
-            f"FROM unnest($1::text[]) AS k(id) LEFT JOIN {live} AS t ON t.id = k.id "
+            "FROM unnest($1::text[]) AS k(id) LEFT JOIN LATERAL (SELECT id, version FROM "
+            f"{live} AS t WHERE t.id = k.id LIMIT 1) AS t ON true "
             "LEFT JOIN LATERAL (SELECT version, op, entity_version FROM "
             f"{hist} AS x WHERE x.id = k.id ORDER BY x.version DESC LIMIT 1) AS h ON true "
             "WHERE t.id IS NOT NULL OR h.version IS NOT NULL"
@@ -179,7 +173,9 @@ class PgHistory:
             f"DELETE FROM {hist} AS h USING unnest($1::text[], $2::bigint[]) AS gone(id, version) "
             "WHERE h.id = gone.id AND h.version = gone.version"
         )
-        self._stored_doc = f"SELECT doc FROM {live} AS old WHERE old.id = r.id"
+        # Each id looked up by key: a LIMIT keeps the planner from joining (and hashing) the
+        # whole table instead, which for a batch of documents spills to disk.
+        self._stored_doc = f"SELECT doc FROM {live} AS old WHERE old.id = r.id LIMIT 1"
         errors = asyncpg_errors()
         self._refusals = (
             errors.NotNullViolationError,
@@ -206,7 +202,7 @@ class PgHistory:
                 return
             rows = await conn.fetch(f"SELECT id, version FROM {self.live}")
             if rows:
-                await self._keep_stored(
+                await self.keep_stored(
                     conn, [baseline(key, version, STORED, None, stamp) for key, version in rows]
                 )
 
@@ -260,49 +256,48 @@ class PgHistory:
             f"{'NULL' if source is None else 'src.doc'} END, r.entity_version "
             f"FROM {_planned(len(args) + 1)} LEFT JOIN changed ON changed.id = r.id{joins}"
         )
-        await self._execute(conn, "execute", sql, *params)
+        await self._execute(conn, sql, *params)
 
-    async def prepare_bulk(
+    async def trim_and_keep_baselines(
         self,
         conn: Any,
         revisions: list[StoredRevision],
         heads: Mapping[str, Head],
         keep_last: int | None,
-    ) -> dict[str, StoredRevision]:
-        """Trim to ``keep_last`` and keep the baselines among ``revisions`` (in the caller's
-        transaction); return the other revisions, one per record id, for :meth:`bulk_sql`."""
+    ) -> list[StoredRevision]:
+        """The first half of a large write, in its transaction, before the table changes:
+        trim to ``keep_last``, keep the baselines among ``revisions`` (their documents are
+        still stored). Returns the other revisions, for :meth:`keep_stored` once the
+        documents they hold are."""
         revisions, trim = _trimmed(revisions, heads, keep_last)
         if trim:
             await conn.execute(self._trim_sql(1), list(trim), list(trim.values()))
-        stored = [revision for revision in revisions if revision.json == STORED]
-        if stored:
-            await self._keep_stored(conn, stored)
-        return {revision.id: revision for revision in revisions if revision.json != STORED}
+        await self.keep_stored(conn, [r for r in revisions if r.json == STORED], strict=True)
+        return [revision for revision in revisions if revision.json != STORED]
 
-    def bulk_sql(self, change: str, incoming: str) -> str:
-        """``change`` (returning the ids it changed) and the revisions of the records in the
-        table ``incoming`` (with :data:`BULK_COLUMNS`) in one statement that returns how many
-        ids changed: fewer than the records means the caller's transaction must be undone."""
-        return (
-            f"WITH changed AS ({change}), kept AS (INSERT INTO {self.qualified} ({_COLUMNS}) "
-            f"SELECT id, number, op, at, actor, reason, doc, version FROM {incoming}) "
-            "SELECT count(*) FROM changed"
-        )
+    async def keep_stored(
+        self, conn: Any, revisions: list[StoredRevision], *, strict: bool = False
+    ) -> None:
+        """Insert ``revisions`` with the documents the table holds for their ids now.
 
-    async def _keep_stored(self, conn: Any, revisions: list[StoredRevision]) -> None:
-        """Insert baselines with the documents the table holds (one deleted meanwhile is not
-        kept)."""
+        One whose document is not stored (deleted meanwhile) is left out, or, if
+        ``strict``, makes it :class:`Raced`.
+        """
+        if not revisions:
+            return
         sql = (
             f"INSERT INTO {self.qualified} ({_COLUMNS}) "
             "SELECT r.id, r.version, r.op, r.at, r.actor, r.reason, old.doc, r.entity_version "
-            f"FROM {_planned(1)} JOIN {self.live} AS old ON old.id = r.id"
+            f"FROM {_planned(1)} CROSS JOIN LATERAL ({self._stored_doc}) AS old"
         )
-        await self._execute(conn, "execute", sql, *_columns(revisions))
+        status = await self._execute(conn, sql, *_columns(revisions))
+        if strict and int(status.split()[-1]) < len(revisions):
+            raise Raced
 
-    async def _execute(self, conn: Any, method: str, sql: str, *args: Any) -> Any:
-        """``conn.method(sql, *args)``; :class:`Raced` when the history table refuses a row."""
+    async def _execute(self, conn: Any, sql: str, *args: Any) -> str:
+        """``conn.execute(sql, *args)``; :class:`Raced` when the history table refuses a row."""
         try:
-            return await getattr(conn, method)(sql, *args)
+            return cast(str, await conn.execute(sql, *args))
         except self._refusals as exc:
             if getattr(exc, "table_name", None) == self.table:
                 raise Raced from exc

@@ -41,15 +41,7 @@ from ..stores import (
     plan_writes,
     provenance,
 )
-from ._pg_history import (
-    BULK_COLUMNS,
-    STORED,
-    PgAsOf,
-    PgHistory,
-    Raced,
-    bulk_row,
-    revisions_of,
-)
+from ._pg_history import STORED, PgAsOf, PgHistory, Raced, revisions_of
 from ._pg_listen import NotifyFeed
 from ._pg_pool import LoopPools
 from ._pg_schema import DEFAULT_SCHEMA, SCHEMA_VERSION, check_schema, create_schema, split_url
@@ -280,7 +272,11 @@ class PostgresStore(Store):
         rows = list(zip(ids, versions, docs, strict=True))
         if await self._copy_new(conn, ids, rows):
             return rows
-        await _copy_incoming(conn, rows)
+        await conn.execute(
+            f'CREATE TEMP TABLE {_INCOMING} (id text COLLATE "C", version bigint, doc jsonb) '
+            "ON COMMIT DROP"
+        )
+        await conn.copy_records_to_table(_INCOMING, records=rows)
         source = f"SELECT id, version, doc FROM {_INCOMING}"
         sql = _UPSERT.format(table=self._qualified, source=source, expected="$1::jsonb")
         return cast("list[Any]", await conn.fetch(sql, expected))
@@ -481,18 +477,19 @@ class PostgresStore(Store):
         heads: Mapping[str, Head],
         keep: int | None,
     ) -> None:
-        """COPY the records with their revisions, then change the table and keep those in one
-        statement (in the caller's transaction)."""
-        own = await self._history.prepare_bulk(conn, revisions, heads, keep)
-        rows = [
-            (record.id, record.version, document(record.json), *bulk_row(own[record.id]))
-            for record in chosen
-        ]
-        await _copy_incoming(conn, rows, BULK_COLUMNS)
-        change = self._change(create, f"{_INCOMING} AS src", "$1::jsonb")
-        sql = self._history.bulk_sql(change, _INCOMING)
-        if await conn.fetchval(sql, _expected(chosen)) < len(chosen):
-            raise Raced  # a version changed since the state was read: undo, read again
+        """Write ``chosen`` as without history, keeping their revisions around the write
+        (in the caller's transaction)."""
+        written = await self._history.trim_and_keep_baselines(conn, revisions, heads, keep)
+        ids = [record.id for record in chosen]
+        versions = [record.version for record in chosen]
+        docs = [document(record.json) for record in chosen]
+        if create:
+            done = len(await self._upsert(conn, chosen, ids, versions, docs)) == len(chosen)
+        else:
+            done = all(await self._update(conn, chosen, ids, versions, docs))
+        if not done:
+            raise Raced  # changed since the state was read: undo, and read it again
+        await self._history.keep_stored(conn, written)
 
     def _change(self, create: bool, source: str, expected: str) -> str:
         """The upsert (``create``) or update of the table from ``source`` (relation ``src``),
@@ -566,14 +563,6 @@ def _expected(records: Sequence[Record]) -> str:
     return orjson.dumps(
         {record.id: record.expected for record in records if record.expected is not None}
     ).decode()
-
-
-async def _copy_incoming(conn: Any, rows: list[Any], more: str = "") -> None:
-    """COPY ``(id, version, doc)`` rows (and the ``more`` columns) into a temp table
-    dropped at commit."""
-    columns = 'id text COLLATE "C", version bigint, doc jsonb' + (f", {more}" if more else "")
-    await conn.execute(f"CREATE TEMP TABLE {_INCOMING} ({columns}) ON COMMIT DROP")
-    await conn.copy_records_to_table(_INCOMING, records=rows)
 
 
 class PostgresRepository(Repository[T]):
