@@ -131,11 +131,10 @@ class Appender:
         None if there were none."""
         name = history_name(entity_id)
         try:
-            fd = os.open(name, _NEW_FLAGS, 0o600, dir_fd=self._folder)
-        except FileExistsError:
             fd = os.open(name, _FILE_FLAGS, dir_fd=self._folder)
             created = False
-        else:
+        except FileNotFoundError:
+            fd = os.open(name, _NEW_FLAGS, 0o600, dir_fd=self._folder)
             done.sizes[entity_id] = 0  # rolled back by removing it
             created = done.created = True
         try:
