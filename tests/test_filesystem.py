@@ -351,7 +351,7 @@ def history_file(repo: FileSystemRepository[Task], entity_id: str) -> Path:
 
 
 def revision_line(version: int, op: str, doc: str | None) -> bytes:
-    """A line as a writer appends it (see symphony_nb.backends._file_history)."""
+    """A line as a writer appends it (see symphony_nb.backends._file_revisions)."""
     at = datetime.now(UTC).isoformat(timespec="microseconds")
     row = {"v": version, "op": op, "at": at, "actor": None, "reason": None, "ev": version}
     return json.dumps({**row, "doc": doc}, separators=(",", ":")).encode()
@@ -379,6 +379,17 @@ async def test_history_is_one_json_lines_file_per_entity_that_scans_never_see(
     assert await kept.count() == 1
     assert stat.S_IMODE(os.stat(kept.path / ".history").st_mode) == 0o700
     assert stat.S_IMODE(os.stat(history_file(kept, "Upper-1")).st_mode) == 0o600
+
+
+async def test_history_n_rewrites_the_file_to_its_last_n_lines(tmp_path: Path) -> None:
+    repo = FileSystemRepository(Task, tmp_path / "data", history=2)
+    task = Task(id="t", name="0")
+    for name in "1234":
+        task.name = name
+        await repo.save(task)
+    lines = history_file(repo, "t").read_bytes().splitlines()
+    assert [json.loads(line)["v"] for line in lines] == [3, 4]
+    assert [n for n in os.listdir(repo.path / ".history")] == ["t.jsonl"]  # no temp file left
 
 
 async def test_a_revision_whose_document_never_landed_is_skipped_then_removed(

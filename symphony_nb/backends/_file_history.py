@@ -133,9 +133,10 @@ class FileHistory:
         """
         with self.store._folder() as folder:
             kept = None if folder is None else self._open(folder)
-            if folder is not None and kept is None and self._turned_on is not None:
+            stamp = self._turned_on
+            if folder is not None and kept is None and stamp is not None:
                 with suppress(StorageError), self.store._writer_lock(folder):
-                    kept = self._made(folder, self._turned_on)
+                    kept = self._made(folder, stamp)
             if folder is None or kept is None:
                 yield None
                 return
