@@ -389,7 +389,7 @@ async def test_history_n_rewrites_the_file_to_its_last_n_lines(tmp_path: Path) -
         await repo.save(task)
     lines = history_file(repo, "t").read_bytes().splitlines()
     assert [json.loads(line)["v"] for line in lines] == [3, 4]
-    assert [n for n in os.listdir(repo.path / ".history")] == ["t.jsonl"]  # no temp file left
+    assert os.listdir(repo.path / ".history") == ["t.jsonl"]  # no temp file left
 
 
 async def test_a_revision_whose_document_never_landed_is_skipped_then_removed(
