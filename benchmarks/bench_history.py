@@ -1,6 +1,7 @@
-"""The cost of history (``history=True``), on SQLite and PostgreSQL, in one process.
+"""The cost of history (``history=True``), on SQLite, PostgreSQL and files, in one process.
 
-Run: ``.venv/bin/python benchmarks/bench_history.py [--n 100000] [--dsn postgresql://...]``.
+Run: ``.venv/bin/python benchmarks/bench_history.py [--n 100000] [--dsn postgresql://...]
+[--only sqlite|postgres|files]``.
 
 * ``save`` of one Task with history against the same save without (interleaved samples);
 * ``save_many`` of N Tasks with history against without;
@@ -30,7 +31,13 @@ from typing import Any
 
 from _common import Row, make_tasks, print_table
 
-from symphony_nb import PostgresRepository, Repository, SQLiteRepository, Task
+from symphony_nb import (
+    FileSystemRepository,
+    PostgresRepository,
+    Repository,
+    SQLiteRepository,
+    Task,
+)
 
 DEFAULT_DSN = os.environ.get(
     "SYMPHONY_NB_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test"
@@ -180,6 +187,20 @@ def postgres_size(dsn: str) -> Size:
     return size
 
 
+async def files_size(repo: Repository[Task]) -> tuple[float, float]:
+    folder: Path = repo.path  # type: ignore[attr-defined]
+    documents = [
+        entry.stat().st_size
+        for entry in os.scandir(folder)
+        if entry.name.endswith(".json") and not entry.name.startswith(".")
+    ]
+    lines = count = 0
+    for entry in os.scandir(folder / ".history"):
+        data = Path(entry.path).read_bytes()
+        lines, count = lines + len(data), count + data.count(b"\n")
+    return lines / count, sum(documents) / len(documents)
+
+
 async def bench(name: str, make: Make, size: Size, n: int, repeat: int) -> list[Row]:
     kept, plain = make("kept", True), make("plain", False)
     try:
@@ -208,7 +229,7 @@ async def main() -> None:
     parser.add_argument("--n", type=int, default=100_000)
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--dsn", default=DEFAULT_DSN)
-    parser.add_argument("--only", choices=["sqlite", "postgres"])
+    parser.add_argument("--only", choices=["sqlite", "postgres", "files"])
     args = parser.parse_args()
     rows: list[Row] = []
     if args.only in (None, "sqlite"):
@@ -238,6 +259,14 @@ async def main() -> None:
             for schema in made:
                 await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
             await conn.close()
+    if args.only in (None, "files"):
+        with tempfile.TemporaryDirectory() as folder:
+            where = Path(folder)
+
+            def files(kind: str, history: bool) -> Repository[Task]:
+                return FileSystemRepository(Task, where / kind, history=history)
+
+            rows += await bench("files", files, files_size, args.n, args.repeat)
     print_table(rows, f"History, N = {args.n:,} Tasks, median of {args.repeat}")
 
 

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from symphony_nb import (
+    AgentConfig,
     CorruptEntityError,
     CorruptEntityWarning,
     FileSystemRepository,
@@ -350,7 +351,7 @@ def history_file(repo: FileSystemRepository[Task], entity_id: str) -> Path:
 
 
 def revision_line(version: int, op: str, doc: str | None) -> bytes:
-    """A line as a writer appends it (see symphony_nb.backends._file_history)."""
+    """A line as a writer appends it (see symphony_nb.backends._file_revisions)."""
     at = datetime.now(UTC).isoformat(timespec="microseconds")
     row = {"v": version, "op": op, "at": at, "actor": None, "reason": None, "ev": version}
     return json.dumps({**row, "doc": doc}, separators=(",", ":")).encode()
@@ -378,6 +379,17 @@ async def test_history_is_one_json_lines_file_per_entity_that_scans_never_see(
     assert await kept.count() == 1
     assert stat.S_IMODE(os.stat(kept.path / ".history").st_mode) == 0o700
     assert stat.S_IMODE(os.stat(history_file(kept, "Upper-1")).st_mode) == 0o600
+
+
+async def test_history_n_rewrites_the_file_to_its_last_n_lines(tmp_path: Path) -> None:
+    repo = FileSystemRepository(Task, tmp_path / "data", history=2)
+    task = Task(id="t", name="0")
+    for name in "1234":
+        task.name = name
+        await repo.save(task)
+    lines = history_file(repo, "t").read_bytes().splitlines()
+    assert [json.loads(line)["v"] for line in lines] == [3, 4]
+    assert os.listdir(repo.path / ".history") == ["t.jsonl"]  # no temp file left
 
 
 async def test_a_revision_whose_document_never_landed_is_skipped_then_removed(
@@ -622,3 +634,48 @@ def _check_history_after_a_kill(store: Path, acked: set[tuple[str, int]]) -> Non
         await repo.purge("probe")
 
     run_sync(check())
+
+
+_HISTORY_READER = """
+import json
+from datetime import UTC, datetime
+from symphony_nb import FileSystemRepository, StorageError, Task
+
+repo = FileSystemRepository(Task, {store!r}, history=True)
+found = {{
+    "history": [[r.version, r.op] for r in repo.sync.history("a")],
+    "version": repo.sync.get("a", version=1).name,
+    "as_of": [t.id for t in repo.sync.find_all(as_of=datetime.now(UTC))],
+}}
+try:
+    repo.sync.save(Task(id="c", name="c"))
+except StorageError as exc:
+    found["save"] = str(exc)
+print(json.dumps(found))
+"""
+
+
+def test_history_of_a_store_that_may_be_read_but_not_written() -> None:
+    with shared_folder() as where:
+        store = where / "store"
+        repo = FileSystemRepository(Task, store, history=True)
+        repo.sync.save_many([Task(id="a", name="first"), Task(id="b", name="b")])
+        task = repo.sync.get("a")
+        task.name = "second"
+        repo.sync.save(task)
+        plain = FileSystemRepository(AgentConfig, store)  # no history folder: none started
+        plain.sync.save(AgentConfig(id="x", name="x", instruction_template="t"))
+        share_for_reading(store)
+        found = run_as_reader(_HISTORY_READER.format(store=str(store)), where)
+        reader = (
+            "import json\n"
+            "from symphony_nb import AgentConfig, FileSystemRepository\n"
+            f"repo = FileSystemRepository(AgentConfig, {str(store)!r}, history=True)\n"
+            "print(json.dumps(repo.sync.history('x') == [] and len(repo.sync.find_all()) == 1))\n"
+        )
+        unstarted = run_as_reader(reader, where)
+    assert found["history"] == [[1, "create"], [2, "update"]]
+    assert found["version"] == "first"
+    assert found["as_of"] == ["a", "b"]
+    assert "read-only" in found["save"]
+    assert unstarted is True

@@ -97,18 +97,23 @@ class Appender:
     def synced(self) -> None:
         """Wait until every revision started is on disk; raise what a worker met (OSError
         if a file could not be written or synced)."""
-        failed: BaseException | None = None
-        created = False
-        for future in self._running:
-            done = future.result()
-            self._sizes.update(done.sizes)
-            created |= done.created
-            failed = failed or done.error
-        self._running = []
+        failed, created = self._wait()
         if failed is not None:
             raise failed
         if created:  # new history files: their names must last too
             os.fsync(self._folder)
+
+    def _wait(self) -> tuple[BaseException | None, bool]:
+        """Wait for every worker; the first error one met, and whether any made a file."""
+        failed: BaseException | None = None
+        created = False
+        for future in self._running:
+            done = future.result()  # never raises: a worker hands its error on in ``done``
+            self._sizes.update(done.sizes)
+            created |= done.created
+            failed = failed or done.error
+        self._running = []
+        return failed, created
 
     def _append(self, plans: Sequence[tuple[str, Plan]]) -> _Appended:
         done = _Appended()
@@ -126,11 +131,10 @@ class Appender:
         None if there were none."""
         name = history_name(entity_id)
         try:
-            fd = os.open(name, _NEW_FLAGS, 0o600, dir_fd=self._folder)
-        except FileExistsError:
             fd = os.open(name, _FILE_FLAGS, dir_fd=self._folder)
             created = False
-        else:
+        except FileNotFoundError:
+            fd = os.open(name, _NEW_FLAGS, 0o600, dir_fd=self._folder)
             done.sizes[entity_id] = 0  # rolled back by removing it
             created = done.created = True
         try:
@@ -194,8 +198,7 @@ class Appender:
 
     def close(self) -> None:
         """Roll back what was appended for the ids not committed."""
-        with suppress(BaseException):
-            self.synced()  # no worker may still be writing
+        self._wait()  # no worker may still be writing
         for entity_id, size in self._sizes.items():
             name = history_name(entity_id)
             with suppress(OSError):  # else a trace, which readers skip and writers remove
@@ -232,6 +235,32 @@ def appending(folder: int, where: str, is_live: IsLive) -> Iterator[Appender]:
         yield appender
     finally:
         appender.close()
+
+
+def sync_files(folder: int, names: Sequence[str]) -> None:
+    """Sync the files ``names`` of the open ``folder`` on the worker threads, side by side;
+    OSError if one could not be."""
+    running = [
+        _WORKERS.submit(_sync_names, folder, names[begin : begin + _CHUNK])
+        for begin in range(0, len(names), _CHUNK)
+    ]
+    failed: OSError | None = None
+    for future in running:
+        try:
+            future.result()
+        except OSError as exc:
+            failed = failed or exc
+    if failed is not None:
+        raise failed
+
+
+def _sync_names(folder: int, names: Sequence[str]) -> None:
+    for name in names:
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=folder)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def _write_all(fd: int, data: bytes) -> None:

@@ -47,7 +47,7 @@ from ..stores import (
     plan_writes,
 )
 from . import _file_revisions as files
-from ._file_appender import Appender, appending
+from ._file_appender import Appender, appending, sync_files
 from ._file_changes import changing
 from ._file_revisions import HISTORY_NAME, TEMP_PREFIX, IsLive, Rows, history_name
 
@@ -101,13 +101,17 @@ class FileHistory:
             os.mkdir(temp, 0o700, dir_fd=folder)
             made = os.open(temp, _DIR_FLAGS, dir_fd=folder)
             try:
+                names = []
                 for entity_id, raw, doc in self.store._entries(folder, exact=True):
                     if not isinstance(doc, dict):
                         continue  # no document: its history starts at its next write
                     version = doc.get(self.store._version_key)
                     version = version if isinstance(version, int) else None
-                    line = files.encode(baseline(entity_id, version, raw.decode(), None, stamp))
-                    files.write_file(made, history_name(entity_id), line + b"\n", replace=False)
+                    text = raw.decode(errors="replace")  # it parsed: it is UTF-8
+                    line = files.encode(baseline(entity_id, version, text, None, stamp))
+                    names.append(history_name(entity_id))
+                    files.write_file(made, names[-1], line + b"\n", replace=False, sync=False)
+                sync_files(made, names)
                 os.fsync(made)
             finally:
                 os.close(made)
@@ -129,9 +133,10 @@ class FileHistory:
         """
         with self.store._folder() as folder:
             kept = None if folder is None else self._open(folder)
-            if folder is not None and kept is None and self._turned_on is not None:
+            stamp = self._turned_on
+            if folder is not None and kept is None and stamp is not None:
                 with suppress(StorageError), self.store._writer_lock(folder):
-                    kept = self._made(folder, self._turned_on)
+                    kept = self._made(folder, stamp)
             if folder is None or kept is None:
                 yield None
                 return

@@ -144,16 +144,18 @@ def read(folder: int, name: str) -> bytes | None:
         return file.read()
 
 
-def write_file(folder: int, name: str, data: bytes, *, replace: bool) -> None:
-    """Write ``data`` as ``name`` in ``folder`` and sync it; through a temp file and a rename
-    when ``replace`` (the folder itself is not synced)."""
+def write_file(folder: int, name: str, data: bytes, *, replace: bool, sync: bool = True) -> None:
+    """Write ``data`` as the new file ``name`` in ``folder`` and sync it (unless not
+    ``sync``); with ``replace``, over the old one through a temp file and a rename (the
+    folder itself is not synced)."""
     temp = f"{TEMP_PREFIX}{uuid.uuid4().hex}" if replace else name
     fd = os.open(temp, _TEMP_FLAGS, 0o600, dir_fd=folder)
     try:
         with os.fdopen(fd, "wb") as file:
             file.write(data)
             file.flush()
-            os.fsync(file.fileno())
+            if sync:
+                os.fsync(file.fileno())
         if replace:
             os.replace(temp, name, src_dir_fd=folder, dst_dir_fd=folder)
     except OSError:
@@ -190,9 +192,7 @@ def remove_tree(folder: int, name: str) -> None:
     except PermissionError:  # some systems refuse unlink on a folder with EPERM
         if not _is_folder(folder, name):
             raise
-    inner = os.open(
-        name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=folder
-    )
+    inner = os.open(name, _DIR_FLAGS, dir_fd=folder)
     try:
         for entry in os.listdir(inner):
             os.unlink(entry, dir_fd=inner)
@@ -279,7 +279,9 @@ def latest(
     for number, line in enumerate(committed.split(b"\n") if newline else (), 1):
         try:
             row = orjson.loads(line)
-            version, at = int(row["v"]), row["at"]
+            version, at = row["v"], row["at"]
+            if not isinstance(version, int):
+                raise TypeError(f"its version is {version!r}")
             made = at <= stamp if _canonical(at) else datetime.fromisoformat(at) <= when
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
             raise CorruptEntityError(where, f"line {number}: not a revision ({exc})") from None

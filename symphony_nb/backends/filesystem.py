@@ -72,6 +72,10 @@ class FileStore(Store):
     version, never a torn file, and leftover temp files are removed on open. Writers in
     several processes are serialised by a lock file; readers never wait. Symbolic links are
     never followed; folders are created 0700 and files 0600. File I/O runs in worker threads.
+
+    With history (:meth:`keep_history`), each entity's revisions are the JSON lines of
+    ``<model name>/.history/<id>.jsonl``, each change's synced before its document lands, so
+    that a writer killed at any point leaves every history whole (see ``_file_revisions``).
     """
 
     def __init__(self, model: type[BaseModel], directory: str | os.PathLike[str]) -> None:
@@ -563,6 +567,10 @@ class FileSystemRepository(Repository[T]):
     ``cache=True`` (or a :class:`~symphony_nb.Cache`) keeps documents read in memory; every
     read first checks the folder's change marker (an ``fstat`` and a ``pread``), which every
     writer counts up, so a write by any other process is seen by the next read.
+
+    ``history=True`` (or N) keeps every change (the last N of each entity) in
+    ``<model name>/.history/<id>.jsonl``, one JSON line per revision; a writer killed
+    mid-write leaves no revision its document does not have, and none missing.
     """
 
     def __init__(
