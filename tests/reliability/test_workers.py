@@ -317,7 +317,9 @@ async def test_run_pending_from_two_processes_shares_the_batch(
     runs_file = tmp_path / "runs"
     async with store_url(backend, tmp_path) as url:
         await _seed(url, total)
-        env = {**environment(), RUNS_FILE: str(runs_file), DELAY: "0.01"}
+        # Tasks long enough (60 x 50 ms over 4 slots: 0.75 s for one process alone) that
+        # the second process is running before the first could take the whole batch.
+        env = {**environment(), RUNS_FILE: str(runs_file), DELAY: "0.05"}
         procs = [
             subprocess.Popen(
                 [sys.executable, "-c", _RUN_PENDING, url],
