@@ -29,6 +29,7 @@ from pydantic import BaseModel
 
 from .._errors import StorageError
 from .._filters import Condition, Query
+from .._gc import gc_paused
 from .._schema import schema_version
 from ..stores import (
     SCHEMA_KEY,
@@ -212,13 +213,13 @@ class PgHistory:
         """The stored versions of ``ids`` (those stored) and their latest revisions."""
         stored: dict[str, int | None] = {}
         heads: dict[str, Head] = {}
-        for key, present, version, number, op, entity_version in await conn.fetch(
-            self._state_sql, ids
-        ):
-            if present:
-                stored[key] = version
-            if number is not None:
-                heads[key] = Head(number, op, entity_version)
+        rows = await conn.fetch(self._state_sql, ids)
+        with gc_paused():
+            for key, present, version, number, op, entity_version in rows:
+                if present:
+                    stored[key] = version
+                if number is not None:
+                    heads[key] = Head(number, op, entity_version)
         return stored, heads
 
     async def append(
@@ -269,11 +270,14 @@ class PgHistory:
         trim to ``keep_last``, keep the baselines among ``revisions`` (their documents are
         still stored). Returns the other revisions, for :meth:`keep_stored` once the
         documents they hold are."""
-        revisions, trim = _trimmed(revisions, heads, keep_last)
+        with gc_paused():
+            revisions, trim = _trimmed(revisions, heads, keep_last)
+            baselines = [revision for revision in revisions if revision.json == STORED]
+            written = [revision for revision in revisions if revision.json != STORED]
         if trim:
             await conn.execute(self._trim_sql(1), list(trim), list(trim.values()))
-        await self.keep_stored(conn, [r for r in revisions if r.json == STORED], strict=True)
-        return [revision for revision in revisions if revision.json != STORED]
+        await self.keep_stored(conn, baselines, strict=True)
+        return written
 
     async def keep_stored(
         self, conn: Any, revisions: list[StoredRevision], *, strict: bool = False
@@ -290,7 +294,9 @@ class PgHistory:
             "SELECT r.id, r.version, r.op, r.at, r.actor, r.reason, old.doc, r.entity_version "
             f"FROM {_planned(1)} CROSS JOIN LATERAL ({self._stored_doc}) AS old"
         )
-        status = await self._execute(conn, sql, *_columns(revisions))
+        with gc_paused():
+            columns = _columns(revisions)
+        status = await self._execute(conn, sql, *columns)
         if strict and int(status.split()[-1]) < len(revisions):
             raise Raced
 

@@ -18,6 +18,7 @@ from pydantic import BaseModel
 from .._cache import Cache
 from .._errors import ConflictError, StorageError
 from .._filters import Condition, Query, parse_filter
+from .._gc import gc_paused
 from .._keyring import Keyring
 from .._repository import Repository
 from .._schema import schema_version
@@ -456,7 +457,8 @@ class PostgresStore(Store):
         chosen = [record for record, done in zip(records, written, strict=True) if done]
         if not chosen:
             return written
-        revisions = revisions_of(records, written, stored, heads, stamp)
+        with gc_paused():  # a revision per record: the collector's passes would cost more
+            revisions = revisions_of(records, written, stored, heads, stamp)
         if bulk:
             await self._write_bulk_kept(conn, chosen, create, revisions, heads, keep)
             return written
