@@ -439,6 +439,8 @@ class PostgresStore(Store):
         if len(records) < BULK_THRESHOLD:  # one statement: no transaction needed
             return await self._record_writes(conn, records, create, keep, stamp)
         async with conn.transaction():
+            # Compiling its statements over so many rows would cost more than running them.
+            await conn.execute("SET LOCAL jit = off")
             return await self._record_writes(conn, records, create, keep, stamp, bulk=True)
 
     async def _record_writes(
