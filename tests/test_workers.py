@@ -211,7 +211,13 @@ async def test_cancelling_work_hands_its_tasks_back(repo: Repository[Task]) -> N
     await make_tasks(manager, 4)
     model = Counting(delay=60)
     worker = asyncio.create_task(manager.work(agent_of(model), concurrency=2, **QUIET))
-    await wait_for(lambda: _count(repo, "running", 2))
+
+    async def both_started() -> bool:
+        # Stored as running is not yet started: a claim not yet acknowledged is handed back
+        # as never attempted (test_a_claim_interrupted_after_it_landed_is_handed_back).
+        return model.active == 2 and await _count(repo, "running", 2)
+
+    await wait_for(both_started)
     worker.cancel()
     with pytest.raises(asyncio.CancelledError):
         await worker
