@@ -315,8 +315,10 @@ class SecretLayer(StoreLayer):
         except ValueError:
             return document  # not JSON: the repository reports it as corrupt
         keyring = self.keyring
+        opened = 0
 
         def unseal(value: Any, path: Path) -> Any:
+            nonlocal opened
             if type(value) is str:
                 if value == "":
                     return value
@@ -337,12 +339,14 @@ class SecretLayer(StoreLayer):
                     f"this repository has no keyring; pass keyring=Keyring(...) or set ${ENV}",
                 )
             try:
-                return keyring.open(value, context_of(self.collection, entity_id, path))
+                plain = keyring.open(value, context_of(self.collection, entity_id, path))
             except Unsealable as exc:
                 raise self._refused(entity_id, path, exc.key_id, exc.reason) from None
+            opened += 1
+            return plain
 
         lost: list[str] = []
-        opened = dump_document(_walk(doc, self.plan, (), unseal))
+        doc = _walk(doc, self.plan, (), unseal)
         if lost:
             warn_caller(
                 f"secret(s) {lost} of {self.inner.location(entity_id)} were stored as "
@@ -350,7 +354,8 @@ class SecretLayer(StoreLayer):
                 "save the entity with its secrets again",
                 CorruptEntityWarning,
             )
-        return opened
+        # Nothing sealed (no secrets, or only empty ones): the stored text is the document.
+        return dump_document(doc) if opened else document
 
     def _refused(
         self, entity_id: str, path: Path, key_id: str | None, reason: str
