@@ -358,9 +358,17 @@ class SecretLayer(StoreLayer):
         return dump_document(doc) if opened else document
 
     def _refused(
-        self, entity_id: str, path: Path, key_id: str | None, reason: str
+        self,
+        entity_id: str,
+        path: Path,
+        key_id: str | None,
+        reason: str,
+        revision: int | None = None,
     ) -> DecryptionError:
-        return DecryptionError(self.inner.location(entity_id), _shown(path), key_id, reason)
+        where = self.inner.location(entity_id)
+        if revision is not None:
+            where = f"{where}, revision {revision}"
+        return DecryptionError(where, _shown(path), key_id, reason)
 
     # ------------------------------------------------------------------ the Store contract
 
@@ -415,20 +423,33 @@ class SecretLayer(StoreLayer):
             after = found.rows[-1][0]
 
     async def key_report(self, batch_size: int = 1000) -> dict[str, int]:
-        """``{key id: number of encrypted values}`` over every stored document."""
+        """``{key id: number of encrypted values}`` over every stored document and every
+        kept revision."""
         counts: dict[str, int] = {}
+
+        def note(document: Document) -> None:
+            try:
+                kids = self._key_ids(document)
+            except ValueError:
+                return  # not JSON: reported as corrupt where it is read
+            for kid in kids:
+                counts[kid or "?"] = counts.get(kid or "?", 0) + 1
+
         async for rows in self._pages(batch_size):
             for _, document in rows:
-                try:
-                    kids = self._key_ids(document)
-                except ValueError:
-                    continue  # not JSON: reported as corrupt where it is read
-                for kid in kids:
-                    counts[kid or "?"] = counts.get(kid or "?", 0) + 1
+                note(document)
+        async for revisions in self._revision_pages(batch_size):
+            for revision in revisions:
+                assert revision.json is not None
+                note(revision.json)
         return dict(sorted(counts.items()))
 
     async def rotate(
-        self, *, batch_size: int, on_batch: Callable[[int, int], object] | None = None
+        self,
+        *,
+        batch_size: int,
+        on_batch: Callable[[int, int], object] | None = None,
+        on_revisions: Callable[[int, int], object] | None = None,
     ) -> int:
         """Re-encrypt under the primary key every value sealed with another; return entities written.
 
@@ -436,7 +457,9 @@ class SecretLayer(StoreLayer):
         (unchanged: a rotation is no edit; with history on, one up, as every stored change
         is a version with its revision), so a concurrent edit wins and its batch is read
         again. A second run finds nothing to do; a killed run resumes where it stopped.
-        ``on_batch(seen, rewritten)`` is called after each batch.
+        ``on_batch(seen, rewritten)`` is called after each batch. With history on, the kept
+        revisions are then sealed again too, a page at a time, each page all or nothing
+        (on files, each history file whole), calling ``on_revisions(seen, rewritten)``.
         """
         from ._errors import ConflictError
 
@@ -470,12 +493,28 @@ class SecretLayer(StoreLayer):
             if on_batch is not None:
                 on_batch(len(found.rows), len(records))
             if len(found.rows) < batch_size:
-                return rewritten
+                break
             after = found.rows[-1][0]
+        await self._rotate_revisions(batch_size, on_revisions)
+        return rewritten
 
     def _rekey(
         self, entity_id: str, document: Document, versioned: bool, bump: bool
     ) -> Record | None:
+        doc = self._resealed(entity_id, document)
+        if doc is None:
+            return None
+        version = doc.get("version") if versioned and type(doc) is dict else None
+        if versioned and type(version) is not int:
+            raise CorruptEntityError(self.inner.location(entity_id), "its version is not an int")
+        if bump and version is not None:
+            doc["version"] = version + 1
+            return Record(entity_id, dump_document(doc), version + 1, version)
+        return Record(entity_id, dump_document(doc), version, version)
+
+    def _resealed(self, entity_id: str, document: Document, revision: int | None = None) -> Any:
+        """``document`` parsed, with every value sealed under a key other than the primary
+        sealed again under the primary; None if it holds none (or is not JSON)."""
         keyring = self.keyring
         assert keyring is not None
         try:
@@ -492,20 +531,44 @@ class SecretLayer(StoreLayer):
             try:
                 plain = keyring.open(value, context)
             except Unsealable as exc:
-                raise self._refused(entity_id, path, exc.key_id, exc.reason) from None
+                raise self._refused(entity_id, path, exc.key_id, exc.reason, revision) from None
             stale = True
             return keyring.seal(plain, context)
 
         doc = _walk(doc, self.plan, (), rekey)
-        if not stale:
-            return None
-        version = doc.get("version") if versioned and type(doc) is dict else None
-        if versioned and type(version) is not int:
-            raise CorruptEntityError(self.inner.location(entity_id), "its version is not an int")
-        if bump and version is not None:
-            doc["version"] = version + 1
-            return Record(entity_id, dump_document(doc), version + 1, version)
-        return Record(entity_id, dump_document(doc), version, version)
+        return doc if stale else None
+
+    async def _revision_pages(self, batch_size: int) -> AsyncIterator[list[StoredRevision]]:
+        """Every kept revision that holds a document, a page at a time; none without history."""
+        if self.kept() is False:
+            return
+        after: tuple[str, int] | None = None
+        while True:
+            page = await self.inner.revision_page(after, batch_size)
+            yield [revision for revision in page if revision.json is not None]
+            if len(page) < batch_size:
+                return
+            after = (page[-1].id, page[-1].version)
+
+    async def _rotate_revisions(
+        self, batch_size: int, on_page: Callable[[int, int], object] | None
+    ) -> int:
+        """Seal again under the primary key the secrets of every kept revision; how many
+        revisions were rewritten (in place: their number, time, actor and reason stay)."""
+        rewritten = 0
+        async for page in self._revision_pages(batch_size):
+            before = rewritten
+            changes: list[tuple[StoredRevision, Document]] = []
+            for revision in page:
+                assert revision.json is not None
+                doc = self._resealed(revision.id, revision.json, revision.version)
+                if doc is not None:
+                    changes.append((revision, dump_document(doc)))
+            if changes:  # one pruned or rotated by another process meanwhile is left alone
+                rewritten += await self.inner.rewrite_revisions(changes)
+            if on_page is not None:
+                on_page(len(page), rewritten - before)
+        return rewritten
 
 
 def secret_layer(store: Store) -> SecretLayer | None:

@@ -441,6 +441,28 @@ class Store(ABC):
         """
         raise HistoryError(f"{self.describe()} keeps no history")
 
+    async def revision_page(
+        self, after: tuple[str, int] | None, limit: int
+    ) -> list[StoredRevision]:
+        """Up to ``limit`` kept revisions of every id, in ``(id, version)`` order, those after
+        ``after`` (an ``(id, version)`` pair; None: from the first). Deleted entities'
+        revisions included.
+
+        Raises :class:`HistoryError` on a store that keeps no history.
+        """
+        raise HistoryError(f"{self.describe()} keeps no history")
+
+    async def rewrite_revisions(self, changes: Sequence[tuple[StoredRevision, Document]]) -> int:
+        """Store each ``(revision, document)``'s document in place of the revision's, all or
+        nothing, where that revision is still kept with ``revision.json``; return how many
+        were replaced (one pruned, purged or rewritten meanwhile is left as it is).
+
+        Only the document's stored form changes (:meth:`~symphony_nb.Repository.rotate_keys`
+        seals its secrets again): the revision's number, op, time, actor and reason stay.
+        Raises :class:`HistoryError` on a store that keeps no history.
+        """
+        raise HistoryError(f"{self.describe()} keeps no history")
+
     def as_of(self, when: datetime) -> Store:
         """A read-only store of the collection as it stood at ``when`` (an aware datetime).
 
@@ -540,6 +562,22 @@ class StoreLayer(Store):
         CorruptEntityError where it cannot."""
         assert revision.json is not None
         return revision.json
+
+    async def revision_page(
+        self, after: tuple[str, int] | None, limit: int
+    ) -> list[StoredRevision]:
+        """The inner store's page, each document passed through :meth:`revision_document`."""
+        found = await self.inner.revision_page(after, limit)
+        if type(self).revision_document is StoreLayer.revision_document:
+            return found
+        return [
+            rev if rev.json is None else replace(rev, json=self.revision_document(rev))
+            for rev in found
+        ]
+
+    async def rewrite_revisions(self, changes: Sequence[tuple[StoredRevision, Document]]) -> int:
+        """Passed to the inner store as given: documents in its own stored form."""
+        return await self.inner.rewrite_revisions(changes)
 
     def as_of(self, when: datetime) -> Store:
         """This layer over the inner store's view at ``when`` (a shallow copy of it)."""

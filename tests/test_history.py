@@ -401,6 +401,62 @@ async def test_purge_erases_an_entity_and_its_history(make: Make) -> None:
     assert await repo.purge("other") == 0
 
 
+async def test_revision_pages_list_every_ids_history_and_rewrites_replace_in_place(
+    make: Make,
+) -> None:
+    repo = await make(Task)
+    tasks = [Task(id=key, name=key) for key in ("b", "a", "c")]
+    for task in tasks:
+        await repo.save(task)
+        task.description = "edited"
+        await repo.save(task)
+    await repo.delete("c")
+    store = backend_store(repo)
+    every = [r for key in ("a", "b", "c") for r in await store.revisions(key)]
+    assert [(r.id, r.version) for r in every] == [(k, v) for k in "abc" for v in (1, 2)] + [
+        ("c", 3)
+    ]
+    for size in (1, 2, 7):
+        paged: list[Any] = []
+        after = None
+        while True:
+            page = await store.revision_page(after, size)
+            assert len(page) <= size
+            paged += page
+            if len(page) < size:
+                break
+            after = (page[-1].id, page[-1].version)
+        assert paged == every
+    assert await store.revision_page(("b", 1), 2) == every[3:5]
+
+    old = every[2]  # b's first revision
+    new = orjson.dumps({**orjson.loads(old.json), "description": "sealed again"}).decode()
+    assert await store.rewrite_revisions([(old, new)]) == 1
+    (kept,) = await store.revisions("b", 1)
+    assert orjson.loads(kept.json)["description"] == "sealed again"
+    assert (kept.version, kept.op, kept.at, kept.actor, kept.reason, kept.entity_version) == (
+        old.version,
+        old.op,
+        old.at,
+        old.actor,
+        old.reason,
+        old.entity_version,
+    )
+    assert await store.rewrite_revisions([(old, new)]) == 0  # no longer what it holds
+    assert await repo.prune(keep_last=1) == 4
+    assert await store.rewrite_revisions([(every[0], new)]) == 0  # pruned meanwhile
+    assert [r.version for r in await store.revision_page(None, 10)] == [2, 2, 3]
+    assert (await repo.get("b")).description == "edited"  # the live documents untouched
+
+
+async def test_revision_pages_and_rewrites_need_history(tmp_path: Path) -> None:
+    store = MemoryStore(Task)
+    with pytest.raises(HistoryError, match="keeps no history"):
+        await store.revision_page(None, 10)
+    with pytest.raises(HistoryError, match="keeps no history"):
+        await store.rewrite_revisions([])
+
+
 # ------------------------------------------------------------------ bad input
 
 

@@ -141,7 +141,8 @@ async def test_secrets_round_trip_and_are_ciphertext_at_rest(
     got.description = "edited"
     assert await repo.update(got)
     assert (await repo.get(saved.id)).secrets["api_key"].get_secret_value() == secret
-    assert await repo.key_report() == {"k1": 2}
+    # Two values stored; with history on, two more in each of the two revisions.
+    assert await repo.key_report() == {"k1": 2 if repo.store.kept() is False else 6}
     assert_absent(await raw_storage(repo, tmp_path), secret, f"the {type(repo).__name__} storage")
     assert_absent(repr(got) + str(got) + got._repr_html_(), secret, "repr and HTML")
 
@@ -424,7 +425,9 @@ async def test_rotation_reencrypts_under_the_primary_and_a_rerun_does_nothing(
 ) -> None:
     originals = [config(needle(), id=f"c{i:02}") for i in range(25)]
     await repo.save_many(originals)
-    assert await repo.key_report() == {"k1": 50}
+    kept = repo.store.kept() is not False
+    # With history on, key_report counts the values in the revisions too: one each so far.
+    assert await repo.key_report() == {"k1": 100 if kept else 50}
     from symphony_nb._encryption import secret_layer
 
     layer = secret_layer(repo.store)
@@ -432,10 +435,11 @@ async def test_rotation_reencrypts_under_the_primary_and_a_rerun_does_nothing(
     layer.keyring = Keyring({"k2": KEY2, "k1": KEY1})
     versions = {c.id: c.version for c in originals}
     assert await repo.rotate_keys(progress=False, batch_size=7) == 25
-    assert await repo.key_report() == {"k2": 50}
+    # A rotation is no edit; with history on it is one more version, with its revision, and
+    # the revisions kept before it are sealed again in place.
+    assert await repo.key_report() == {"k2": 150 if kept else 50}
     assert await repo.rotate_keys(progress=False) == 0
-    # A rotation is no edit; with history on it is one more version, with its revision.
-    bump = 0 if repo.store.kept() is False else 1
+    bump = 1 if kept else 0
     for original in originals:
         got = await repo.get(original.id)
         assert got.secrets == original.secrets
@@ -443,6 +447,71 @@ async def test_rotation_reencrypts_under_the_primary_and_a_rerun_does_nothing(
         assert got.updated_at == original.updated_at
     layer.keyring = Keyring({"k2": KEY2})  # the old key retired
     assert len(await repo.find_all()) == 25
+    if kept:  # nor does the history need it
+        for original in originals:
+            revisions = await repo.history(original.id)
+            assert [r.entity.secrets for r in revisions if r.entity] == [original.secrets] * 2
+
+
+@pytest.mark.parametrize("name", HISTORY)
+async def test_rotation_reseals_every_kept_revision_and_changes_nothing_else(
+    name: str, tmp_path: Path
+) -> None:
+    from symphony_nb._encryption import secret_layer
+
+    first, second, third = needle(), needle(), needle()
+    try:
+        async with with_history(name, AgentConfig, tmp_path, keyring=Keyring({"k1": KEY1})) as repo:
+            saved = config(first)
+            await repo.save(saved)
+            saved.secrets = {"api_key": SecretStr(second)}
+            await repo.save(saved)
+            gone = config(third)
+            await repo.save(gone)
+            await repo.delete(gone.id)  # the history of a deleted entity is rotated too
+            before = {key: await repo.history(key) for key in (saved.id, gone.id)}
+            layer = secret_layer(repo.store)
+            assert layer is not None
+            layer.keyring = Keyring({"k2": KEY2, "k1": KEY1})
+            assert await repo.rotate_keys(progress=False, batch_size=1) == 1
+            assert set(await repo.key_report()) == {"k2"}
+            layer.keyring = Keyring({"k2": KEY2})  # the old key retired
+            after = {key: await repo.history(key) for key in (saved.id, gone.id)}
+            stored = [r for key in after for r in await backend_store(repo).revisions(key)]
+    except BackendUnavailable as exc:
+        pytest.skip(f"{name} backend unavailable: {exc}")
+    # The revisions read as before, with their numbers, times, actors and reasons; the
+    # rotation added one revision (its own version) and rewrote none of the others.
+    assert after[gone.id] == before[gone.id]
+    assert after[saved.id][:-1] == before[saved.id]
+    assert after[saved.id][-1].reason == "rotate keys"
+    assert after[saved.id][0].entity.secrets["api_key"].get_secret_value() == first
+    sealed = [json.loads(r.json) for r in stored if r.json is not None]
+    kids = [v["kid"] for doc in sealed for v in doc["secrets"].values() if isinstance(v, dict)]
+    assert kids and set(kids) == {"k2"}
+
+
+@pytest.mark.parametrize("name", HISTORY)
+async def test_a_key_missing_for_a_revision_names_it_and_rotates_nothing_more(
+    name: str, tmp_path: Path
+) -> None:
+    from symphony_nb._encryption import secret_layer
+
+    try:
+        async with with_history(name, AgentConfig, tmp_path, keyring=Keyring({"k1": KEY1})) as repo:
+            saved = config(needle())
+            await repo.save(saved)
+            await repo.delete(saved.id)  # only its history holds its secrets now
+            layer = secret_layer(repo.store)
+            assert layer is not None
+            layer.keyring = Keyring({"k2": KEY2})  # k1 dropped before rotating
+            with pytest.raises(DecryptionError, match=r"revision 1.*'k1'") as info:
+                await repo.rotate_keys(progress=False)
+            assert "'secrets.api_key'" in str(info.value) or "'secrets.org'" in str(info.value)
+            layer.keyring = Keyring({"k1": KEY1})
+            assert await repo.key_report() == {"k1": 2}  # nothing was rewritten
+    except BackendUnavailable as exc:
+        pytest.skip(f"{name} backend unavailable: {exc}")
 
 
 async def test_rotation_without_a_keyring_and_on_models_without_secrets(

@@ -11,6 +11,7 @@ store's writer lock where it writes; readers take no lock.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -55,6 +56,7 @@ if TYPE_CHECKING:
     from .filesystem import FileStore
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+Found = list[tuple[bytes, StoredRevision]]
 
 
 class FileHistory:
@@ -292,6 +294,28 @@ class FileHistory:
                 return []
             return files.revisions(entity_id, data, f"{self.path}/{name}", self._live(folder))
 
+    def page(self, after: tuple[str, int] | None, limit: int) -> list[StoredRevision]:
+        """Up to ``limit`` revisions of every id after ``after``, in ``(id, version)`` order."""
+        with self._reading() as opened:
+            if opened is None:
+                return []
+            folder, kept = opened
+            is_live = self._live(folder)
+            named = ((files.history_id(name), name) for name in os.listdir(kept))
+            found: list[StoredRevision] = []
+            for entity_id, name in sorted((key, name) for key, name in named if key is not None):
+                if after is not None and entity_id < after[0]:
+                    continue
+                data = files.read(kept, name)
+                if data is None:
+                    continue  # purged meanwhile
+                for revision in files.revisions(entity_id, data, f"{self.path}/{name}", is_live):
+                    if after is None or (entity_id, revision.version) > after:
+                        found.append(revision)
+                if len(found) >= limit:
+                    return found[:limit]
+            return found
+
     def as_of(self, when: datetime) -> Store:
         """A read-only view of the collection at ``when``."""
         past = _Past(self.store.model, partial(self._rows, when), partial(self._one, when))
@@ -321,33 +345,70 @@ class FileHistory:
 
     def prune(self, keep_last: int | None, older_than: datetime | None) -> int:
         """Remove the revisions :func:`to_prune` names; return how many went."""
-        removed = 0
+
+        def prune(found: Found) -> tuple[list[bytes], int] | None:
+            lines = files.prune_lines(found, keep_last=keep_last, older_than=older_than)
+            return None if lines is None else (lines, len(found) - len(lines))
+
+        return self._edit(None, prune, "prune", "removed")
+
+    def rewrite(self, changes: Sequence[tuple[StoredRevision, Document]]) -> int:
+        """Put each new document in place of its revision's, where that is still the one
+        given; how many. Each history file is replaced whole (through a rename)."""
+        wanted: dict[tuple[str, int, Document | None], Document] = {
+            (old.id, old.version, old.json): new for old, new in changes
+        }
+
+        def rewrite(found: Found) -> tuple[list[bytes], int] | None:
+            lines: list[bytes] = []
+            for line, revision in found:
+                fresh = wanted.get((revision.id, revision.version, revision.json))
+                fixed = None if fresh is None else dataclasses.replace(revision, json=fresh)
+                lines.append(line if fixed is None else files.encode(fixed))
+            changed = sum(new is not old for new, (old, _) in zip(lines, found, strict=True))
+            return (lines, changed) if changed else None
+
+        ids = sorted({old.id for old, _ in changes})
+        return self._edit(
+            [history_name(key) for key in ids], rewrite, "rewrite revisions in", "rewritten"
+        )
+
+    def _edit(
+        self,
+        names: Sequence[str] | None,
+        edit: Callable[[Found], tuple[list[bytes], int] | None],
+        doing: str,
+        done: str,
+    ) -> int:
+        """Replace each history file ``names`` names (None: every one) with the lines
+        ``edit`` makes of its revisions, where it makes any; the revisions they change."""
+        changed = 0
         with self.store._locked_folder() as folder:
             kept = self._open(folder)
             if kept is None:
                 return 0
             try:
                 is_live = self._live(folder)
-                for name in os.listdir(kept):
+                for name in os.listdir(kept) if names is None else names:
                     entity_id = files.history_id(name)
                     data = None if entity_id is None else files.read(kept, name)
                     if entity_id is None or data is None:
                         continue
                     found = files.parse(entity_id, data, f"{self.path}/{name}", is_live)
-                    lines = files.prune_lines(found, keep_last=keep_last, older_than=older_than)
-                    if lines is not None:
-                        files.keep(kept, name, lines)
-                        removed += len(found) - len(lines)
-                if removed:
+                    edited = edit(found)
+                    if edited is not None:
+                        files.keep(kept, name, edited[0])
+                        changed += edited[1]
+                if changed:
                     os.fsync(kept)
             except OSError as exc:
                 raise StorageError(
-                    f"could not prune {self.path} ({exc.strerror or exc}); "
-                    f"{removed} revisions were removed before the error"
+                    f"could not {doing} {self.path} ({exc.strerror or exc}); "
+                    f"{changed} revisions were {done} before the error"
                 ) from None
             finally:
                 os.close(kept)
-        return removed
+        return changed
 
     def purge(self, entity_id: str) -> int:
         """Remove the document and history of ``entity_id``; how many records went.

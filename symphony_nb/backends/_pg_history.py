@@ -146,6 +146,17 @@ class PgHistory:
             f"SELECT version, op, at, actor, reason, doc, entity_version FROM {hist} "
             "WHERE id = $1 AND ($2::bigint IS NULL OR version = $2::bigint) ORDER BY version"
         )
+        page = f"SELECT id, version, op, at, actor, reason, doc, entity_version FROM {hist} "
+        self.first_page_sql = f"{page} ORDER BY id, version LIMIT $1"
+        self.page_sql = f"{page} WHERE (id, version) > ($1, $2) ORDER BY id, version LIMIT $3"
+        """Pages of every id's revisions, in the order of the (id, version) key's index."""
+        # A document compared as text, not as jsonb: an equal value in another form (keys in
+        # another order, say) is still a document this rewrite did not read.
+        self.rewrite_sql = (
+            f"UPDATE {hist} AS h SET doc = c.new::jsonb FROM unnest($1::text[], $2::bigint[], "
+            "$3::text[], $4::text[]) AS c(id, version, old, new) "
+            "WHERE h.id = c.id AND h.version = c.version AND h.doc::text = c.old"
+        )
         self.get_sql = (
             f"SELECT doc FROM (SELECT doc, op FROM {hist} WHERE id = $1 AND at <= $2 "
             "ORDER BY version DESC LIMIT 1) AS latest WHERE op <> 'delete'"
@@ -319,6 +330,10 @@ class PgHistory:
             f"JOIN unnest({ids}, {keep}) AS k(id, keep) ON k.id = x.id WHERE x.place > k.keep) "
             "AS gone WHERE h.id = gone.id AND h.version = gone.version"
         )
+
+    def page_revision(self, row: Sequence[Any]) -> StoredRevision:
+        """A row of :attr:`page_sql` as a :class:`StoredRevision`."""
+        return self.revision(row[0], row[1:])
 
     def revision(self, entity_id: str, row: Sequence[Any]) -> StoredRevision:
         """A row of :attr:`revisions_sql` as a :class:`StoredRevision`."""

@@ -73,6 +73,10 @@ def at_text(at: datetime) -> str:
     return at.astimezone(UTC).isoformat(timespec="microseconds")
 
 
+def _text(document: Document) -> str:
+    return document if isinstance(document, str) else document.decode()
+
+
 def _ids(ids: Iterable[str]) -> str:
     return orjson.dumps(sorted(ids)).decode()  # in key order: lookups walk the indexes once
 
@@ -146,6 +150,11 @@ class HistoryTable:
         self._keys_sql = f"SELECT id, version, at, rowid FROM {hist} ORDER BY id, version"
         self._forget_sql = f"DELETE FROM {hist} WHERE rowid = ?"
         self._purge_sql = f"DELETE FROM {hist} WHERE id = ?"
+        self._page_sql = (
+            f"SELECT id, version, op, at, actor, reason, doc, entity_version FROM {hist} "
+            "WHERE (id, version) > (?, ?) ORDER BY id, version LIMIT ?"
+        )
+        self._rewrite_sql = f"UPDATE {hist} SET doc = ? WHERE id = ? AND version = ? AND doc IS ?"
         self.past = (
             f"SELECT m.id AS id, h.doc AS doc FROM (SELECT id, rowid AS r, op, max(version) "
             f"FROM {hist} WHERE at <= :when GROUP BY id) AS m JOIN {hist} AS h "
@@ -272,6 +281,32 @@ class HistoryTable:
             )
             for number, op, at, actor, reason, doc, entity in rows
         ]
+
+    def page(
+        self, conn: sqlite3.Connection, after: tuple[str, int] | None, limit: int
+    ) -> list[StoredRevision]:
+        """Up to ``limit`` revisions after ``after`` in ``(id, version)`` order."""
+        start = after or ("", -(2**63))  # every id is a non-empty string
+        rows = conn.execute(self._page_sql, (*start, limit)).fetchall()
+        return [
+            StoredRevision(key, number, op, datetime.fromisoformat(at), actor, reason, doc, entity)
+            for key, number, op, at, actor, reason, doc, entity in rows
+        ]
+
+    def rewrite(
+        self, conn: sqlite3.Connection, changes: Sequence[tuple[StoredRevision, Document]]
+    ) -> int:
+        """Replace each revision's document where it is still the one given; how many."""
+        with immediate(conn):
+            before = conn.total_changes
+            conn.executemany(
+                self._rewrite_sql,
+                [
+                    (_text(new), old.id, old.version, None if old.json is None else _text(old.json))
+                    for old, new in changes
+                ],
+            )
+            return conn.total_changes - before
 
     def marks_at(self, conn: sqlite3.Connection, when: str) -> list[Any]:
         """The schema key of each document at ``when`` that has one."""

@@ -533,6 +533,20 @@ class FileStore(Store):
         found = await asyncio.to_thread(self._history.revisions, entity_id)
         return found if version is None else [r for r in found if r.version == version]
 
+    async def revision_page(
+        self, after: tuple[str, int] | None, limit: int
+    ) -> list[StoredRevision]:
+        if self._kept is False:
+            return await super().revision_page(after, limit)
+        return await asyncio.to_thread(self._history.page, after, limit)
+
+    async def rewrite_revisions(self, changes: Sequence[tuple[StoredRevision, Document]]) -> int:
+        if self._kept is False:
+            return await super().rewrite_revisions(changes)
+        if not changes:
+            return 0
+        return await asyncio.to_thread(self._history.rewrite, list(changes))
+
     def as_of(self, when: datetime) -> Store:
         return self._history.as_of(when)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections.abc import Iterable, Sequence
 from datetime import datetime
@@ -22,6 +23,7 @@ from ..stores import (
     Claimed,
     Condition,
     Counted,
+    Document,
     Head,
     Provenance,
     Query,
@@ -156,6 +158,35 @@ class MemoryStore(Store):
         with self._lock:
             found = list(self._revisions.get(entity_id, ()))
         return found if version is None else [r for r in found if r.version == version]
+
+    async def revision_page(
+        self, after: tuple[str, int] | None, limit: int
+    ) -> list[StoredRevision]:
+        if self._kept is False:
+            return await super().revision_page(after, limit)
+        with self._lock:
+            ids = sorted(key for key in self._revisions if after is None or key >= after[0])
+            page: list[StoredRevision] = []
+            for key in ids:
+                for revision in self._revisions[key]:
+                    if after is None or (key, revision.version) > after:
+                        page.append(revision)
+                        if len(page) == limit:
+                            return page
+            return page
+
+    async def rewrite_revisions(self, changes: Sequence[tuple[StoredRevision, Document]]) -> int:
+        if self._kept is False:
+            return await super().rewrite_revisions(changes)
+        with self._lock:
+            replaced = 0
+            for old, document in changes:
+                kept = self._revisions.get(old.id, [])
+                for place, revision in enumerate(kept):
+                    if revision.version == old.version and revision.json == old.json:
+                        kept[place] = dataclasses.replace(revision, json=document)
+                        replaced += 1
+            return replaced
 
     def as_of(self, when: datetime) -> Store:
         view = MemoryStore(self.model)

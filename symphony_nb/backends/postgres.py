@@ -29,6 +29,7 @@ from ..stores import (
     ChangeFeed,
     Claimed,
     Counted,
+    Document,
     Head,
     Provenance,
     ReadOnlyView,
@@ -535,6 +536,33 @@ class PostgresStore(Store):
         rows = await self._run_kept("reading history", "fetch", sql, entity_id, version)
         return [self._history.revision(entity_id, row) for row in rows]
 
+    async def revision_page(
+        self, after: tuple[str, int] | None, limit: int
+    ) -> list[StoredRevision]:
+        if self._kept is False:
+            return await super().revision_page(after, limit)
+        history, doing = self._history, "reading history"
+        if after is None:
+            rows = await self._run_kept(doing, "fetch", history.first_page_sql, limit)
+        else:
+            rows = await self._run_kept(doing, "fetch", history.page_sql, *after, limit)
+        return [self._history.page_revision(row) for row in rows]
+
+    async def rewrite_revisions(self, changes: Sequence[tuple[StoredRevision, Document]]) -> int:
+        if self._kept is False:
+            return await super().rewrite_revisions(changes)
+        if not changes:
+            return 0
+        columns = (
+            [old.id for old, _ in changes],
+            [old.version for old, _ in changes],
+            [_text(old.json) for old, _ in changes],  # as it was read: compared as text
+            [document(new.decode() if isinstance(new, bytes) else new) for _, new in changes],
+        )
+        sql = self._history.rewrite_sql
+        status = await self._run_kept("rewriting history", "execute", sql, *columns)
+        return int(status.split()[-1])
+
     def as_of(self, when: datetime) -> Store:
         if self._kept is False:
             return super().as_of(when)
@@ -560,6 +588,10 @@ class PostgresStore(Store):
         ):
             return await super().purge(entity_id)
         return cast(int, await self._run("purging", "fetchval", self._history.purge_sql, entity_id))
+
+
+def _text(doc: Document | None) -> str | None:
+    return doc.decode() if isinstance(doc, bytes) else doc
 
 
 def _expected(records: Sequence[Record]) -> str:

@@ -32,6 +32,7 @@ from ..stores import (
     Claimed,
     Condition,
     Counted,
+    Document,
     Provenance,
     Query,
     ReadOnlyView,
@@ -403,6 +404,29 @@ class SQLiteStore(Store):
             return []
         with gc_paused():
             return self.history.revisions(conn, entity_id, version)
+
+    async def revision_page(
+        self, after: tuple[str, int] | None, limit: int
+    ) -> list[StoredRevision]:
+        if self._kept is False:
+            return await super().revision_page(after, limit)
+        return await self._run(self._page_sync, after, limit)
+
+    def _page_sync(
+        self, conn: sqlite3.Connection, after: tuple[str, int] | None, limit: int
+    ) -> list[StoredRevision]:
+        if not self.has_history:
+            return []
+        with gc_paused():
+            return self.history.page(conn, after, limit)
+
+    async def rewrite_revisions(self, changes: Sequence[tuple[StoredRevision, Document]]) -> int:
+        if self._kept is False:
+            return await super().rewrite_revisions(changes)
+        self._refuse_writes()
+        if not changes:
+            return 0
+        return await self._run(self.history.rewrite, list(changes))
 
     def as_of(self, when: datetime) -> Store:
         if self._kept is False:

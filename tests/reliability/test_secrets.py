@@ -51,12 +51,22 @@ def _config(i: int) -> AgentConfig:
     )
 
 
-def _kill_rotator(url: str, batch: int, rng: random.Random) -> tuple[int, bool]:
-    """Start a rotation, SIGKILL it after a random number of batches; (batches seen, finished)."""
+def _kill_rotator(
+    url: str,
+    batch: int,
+    rng: random.Random,
+    *,
+    entities: int = ENTITIES,
+    pages: int = 0,
+    history: int | None = None,
+) -> tuple[int, bool]:
+    """Start a rotation, SIGKILL it after a random number of batches (of ``entities``, then
+    of ``pages`` pages of revisions with ``history``); (batches seen, finished)."""
     seen = 0
     line = ""
-    wanted = rng.randint(1, ENTITIES // batch - 2)
-    with start("_rotator", url, str(batch)) as proc:
+    wanted = rng.randint(1, entities // batch - 2 + pages)
+    extra = () if history is None else (str(history),)
+    with start("_rotator", url, str(batch), *extra) as proc:
         assert proc.stdout is not None
         while seen < wanted:
             line = proc.stdout.readline()
@@ -113,6 +123,68 @@ async def test_sigkill_during_rotate_keys_then_resume(
         f"({mixed} kills left values under both keys) and a rerun put all under the primary",
     )
     assert lost == 0 and kills >= RUNS - 2
+
+
+HISTORY_RUNS = max(10, RUNS // 3)
+KEEP = 3
+
+
+@pytest.mark.parametrize("backend", having("url", "on_disk"))
+async def test_sigkill_during_rotate_keys_with_history_then_resume(
+    backend: str, tmp_path: Path, figures: Figures, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Kills land in either pass: the entities' or the kept revisions' (sealed again in place)."""
+    rng = random.Random(os.environ.get("SYMPHONY_NB_CRASH_SEED", "12"))
+    count = ENTITIES // 4
+    async with store_url(backend, tmp_path) as url:
+        monkeypatch.setenv(ENV, _env("k1"))
+        originals = {c.id: c.secrets for c in (_config(i) for i in range(count))}
+        async with open_repository(AgentConfig, url, history=KEEP) as repo:
+            await repo.save_many(
+                _config(i).model_copy(update={"secrets": originals[f"c{i:03d}"]})
+                for i in range(count)
+            )
+            edited = await repo.find_all()
+            for config in edited:
+                config.description = "edited"  # two revisions each to begin with
+            await repo.save_many(edited)
+        kills = mixed = lost = checked = in_revisions = 0
+        for run in range(HISTORY_RUNS):
+            primary = "k2" if run % 2 == 0 else "k1"
+            monkeypatch.setenv(ENV, _env(primary))
+            # Entity batches of 4, then revision pages of 4 (KEEP revisions per entity).
+            seen, finished = _kill_rotator(
+                url, 4, rng, entities=count, pages=count * KEEP // 4 - 2, history=KEEP
+            )
+            kills += not finished
+            in_revisions += not finished and seen > count // 4  # past the entities' batches
+            async with open_repository(AgentConfig, url, history=KEEP) as repo:
+                for key, secrets in originals.items():  # every value and revision decrypts
+                    live = await repo.get(key)
+                    revisions = await repo.history(key)
+                    checked += len(revisions)
+                    lost += live.secrets != secrets
+                    lost += sum(r.entity is None or r.entity.secrets != secrets for r in revisions)
+                    assert revisions[-1].entity == live  # the current version has its revision
+                mixed += len(await repo.key_report()) > 1
+                await repo.rotate_keys(progress=False, batch_size=4)
+                kept = sum([len(await repo.history(key)) for key in originals])
+                assert await repo.key_report() == {primary: 2 * (count + kept)}
+                assert await repo.rotate_keys(progress=False) == 0
+    figures.record(
+        "secrets: SIGKILL during rotate_keys with history, then resume",
+        backend,
+        HISTORY_RUNS,
+        kills=kills,
+        faults=kills,
+        acknowledged=count,
+        lost=lost,
+        detail=f"{count} configs x 2 secrets, history={KEEP}; {in_revisions} kills landed while "
+        f"revisions were sealed again; after each kill every value and every kept revision "
+        f"decrypted ({checked} revisions read, {mixed} kills left values under both keys) and "
+        "a rerun put all under the primary",
+    )
+    assert lost == 0 and kills >= HISTORY_RUNS - 2 and in_revisions >= 2
 
 
 @pytest.mark.parametrize("backend", having("url", "shared"))
