@@ -187,17 +187,22 @@ async def test_sigkill_during_rotate_keys_with_history_then_resume(
     assert lost == 0 and kills >= HISTORY_RUNS - 2 and in_revisions >= 2
 
 
+@pytest.mark.parametrize("history", [None, True], ids=["", "history"])
 @pytest.mark.parametrize("backend", having("url", "shared"))
 async def test_edits_during_rotation_win_and_everything_ends_under_the_primary(
-    backend: str, tmp_path: Path, figures: Figures, monkeypatch: pytest.MonkeyPatch
+    backend: str,
+    history: bool | None,
+    tmp_path: Path,
+    figures: Figures,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     async with store_url(backend, tmp_path) as url:
         monkeypatch.setenv(ENV, _env("k1"))
-        async with open_repository(AgentConfig, url) as repo:
+        async with open_repository(AgentConfig, url, history=history) as repo:
             await repo.save_many(_config(i) for i in range(ENTITIES))
         monkeypatch.setenv(ENV, _env("k2"))
-        rotator = open_repository(AgentConfig, url)
-        editor = open_repository(AgentConfig, url)
+        rotator = open_repository(AgentConfig, url, history=history)
+        editor = open_repository(AgentConfig, url, history=history)
         # The value of each entity's highest acknowledged version: two editors' saves of one
         # entity may report back in either order, so the order they report in proves nothing.
         expected: dict[str, tuple[int, str]] = {}
@@ -234,18 +239,27 @@ async def test_edits_during_rotation_win_and_everything_ends_under_the_primary(
                 stored[k].secrets["api_key"].get_secret_value() != v
                 for k, (_, v) in expected.items()
             )
-            assert await rotator.key_report() == {"k2": 2 * ENTITIES}
+            kept = 0
+            if history:  # every revision under the new primary: the old key can go
+                monkeypatch.setenv(ENV, f"k2:{KEYS['k2']}")
+                async with open_repository(AgentConfig, url, history=True) as retired:
+                    for key in stored:
+                        revisions = await retired.history(key)
+                        kept += len(revisions)
+                        assert revisions[-1].entity == stored[key]
+            assert await rotator.key_report() == {"k2": 2 * (ENTITIES + kept)}
         finally:
             await rotator.close()
             await editor.close()
     figures.record(
-        "secrets: edits while rotate_keys runs",
+        "secrets: edits while rotate_keys runs" + (" with history" if history else ""),
         backend,
         1,
         acknowledged=edits,
         lost=lost,
         detail=f"3 editors, {edits} edits ({retries} ConflictError retries); rotation rewrote "
-        f"{rewritten} of {ENTITIES}; every edit kept, all values under the new primary",
+        f"{rewritten} of {ENTITIES}; every edit kept, all values under the new primary"
+        + (f", and all {kept} kept revisions read with the old key retired" if history else ""),
     )
     assert lost == 0 and edits > 0
 
