@@ -704,8 +704,9 @@ class Repository(Generic[T]):
         none, and a run that was killed resumes where it stopped. Shows a progress bar
         (``tqdm.auto``) unless ``progress=False``. A model without secrets has nothing to do.
         With history on, the secrets of every kept revision are then sealed again too, in
-        place (only their stored form changes; they are not counted). Then
-        :meth:`key_report` shows whether a retired key is still needed.
+        place (only their stored form changes; they are not counted); a repository opened
+        without ``history=`` leaves the revisions as they are. Then :meth:`key_report` shows
+        whether a retired key is still needed.
         """
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
@@ -730,7 +731,8 @@ class Repository(Generic[T]):
 
     async def key_report(self) -> dict[str, int]:
         """``{key id: number of encrypted values}`` over every stored entity and every kept
-        revision (with history on), by key id.
+        revision (with history on; a repository opened without ``history=`` does not look at
+        revisions), by key id.
 
         Values under a key that is not the primary are what :meth:`rotate_keys` rewrites;
         empty secrets are stored as ``""`` and not counted. ``{}`` for a model without secrets.

@@ -281,14 +281,16 @@ class SyncRepository(SyncFacade["Repository[T]"], Generic[T]):
         none, and a run that was killed resumes where it stopped. Shows a progress bar
         (``tqdm.auto``) unless ``progress=False``. A model without secrets has nothing to do.
         With history on, the secrets of every kept revision are then sealed again too, in
-        place (only their stored form changes; they are not counted). Then
-        :meth:`key_report` shows whether a retired key is still needed.
+        place (only their stored form changes; they are not counted); a repository opened
+        without ``history=`` leaves the revisions as they are. Then :meth:`key_report` shows
+        whether a retired key is still needed.
         """
         return run_sync(self._target.rotate_keys(progress=progress, batch_size=batch_size), timeout)
 
     def key_report(self, *, timeout: float | None = None) -> dict[str, int]:
         """``{key id: number of encrypted values}`` over every stored entity and every kept
-        revision (with history on), by key id.
+        revision (with history on; a repository opened without ``history=`` does not look at
+        revisions), by key id.
 
         Values under a key that is not the primary are what :meth:`rotate_keys` rewrites;
         empty secrets are stored as ``""`` and not counted. ``{}`` for a model without secrets.

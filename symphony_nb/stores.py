@@ -455,7 +455,8 @@ class Store(ABC):
     async def rewrite_revisions(self, changes: Sequence[tuple[StoredRevision, Document]]) -> int:
         """Store each ``(revision, document)``'s document in place of the revision's, all or
         nothing, where that revision is still kept with ``revision.json``; return how many
-        were replaced (one pruned, purged or rewritten meanwhile is left as it is).
+        were replaced (one pruned, purged or rewritten meanwhile is left as it is, and so is a
+        delete, which holds no document).
 
         Only the document's stored form changes (:meth:`~symphony_nb.Repository.rotate_keys`
         seals its secrets again): the revision's number, op, time, actor and reason stay.
@@ -576,7 +577,15 @@ class StoreLayer(Store):
         ]
 
     async def rewrite_revisions(self, changes: Sequence[tuple[StoredRevision, Document]]) -> int:
-        """Passed to the inner store as given: documents in its own stored form."""
+        """Passed to the inner store as given, by a layer that hands revisions on as they
+        are stored; a layer that changes them on the way (:meth:`revision_document`) refuses
+        with :class:`HistoryError`, since what it would pass down is not in the stored form
+        (a secret not sealed, say). Rewrite through the store beneath it."""
+        if type(self).revision_document is not StoreLayer.revision_document:
+            raise HistoryError(
+                f"{self!r} hands revisions on in another form than they are stored in, so it "
+                "cannot pass rewrites down; rewrite them through the store beneath it"
+            )
         return await self.inner.rewrite_revisions(changes)
 
     def as_of(self, when: datetime) -> Store:

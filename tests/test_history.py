@@ -446,6 +446,10 @@ async def test_revision_pages_list_every_ids_history_and_rewrites_replace_in_pla
     assert await repo.prune(keep_last=1) == 4
     assert await store.rewrite_revisions([(every[0], new)]) == 0  # pruned meanwhile
     assert [r.version for r in await store.revision_page(None, 10)] == [2, 2, 3]
+    (gone,) = await store.revisions("c")
+    assert gone.op == "delete" and gone.json is None
+    assert await store.rewrite_revisions([(gone, new)]) == 0  # a delete holds no document
+    assert await store.revisions("c") == [gone]
     assert (await repo.get("b")).description == "edited"  # the live documents untouched
 
 

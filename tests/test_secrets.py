@@ -492,26 +492,49 @@ async def test_rotation_reseals_every_kept_revision_and_changes_nothing_else(
 
 
 @pytest.mark.parametrize("name", HISTORY)
-async def test_a_key_missing_for_a_revision_names_it_and_rotates_nothing_more(
+async def test_a_key_missing_for_a_revision_names_it_and_its_page_is_not_written(
     name: str, tmp_path: Path
 ) -> None:
     from symphony_nb._encryption import secret_layer
 
+    old = Keyring.generate()
     try:
         async with with_history(name, AgentConfig, tmp_path, keyring=Keyring({"k1": KEY1})) as repo:
-            saved = config(needle())
-            await repo.save(saved)
-            await repo.delete(saved.id)  # only its history holds its secrets now
             layer = secret_layer(repo.store)
             assert layer is not None
-            layer.keyring = Keyring({"k2": KEY2})  # k1 dropped before rotating
-            with pytest.raises(DecryptionError, match=r"revision 1.*'k1'") as info:
+            await repo.save(config(needle(), id="b"))
+            await repo.delete("b")  # only its history holds its secrets now, under k1
+            layer.keyring = Keyring({"k0": old})
+            await repo.save(config(needle(), id="a"))  # under k0, read before b's in the page
+            layer.keyring = Keyring({"k2": KEY2, "k0": old})  # k1 dropped before rotating
+            with pytest.raises(
+                DecryptionError, match="revision 1: the keyring has no key 'k1'"
+            ) as info:
                 await repo.rotate_keys(progress=False)
-            assert "'secrets.api_key'" in str(info.value) or "'secrets.org'" in str(info.value)
-            layer.keyring = Keyring({"k1": KEY1})
-            assert await repo.key_report() == {"k1": 2}  # nothing was rewritten
+            message = str(info.value)
+            assert "id 'b'" in message or "/b.json" in message  # where, as each backend says
+            assert "'secrets.api_key'" in message or "'secrets.org'" in message
+            layer.keyring = Keyring({"k2": KEY2, "k1": KEY1, "k0": old})
+            # a's entity was rotated (one more revision, under k2); the page holding a's first
+            # revision and b's was not written, though a's could be sealed again.
+            assert await repo.key_report() == {"k0": 2, "k1": 2, "k2": 4}
+            await repo.rotate_keys(progress=False)
+            assert await repo.key_report() == {"k2": 8}
     except BackendUnavailable as exc:
         pytest.skip(f"{name} backend unavailable: {exc}")
+
+
+async def test_layers_that_change_revisions_refuse_to_pass_rewrites_down(tmp_path: Path) -> None:
+    from symphony_nb import HistoryError
+
+    repo = InMemoryRepository(AgentConfig, keyring=Keyring({"k1": KEY1}), history=True)
+    saved = config(needle())
+    await repo.save(saved)
+    (revision,) = await repo.store.revision_page(None, 10)  # as the repository reads it
+    planted = revision.json.replace("org-", "planted-")
+    with pytest.raises(HistoryError, match="rewrite them through the store beneath it"):
+        await repo.store.rewrite_revisions([(revision, planted)])
+    assert (await repo.history(saved.id))[0].entity == await repo.get(saved.id)
 
 
 async def test_rotation_without_a_keyring_and_on_models_without_secrets(

@@ -355,20 +355,21 @@ class FileHistory:
     def rewrite(self, changes: Sequence[tuple[StoredRevision, Document]]) -> int:
         """Put each new document in place of its revision's, where that is still the one
         given; how many. Each history file is replaced whole (through a rename)."""
-        wanted: dict[tuple[str, int, Document | None], Document] = {
-            (old.id, old.version, old.json): new for old, new in changes
+        wanted: dict[tuple[str, int, Document], Document] = {
+            (old.id, old.version, old.json): new for old, new in changes if old.json is not None
         }
 
         def rewrite(found: Found) -> tuple[list[bytes], int] | None:
             lines: list[bytes] = []
             for line, revision in found:
-                fresh = wanted.get((revision.id, revision.version, revision.json))
+                doc = revision.json
+                fresh = None if doc is None else wanted.get((revision.id, revision.version, doc))
                 fixed = None if fresh is None else dataclasses.replace(revision, json=fresh)
                 lines.append(line if fixed is None else files.encode(fixed))
             changed = sum(new is not old for new, (old, _) in zip(lines, found, strict=True))
             return (lines, changed) if changed else None
 
-        ids = sorted({old.id for old, _ in changes})
+        ids = sorted({key for key, _, _ in wanted})
         return self._edit(
             [history_name(key) for key in ids], rewrite, "rewrite revisions in", "rewritten"
         )

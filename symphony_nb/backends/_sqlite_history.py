@@ -154,7 +154,7 @@ class HistoryTable:
             f"SELECT id, version, op, at, actor, reason, doc, entity_version FROM {hist} "
             "WHERE (id, version) > (?, ?) ORDER BY id, version LIMIT ?"
         )
-        self._rewrite_sql = f"UPDATE {hist} SET doc = ? WHERE id = ? AND version = ? AND doc IS ?"
+        self._rewrite_sql = f"UPDATE {hist} SET doc = ? WHERE id = ? AND version = ? AND doc = ?"
         self.past = (
             f"SELECT m.id AS id, h.doc AS doc FROM (SELECT id, rowid AS r, op, max(version) "
             f"FROM {hist} WHERE at <= :when GROUP BY id) AS m JOIN {hist} AS h "
@@ -302,8 +302,9 @@ class HistoryTable:
             conn.executemany(
                 self._rewrite_sql,
                 [
-                    (_text(new), old.id, old.version, None if old.json is None else _text(old.json))
+                    (_text(new), old.id, old.version, _text(old.json))
                     for old, new in changes
+                    if old.json is not None  # a delete holds no document to replace
                 ],
             )
             return conn.total_changes - before

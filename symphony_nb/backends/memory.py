@@ -181,6 +181,8 @@ class MemoryStore(Store):
         with self._lock:
             replaced = 0
             for old, document in changes:
+                if old.json is None:
+                    continue  # a delete holds no document to replace
                 kept = self._revisions.get(old.id, [])
                 for place, revision in enumerate(kept):
                     if revision.version == old.version and revision.json == old.json:

@@ -441,7 +441,8 @@ class PostgresStore(Store):
             return await self._record_writes(conn, records, create, keep, stamp)
         async with conn.transaction():
             # Compiling its statements over so many rows would cost more than running them.
-            await conn.execute("SET LOCAL jit = off")
+            if conn.get_server_version().major >= 11:  # the first with JIT compilation
+                await conn.execute("SET LOCAL jit = off")
             return await self._record_writes(conn, records, create, keep, stamp, bulk=True)
 
     async def _record_writes(
