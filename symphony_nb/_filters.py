@@ -414,6 +414,11 @@ def dump_document(doc: Any) -> str:
         return json.dumps(doc, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 
 
+def document_text(document: str | bytes) -> str:
+    """A stored document as text (documents are UTF-8 JSON, as ``str`` or ``bytes``)."""
+    return document if isinstance(document, str) else document.decode()
+
+
 def has_long_digits(data: str | bytes) -> bool:
     """Whether ``data`` has 19 digits in a row: maybe an integer orjson cannot read exactly."""
     raw = data.encode() if isinstance(data, str) else data

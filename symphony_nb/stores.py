@@ -550,8 +550,13 @@ class StoreLayer(Store):
 
     async def revisions(self, entity_id: str, version: int | None = None) -> list[StoredRevision]:
         """The inner store's revisions, each document passed through :meth:`revision_document`."""
-        found = await self.inner.revisions(entity_id, version)
-        if type(self).revision_document is StoreLayer.revision_document:
+        return self._handed_on(await self.inner.revisions(entity_id, version))
+
+    def _keeps_revisions_as_stored(self) -> bool:
+        return type(self).revision_document is StoreLayer.revision_document
+
+    def _handed_on(self, found: list[StoredRevision]) -> list[StoredRevision]:
+        if self._keeps_revisions_as_stored():
             return found
         return [
             rev if rev.json is None else replace(rev, json=self.revision_document(rev))
@@ -568,20 +573,14 @@ class StoreLayer(Store):
         self, after: tuple[str, int] | None, limit: int
     ) -> list[StoredRevision]:
         """The inner store's page, each document passed through :meth:`revision_document`."""
-        found = await self.inner.revision_page(after, limit)
-        if type(self).revision_document is StoreLayer.revision_document:
-            return found
-        return [
-            rev if rev.json is None else replace(rev, json=self.revision_document(rev))
-            for rev in found
-        ]
+        return self._handed_on(await self.inner.revision_page(after, limit))
 
     async def rewrite_revisions(self, changes: Sequence[tuple[StoredRevision, Document]]) -> int:
         """Passed to the inner store as given, by a layer that hands revisions on as they
         are stored; a layer that changes them on the way (:meth:`revision_document`) refuses
         with :class:`HistoryError`, since what it would pass down is not in the stored form
         (a secret not sealed, say). Rewrite through the store beneath it."""
-        if type(self).revision_document is not StoreLayer.revision_document:
+        if not self._keeps_revisions_as_stored():
             raise HistoryError(
                 f"{self!r} hands revisions on in another form than they are stored in, so it "
                 "cannot pass rewrites down; rewrite them through the store beneath it"

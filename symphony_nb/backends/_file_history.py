@@ -361,12 +361,15 @@ class FileHistory:
 
         def rewrite(found: Found) -> tuple[list[bytes], int] | None:
             lines: list[bytes] = []
+            changed = 0
             for line, revision in found:
                 doc = revision.json
                 fresh = None if doc is None else wanted.get((revision.id, revision.version, doc))
-                fixed = None if fresh is None else dataclasses.replace(revision, json=fresh)
-                lines.append(line if fixed is None else files.encode(fixed))
-            changed = sum(new is not old for new, (old, _) in zip(lines, found, strict=True))
+                if fresh is None:
+                    lines.append(line)
+                else:
+                    lines.append(files.encode(dataclasses.replace(revision, json=fresh)))
+                    changed += 1
             return (lines, changed) if changed else None
 
         ids = sorted({key for key, _, _ in wanted})

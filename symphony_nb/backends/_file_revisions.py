@@ -33,6 +33,7 @@ from typing import Any
 import orjson
 
 from .._errors import CorruptEntityError
+from .._filters import document_text
 from .._ids import filename_to_id, id_to_filename
 from ..stores import StoredRevision, parse_document, to_prune
 
@@ -71,7 +72,7 @@ def encode(revision: StoredRevision) -> bytes:
             "actor": revision.actor,
             "reason": revision.reason,
             "ev": revision.entity_version,
-            "doc": doc.decode() if isinstance(doc, bytes) else doc,
+            "doc": None if doc is None else document_text(doc),
         }
     )
 
@@ -255,7 +256,7 @@ def past_rows(folder: int, where: str, when: datetime, is_live: IsLive) -> Rows:
             continue
         if revision is None or revision.json is None:
             continue
-        text = revision.json if isinstance(revision.json, str) else revision.json.decode()
+        text = document_text(revision.json)
         try:
             rows[entity_id] = (text, parse_document(text))
         except ValueError as exc:

@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from .._errors import StorageError
+from .._filters import document_text
 from ..stores import (
     BASELINE,
     Condition,
@@ -71,10 +72,6 @@ _COLUMNS = "id, version, op, at, actor, reason, doc, entity_version"
 def at_text(at: datetime) -> str:
     """``at`` as the table keeps it: ISO text in UTC, to the microsecond, fixed width."""
     return at.astimezone(UTC).isoformat(timespec="microseconds")
-
-
-def _text(document: Document) -> str:
-    return document if isinstance(document, str) else document.decode()
 
 
 def _ids(ids: Iterable[str]) -> str:
@@ -302,7 +299,7 @@ class HistoryTable:
             conn.executemany(
                 self._rewrite_sql,
                 [
-                    (_text(new), old.id, old.version, _text(old.json))
+                    (document_text(new), old.id, old.version, document_text(old.json))
                     for old, new in changes
                     if old.json is not None  # a delete holds no document to replace
                 ],

@@ -11,7 +11,7 @@ from pydantic import BaseModel
 
 from .._cache import Cache
 from .._errors import ConflictError
-from .._filters import has_long_digits
+from .._filters import document_text, has_long_digits
 from .._keyring import Keyring
 from .._repository import Repository
 from .._types import T
@@ -197,8 +197,7 @@ class MemoryStore(Store):
         for key, revisions in histories:
             revision = latest_at(revisions, when)
             if revision is not None and revision.json is not None:
-                text = revision.json
-                text = text if isinstance(text, str) else text.decode()
+                text = document_text(revision.json)
                 view._put(Record(key, text, revision.entity_version, None), parse_document(text))
         return ReadOnlyView(view, f"memory of this process as of {when.isoformat()}")
 

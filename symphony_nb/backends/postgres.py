@@ -17,7 +17,7 @@ from pydantic import BaseModel
 
 from .._cache import Cache
 from .._errors import ConflictError, StorageError
-from .._filters import Condition, Query, parse_filter
+from .._filters import Condition, Query, document_text, parse_filter
 from .._gc import gc_paused
 from .._keyring import Keyring
 from .._repository import Repository
@@ -557,8 +557,9 @@ class PostgresStore(Store):
         columns = (
             [old.id for old, _ in changes],
             [old.version for old, _ in changes],
-            [_text(old.json) for old, _ in changes],  # as it was read: compared as text
-            [document(new.decode() if isinstance(new, bytes) else new) for _, new in changes],
+            # As it was read, compared as text; a delete's None matches no document.
+            [None if old.json is None else document_text(old.json) for old, _ in changes],
+            [document(document_text(new)) for _, new in changes],
         )
         sql = self._history.rewrite_sql
         status = await self._run_kept("rewriting history", "execute", sql, *columns)
@@ -589,10 +590,6 @@ class PostgresStore(Store):
         ):
             return await super().purge(entity_id)
         return cast(int, await self._run("purging", "fetchval", self._history.purge_sql, entity_id))
-
-
-def _text(doc: Document | None) -> str | None:
-    return doc.decode() if isinstance(doc, bytes) else doc
 
 
 def _expected(records: Sequence[Record]) -> str:
